@@ -1,0 +1,68 @@
+# nbkube developer entry points. Everything installs what it needs itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/hack:$(PYTHONPATH)
+CLUSTER_DIR ?= $(CURDIR)/.cluster
+
+.PHONY: help venv lint unit engine-test cluster-test test k8s-binaries cluster-up cluster-down \
+        demo bench-engine bench-operator bench-results kind-e2e helm-lint clean
+
+help: ## show the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtual environment with every dependency
+
+k8s-binaries: ## build (once, cached) or locate etcd, kube-apiserver, controller-manager, scheduler, kubectl
+	@if [ -n "$$KUBEBUILDER_ASSETS" ]; then echo "$$KUBEBUILDER_ASSETS"; else bash hack/build-k8s.sh; fi
+
+lint: venv ## ruff
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/ruff format --check operator tests hack bench
+
+unit: venv ## fast tests: models, builders, no processes
+	$(PY) -m pytest -m "not cluster and not gateway" -q
+
+engine-test: venv ## kernel engine against real kernel gateway processes
+	$(PY) -m pytest -m "gateway and not cluster" -q
+
+cluster-test: venv k8s-binaries ## tests on the local control plane
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m pytest -m cluster -q
+
+test: venv k8s-binaries lint ## everything CI runs: lint, unit, engine and cluster tests
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m pytest -q -ra
+
+cluster-up: venv ## start the local control plane + node agent; prints `export KUBECONFIG=...`
+	@KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m nbkube_testenv.cluster up --dir $(CLUSTER_DIR)
+
+cluster-down: ## stop every process cluster-up started
+	@if [ -x $(PY) ]; then $(PY) -m nbkube_testenv.cluster down --dir $(CLUSTER_DIR); \
+	  else $(PYTHON) hack/nbkube_testenv/cluster.py down --dir $(CLUSTER_DIR); fi
+
+demo: venv k8s-binaries ## the local demo: cluster, CRDs, operator, a NotebookRun executed, results shown
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m nbkube_testenv.demo --dir $(CURDIR)/.demo
+
+bench-engine: venv ## per-cell overhead: raw ZMQ, nbclient, papermill, stock gateway, nbkube
+	$(PY) bench/bench_engine.py
+
+bench-operator: venv k8s-binaries ## apply-to-first-cell, 32x50 sweep, status patches, operator RSS
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) bench/bench_operator.py
+
+bench-results: venv ## results repository commits/s and fetch time
+	$(PY) bench/bench_results.py
+
+KIND_CLUSTER ?= nbkube-e2e
+kind-e2e: ## for machines with Docker: kind cluster, images, helm install, run the examples
+	bash hack/kind-e2e.sh $(KIND_CLUSTER)
+
+clean: cluster-down ## remove the venv and local state
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
