@@ -1,0 +1,605 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+and the nbkube node agent, as detached local processes recorded in a state directory.
+
+    python -m nbkube_testenv.cluster up --dir .cluster     # last line: export KUBECONFIG=...
+    python -m nbkube_testenv.cluster down --dir .cluster
+
+Only the standard library is needed for `down` (and `cryptography` for `up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (`python hack/nbkube_testenv/cluster.py down`)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nbkube_testenv import procs
+
+HACK_DIR = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = HACK_DIR / "build-k8s.sh"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"
+NODE_NAME = "nbkube-node"
+STATE_FILE = "state.json"
+# The order processes start in; `down` stops them in reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "nodeagent")
+
+
+class ClusterError(RuntimeError):
+    """A one-line explanation of what is wrong and what to run."""
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    dir: Path
+    kubeconfig: Path
+    server: str
+    ca_file: Path
+    assets: Path
+    version: str
+    node_name: str = NODE_NAME
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kubectl(self) -> Path:
+        return self.assets / "kubectl"
+
+    def pod_dir(self, namespace: str, pod: str) -> Path:
+        """Where the node agent keeps a pod's logs and materialised volumes."""
+        return self.dir / "pods" / f"{namespace}_{pod}"
+
+    def container_log(self, namespace: str, pod: str, container: str) -> Path:
+        return self.pod_dir(namespace, pod) / f"{container}.log"
+
+
+def find_assets() -> Path:
+    """The directory holding the control-plane binaries: KUBEBUILDER_ASSETS, else the cached build."""
+    env = os.environ.get("KUBEBUILDER_ASSETS")
+    if env:
+        assets = Path(env)
+        missing = [b for b in BINARIES if not os.access(assets / b, os.X_OK)]
+        if missing:
+            raise ClusterError(
+                f"KUBEBUILDER_ASSETS={env} lacks {', '.join(missing)}: point it at a directory holding "
+                f"{', '.join(BINARIES)}, or unset it and run `make k8s-binaries`"
+            )
+        return assets
+    try:
+        done = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise ClusterError(f"cannot run {BUILD_SCRIPT}: {e}") from e
+    if done.returncode != 0:
+        errors = [ln for ln in done.stderr.splitlines() if "ERROR" in ln] or done.stderr.splitlines()[-1:]
+        reason = errors[-1].strip() if errors else f"exit code {done.returncode}"
+        raise ClusterError(
+            f"building the Kubernetes binaries failed: {reason} (run `make k8s-binaries` to see the whole "
+            "build, or set KUBEBUILDER_ASSETS to a directory holding the binaries)"
+        )
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n    ".join(text[-lines:]) or "(empty log)"
+
+
+class LocalCluster:
+    """A local control plane kept in `dir`: certificates, etcd data, logs, kubeconfig and state.json."""
+
+    def __init__(self, directory: str | os.PathLike[str], assets: str | os.PathLike[str] | None = None):
+        self.dir = Path(directory).absolute()
+        self._assets = Path(assets) if assets else None
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / STATE_FILE
+
+    def _log(self, name: str) -> Path:
+        return self.dir / "logs" / f"{name}.log"
+
+    def _read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    # -- health --------------------------------------------------------------------------------
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.dir / "pki" / "ca.crt"))
+        ctx.load_cert_chain(str(self.dir / "pki" / "admin.crt"), str(self.dir / "pki" / "admin.key"))
+        return ctx
+
+    def _api(self, server: str, path: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(server + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, context=self._ssl(), timeout=10) as resp:
+                raw = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as e:
+            raw, status = e.read(), e.code
+        try:
+            return status, json.loads(raw) if raw else {}
+        except ValueError:
+            return status, {"raw": raw.decode(errors="replace")}
+
+    def _healthy(self, state: dict) -> bool:
+        if any(not procs.is_same(p["pid"], p.get("start_time")) for p in state.get("processes", [])):
+            return False
+        if {p["name"] for p in state.get("processes", [])} != set(COMPONENTS):
+            return False
+        try:
+            status, _ = self._api(state["server"], "/readyz")
+        except (OSError, KeyError, ssl.SSLError):
+            return False
+        return status == 200
+
+    def is_running(self) -> bool:
+        """True when every recorded process is alive and the API server is ready."""
+        state = self._read_state()
+        return bool(state) and state.get("complete", False) and self._healthy(state)
+
+    def info(self) -> ClusterInfo:
+        state = self._read_state()
+        if not state or not state.get("complete"):
+            raise ClusterError(f"no cluster is running in {self.dir}: run `make cluster-up`")
+        return ClusterInfo(
+            dir=self.dir,
+            kubeconfig=self.kubeconfig,
+            server=state["server"],
+            ca_file=self.dir / "pki" / "ca.crt",
+            assets=Path(state["assets"]),
+            version=state["version"],
+            node_name=state.get("node_name", NODE_NAME),
+            pids={p["name"]: p["pid"] for p in state["processes"]},
+        )
+
+    # -- up ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialises up and down on one directory (two `make cluster-up` at once)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def up(self, timeout: float = 180, apiserver_port: int = 0, quiet: bool = False) -> ClusterInfo:
+        """Starts the cluster (or returns the running one). Raises ClusterError with a one-line cause."""
+        with self._locked():
+            return self._up(timeout, apiserver_port, quiet)
+
+    def _up(self, timeout: float, apiserver_port: int, quiet: bool) -> ClusterInfo:
+        say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        state = self._read_state()
+        if state is not None:
+            if state.get("complete") and self._healthy(state):
+                return self.info()
+            say(f"cleaning up a stopped or half-started cluster in {self.dir}")
+            self._down(10, quiet=True)
+        try:
+            return self._start(timeout, apiserver_port, say)
+        except BaseException:
+            # Never leave a half-started cluster behind; the logs stay for inspection.
+            self._down(10, quiet=True)
+            raise
+
+    def _start(self, timeout: float, apiserver_port: int, say) -> ClusterInfo:
+        from nbkube_testenv import pki as pki_mod
+
+        t0 = time.monotonic()
+        assets = self._assets or find_assets()
+        missing = [b for b in BINARIES if not os.access(assets / b, os.X_OK)]
+        if missing:
+            raise ClusterError(
+                f"{assets} lacks {', '.join(missing)}: run `make k8s-binaries` (or set KUBEBUILDER_ASSETS)"
+            )
+        if apiserver_port and port_busy(apiserver_port):
+            raise ClusterError(
+                f"port {apiserver_port} on 127.0.0.1 is busy: stop whatever listens there "
+                f"(`ss -ltnp 'sport = :{apiserver_port}'`) or choose another port (0 picks a free one)"
+            )
+        for sub in ("etcd", "pki", "pods", "logs", "kcm", "scheduler", "agent"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir()
+        ports = {
+            "etcd": free_port(),
+            "etcd_peer": free_port(),
+            "apiserver": apiserver_port or free_port(),
+            "kcm": free_port(),
+            "scheduler": free_port(),
+        }
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        state: dict = {
+            "complete": False,
+            "server": server,
+            "ports": ports,
+            "assets": str(assets),
+            "node_name": NODE_NAME,
+            "processes": [],
+        }
+        self._write_state(state)
+        pki = pki_mod.create(self.dir / "pki", SERVICE_IP)
+        self._write_admin_kubeconfig(server, pki)
+        kc = str(self.kubeconfig)
+
+        env = dict(os.environ)
+        env[procs.MARKER_ENV] = str(self.dir)
+        env.pop("KUBECONFIG", None)
+        # Pods run `python -m ...` from the environment `up` runs in (the virtualenv).
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HACK_DIR), env.get("PYTHONPATH")]))
+
+        def start(name: str, argv: list[str]) -> None:
+            logf = open(self._log(name), "ab")
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.dir,
+                env=env,
+            )
+            logf.close()
+            state["processes"].append(
+                {"name": name, "pid": proc.pid, "start_time": procs.start_time(proc.pid)}
+            )
+            self._write_state(state)
+
+        def wait(name: str, check, what: str) -> None:
+            deadline = t0 + timeout
+            while True:
+                try:
+                    if check():
+                        return
+                except (OSError, ssl.SSLError, ValueError, KeyError):
+                    pass
+                rec = next(p for p in state["processes"] if p["name"] == name)
+                log = self._log(name)
+                if not procs.is_same(rec["pid"], rec["start_time"]):
+                    text = log.read_text(errors="replace") if log.exists() else ""
+                    if "address already in use" in text:
+                        raise ClusterError(
+                            f"{name} could not bind its port (address already in use): another process took "
+                            f"it; run `make cluster-down` and `make cluster-up` again. Log {log}:\n    "
+                            + log_tail(log)
+                        )
+                    raise ClusterError(
+                        f"{name} exited before {what}; last lines of {log}:\n    " + log_tail(log)
+                    )
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"{name} did not become {what} within {timeout:.0f}s; last lines of {log}:\n    "
+                        + log_tail(log)
+                    )
+                time.sleep(0.2)
+
+        say(f"starting etcd on 127.0.0.1:{ports['etcd']}")
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+        start(
+            "etcd",
+            [
+                str(assets / "etcd"),
+                "--name=default",
+                f"--data-dir={self.dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        wait("etcd", lambda: _http_ok(etcd_url + "/health"), "healthy")
+
+        say(f"starting kube-apiserver on {server}")
+        start(
+            "kube-apiserver",
+            [
+                str(assets / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--cert-dir={pki.dir}",
+                f"--tls-cert-file={pki.apiserver_crt}",
+                f"--tls-private-key-file={pki.apiserver_key}",
+                f"--client-ca-file={pki.ca_crt}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ],
+        )
+        wait("kube-apiserver", lambda: self._api(server, "/readyz")[0] == 200, "ready")
+        version = self._api(server, "/version")[1].get("gitVersion", "unknown")
+        state["version"] = version
+
+        say(f"kube-apiserver {version} ready; starting controller-manager, scheduler and node agent")
+        common = [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+        ]
+        start(
+            "kube-controller-manager",
+            [
+                str(assets / "kube-controller-manager"),
+                *common,
+                f"--secure-port={ports['kcm']}",
+                f"--cert-dir={self.dir / 'kcm'}",
+                "--controllers=*",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_crt}",
+                f"--cluster-signing-cert-file={pki.ca_crt}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+            ],
+        )
+        start(
+            "kube-scheduler",
+            [
+                str(assets / "kube-scheduler"),
+                *common,
+                f"--secure-port={ports['scheduler']}",
+                f"--cert-dir={self.dir / 'scheduler'}",
+            ],
+        )
+        start(
+            "nodeagent",
+            [
+                sys.executable,
+                "-m",
+                "nbkube_testenv.nodeagent",
+                f"--kubeconfig={kc}",
+                f"--dir={self.dir}",
+                f"--node-name={NODE_NAME}",
+                f"--kubelet-version={version}",
+            ],
+        )
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        wait(
+            "kube-controller-manager",
+            lambda: _http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", insecure),
+            "healthy",
+        )
+        wait(
+            "kube-scheduler",
+            lambda: _http_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz", insecure),
+            "healthy",
+        )
+        wait("nodeagent", lambda: self._node_ready(server), "a Ready node")
+        wait(
+            "kube-controller-manager",
+            lambda: self._api(server, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+            "ready (no default ServiceAccount in namespace default)",
+        )
+        state["complete"] = True
+        state["started_in_s"] = round(time.monotonic() - t0, 2)
+        self._write_state(state)
+        say(f"cluster up in {state['started_in_s']}s: {server} ({version}), logs in {self.dir / 'logs'}")
+        return self.info()
+
+    def _node_ready(self, server: str) -> bool:
+        status, node = self._api(server, f"/api/v1/nodes/{NODE_NAME}")
+        if status != 200:
+            return False
+        conds = node.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    def _write_admin_kubeconfig(self, server: str, pki) -> None:
+        def b64(p: Path) -> str:
+            return base64.b64encode(p.read_bytes()).decode()
+
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "nbkube-local",
+                    "cluster": {"server": server, "certificate-authority-data": b64(pki.ca_crt)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "nbkube-admin",
+                    "user": {
+                        "client-certificate-data": b64(pki.admin_crt),
+                        "client-key-data": b64(pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {"name": "nbkube-local", "context": {"cluster": "nbkube-local", "user": "nbkube-admin"}}
+            ],
+            "current-context": "nbkube-local",
+        }
+        self.kubeconfig.write_text(json.dumps(cfg, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    # -- service accounts ----------------------------------------------------------------------
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: str | os.PathLike[str], expiration_seconds: int = 86400
+    ) -> Path:
+        """Writes a kubeconfig authenticating as ServiceAccount namespace/name with a bearer token from
+        the TokenRequest API (the ServiceAccount must exist)."""
+        info = self.info()
+        status, resp = self._api(
+            info.server,
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            "POST",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
+        )
+        if status != 201:
+            raise ClusterError(
+                f"TokenRequest for {namespace}/{name} failed ({status}): {resp.get('message')}"
+            )
+        user = f"system:serviceaccount:{namespace}:{name}"
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "nbkube-local",
+                    "cluster": {
+                        "server": info.server,
+                        "certificate-authority-data": base64.b64encode(info.ca_file.read_bytes()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": resp["status"]["token"]}}],
+            "contexts": [
+                {"name": user, "context": {"cluster": "nbkube-local", "user": user, "namespace": namespace}}
+            ],
+            "current-context": user,
+        }
+        out = Path(path)
+        out.write_text(json.dumps(cfg, indent=2))
+        out.chmod(0o600)
+        return out
+
+    # -- down ----------------------------------------------------------------------------------
+    def down(self, grace: float = 10, quiet: bool = False) -> int:
+        """Stops every process of this cluster (recorded or marked), pods included. Returns how many."""
+        if not self.dir.is_dir():
+            if not quiet:
+                print(f"no cluster in {self.dir}", file=sys.stderr)
+            return 0
+        with self._locked():
+            return self._down(grace, quiet)
+
+    def _down(self, grace: float, quiet: bool) -> int:
+        state = self._read_state() or {}
+        recorded = {p["name"]: (p["pid"], p.get("start_time")) for p in state.get("processes", [])}
+        stopped: set[int] = set()
+        # The node agent first: it stops its pods' processes itself within their grace periods.
+        if "nodeagent" in recorded:
+            stopped.update(procs.stop([recorded["nodeagent"]], grace))
+        stopped.update(procs.stop(self._pod_processes(), grace))
+        for name in reversed(COMPONENTS):
+            if name in recorded and name != "nodeagent":
+                stopped.update(procs.stop([recorded[name]], grace))
+        stragglers = [(pid, None) for pid in procs.marked_processes(str(self.dir))]
+        stopped.update(procs.stop(stragglers, grace))
+        if self.state_file.exists():
+            self.state_file.unlink()
+        shutil.rmtree(self.dir / "agent" / "pids", ignore_errors=True)
+        if not quiet:
+            print(f"stopped {len(stopped)} processes of the cluster in {self.dir}", file=sys.stderr)
+        return len(stopped)
+
+    def _pod_processes(self) -> list[tuple[int, int | None]]:
+        out = []
+        pid_dir = self.dir / "agent" / "pids"
+        for f in pid_dir.glob("*") if pid_dir.is_dir() else []:
+            try:
+                out.append((int(f.name), int(f.read_text().strip() or 0) or None))
+            except ValueError:
+                continue
+        return out
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as resp:
+            return resp.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nbkube_testenv.cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--dir", default=".cluster", help="state directory (default: .cluster)")
+    parser.add_argument("--apiserver-port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--timeout", type=float, default=180)
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(args.dir)
+    try:
+        if args.command == "down":
+            cluster.down()
+            return 0
+        if args.command == "status":
+            if not cluster.is_running():
+                print(f"no healthy cluster in {cluster.dir}")
+                return 1
+            info = cluster.info()
+            print(f"{info.server} {info.version} pids {info.pids}")
+            return 0
+        info = cluster.up(timeout=args.timeout, apiserver_port=args.apiserver_port)
+    except ClusterError as e:
+        print(f"cluster {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    print(f"export KUBECONFIG={info.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

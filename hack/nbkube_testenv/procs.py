@@ -1,0 +1,89 @@
+"""Finding and stopping the processes a local cluster started, using /proc only (stdlib), so that
+`make cluster-down` works even without the virtualenv.
+
+A process is ours when it was recorded with its start time, or when its environment carries
+MARKER_ENV set to the cluster directory: every process the cluster starts, and every pod process the
+node agent starts, inherits that variable, so grandchildren that left their process group are found too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable
+
+MARKER_ENV = "NBKUBE_TESTENV_DIR"
+
+
+def start_time(pid: int) -> int | None:
+    """The process start time in clock ticks since boot, or None when it does not exist or is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        _reap(pid)
+        return None
+    return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def is_same(pid: int, started: int | None) -> bool:
+    """True when pid is alive and (if known) still the process that was recorded."""
+    now = start_time(pid)
+    return now is not None and (started is None or now == started)
+
+
+def marked_processes(cluster_dir: str) -> list[int]:
+    """Live processes whose environment names cluster_dir as their cluster."""
+    needle = f"{MARKER_ENV}={cluster_dir}".encode()
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in env and start_time(int(entry)) is not None:
+            found.append(int(entry))
+    return found
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        if group and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop(procs: Iterable[tuple[int, int | None]], grace: float, group: bool = True) -> list[int]:
+    """SIGTERM each (pid, start_time) still alive (its whole process group when it leads one), wait up to
+    grace seconds, then SIGKILL what is left. Returns the pids that were signalled."""
+    live = [(pid, st) for pid, st in procs if is_same(pid, st)]
+    for pid, _ in live:
+        _signal(pid, signal.SIGTERM, group)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(is_same(p, s) for p, s in live):
+        time.sleep(0.1)
+    for pid, st in live:
+        if is_same(pid, st):
+            _signal(pid, signal.SIGKILL, group)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(is_same(p, s) for p, s in live):
+        time.sleep(0.05)
+    return [pid for pid, _ in live]
