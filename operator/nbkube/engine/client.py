@@ -1,0 +1,173 @@
+"""An async client of Jupyter Kernel Gateway's REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from nbkube.engine.errors import (
+    AuthenticationError,
+    GatewayError,
+    GatewayUnavailable,
+    KernelLimitReached,
+    KernelNotFound,
+)
+
+if TYPE_CHECKING:
+    from nbkube.engine.connection import KernelConnection
+
+KernelModel = dict[str, Any]
+
+# Failures that mean "the gateway is not there" rather than "the gateway said no".
+UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, OSError)
+
+
+def error_for_status(status: int, body: str, what: str) -> GatewayError:
+    reason = body.strip()
+    try:
+        reason = json.loads(body).get("message") or reason
+    except (ValueError, AttributeError):
+        pass
+    message = f"{what}: HTTP {status} {reason}".strip()
+    if status == 401:
+        return AuthenticationError(f"{what}: the gateway rejected the token (HTTP 401)", status)
+    if status == 404:
+        return KernelNotFound(message, status)
+    if status == 403 and "Resource Limit" in body:
+        return KernelLimitReached(message, status)
+    return GatewayError(message, status)
+
+
+class GatewayClient:
+    """REST client of one gateway, and the factory of websocket connections to its kernels.
+
+    Use as `async with GatewayClient(url, token) as client:`. Every request is bounded by
+    request_timeout; an unreachable gateway raises GatewayUnavailable, a wrong token
+    AuthenticationError.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        request_timeout: float = 30.0,
+        reconnect_timeout: float = 10.0,
+        heartbeat: float | None = 10.0,
+        max_msg_size: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.request_timeout = request_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self.heartbeat = heartbeat
+        self.max_msg_size = max_msg_size
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def ws_base_url(self) -> str:
+        if self.base_url.startswith("https://"):
+            return "wss://" + self.base_url[len("https://") :]
+        return "ws://" + self.base_url.removeprefix("http://")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"} if self.token else {}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+            )
+        return self._session
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, *, json_body: Any = None, expect: int = 200) -> Any:
+        what = f"{method} {path}"
+        try:
+            async with self.session.request(method, self.base_url + path, json=json_body) as response:
+                body = await response.text()
+                if response.status != expect:
+                    raise error_for_status(response.status, body, what)
+                return json.loads(body) if body else None
+        except UNREACHABLE as e:
+            raise GatewayUnavailable(f"{what}: gateway {self.base_url} unreachable: {e!r}") from e
+
+    async def api_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.request("GET", "/api")
+        return info
+
+    async def start_kernel(self, name: str | None = None, env: dict[str, str] | None = None) -> KernelModel:
+        """POST /api/kernels. Only KERNEL_* keys of env (or those in KG_ENV_WHITELIST) reach the kernel."""
+        body: dict[str, Any] = {}
+        if name:
+            body["name"] = name
+        if env:
+            body["env"] = env
+        model: KernelModel = await self.request("POST", "/api/kernels", json_body=body, expect=201)
+        return model
+
+    async def list_kernels(self) -> list[KernelModel]:
+        kernels: list[KernelModel] = await self.request("GET", "/api/kernels")
+        return kernels
+
+    async def get_kernel(self, kernel_id: str) -> KernelModel:
+        model: KernelModel = await self.request("GET", f"/api/kernels/{kernel_id}")
+        return model
+
+    async def interrupt_kernel(self, kernel_id: str) -> None:
+        await self.request("POST", f"/api/kernels/{kernel_id}/interrupt", expect=204)
+
+    async def restart_kernel(self, kernel_id: str) -> KernelModel:
+        """Restart (state lost). The gateway answers before the new kernel is ready."""
+        model: KernelModel = await self.request("POST", f"/api/kernels/{kernel_id}/restart")
+        return model
+
+    async def delete_kernel(self, kernel_id: str, *, missing_ok: bool = True) -> None:
+        try:
+            await self.request("DELETE", f"/api/kernels/{kernel_id}", expect=204)
+        except KernelNotFound:
+            if not missing_ok:
+                raise
+
+    # Short names, as the operator calls them.
+    interrupt = interrupt_kernel
+    restart = restart_kernel
+    delete = delete_kernel
+
+    async def connect(
+        self,
+        kernel_id: str,
+        session_id: str | None = None,
+        *,
+        resume_msg_ids: tuple[str, ...] = (),
+    ) -> KernelConnection:
+        """Open the kernel's websocket. Reusing a previous session_id makes the gateway replay what it
+        buffered while nobody was connected; pass the msg_ids of in-flight executions in resume_msg_ids so
+        their replayed messages are kept for NotebookExecutor.resume_cell."""
+        from nbkube.engine.connection import KernelConnection
+
+        connection = KernelConnection(self, kernel_id, session_id)
+        for msg_id in resume_msg_ids:
+            connection.subscribe(msg_id)
+        await connection.open()
+        return connection

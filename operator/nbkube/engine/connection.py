@@ -1,0 +1,326 @@
+"""A kernel's websocket channels through the gateway, with routing by parent msg_id and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from nbkube.engine.errors import EngineError, GatewayUnavailable
+from nbkube.engine.protocol import (
+    Message,
+    decode_binary,
+    decode_text,
+    encode,
+    make_message,
+    new_id,
+    parent_id,
+)
+
+if TYPE_CHECKING:
+    from nbkube.engine.client import GatewayClient
+
+log = logging.getLogger(__name__)
+
+KERNEL_LOST_STATES = frozenset({"restarting", "dead"})
+
+
+class Subscription:
+    """The messages of one request (by parent msg_id), in arrival order.
+
+    Bounded: when `limit` messages wait unread, the websocket reader waits too, so a chatty kernel is
+    slowed down by TCP back-pressure instead of filling the engine's memory.
+    """
+
+    def __init__(self, msg_id: str, limit: int = 16) -> None:
+        self.msg_id = msg_id
+        self.limit = limit
+        self._items: collections.deque[Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+
+    @staticmethod
+    def _wake(future: asyncio.Future[None] | None) -> None:
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def push(self, message: Message) -> None:
+        """Append regardless of the bound (for the few messages the engine itself injects)."""
+        self._items.append(message)
+        self._wake(self._waiter)
+
+    async def put(self, message: Message) -> None:
+        while len(self._items) >= self.limit and self._error is None:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        self.push(message)
+
+    def fail(self, error: BaseException) -> None:
+        """Raise `error` from get() once the queued messages are consumed."""
+        if self._error is None:
+            self._error = error
+        self._wake(self._waiter)
+        self._wake(self._room)
+
+    async def get(self, wait: float | None = None) -> Message | None:
+        """The next message, or None after `wait` seconds without one."""
+        while True:
+            if self._items:
+                message = self._items.popleft()
+                if len(self._items) < self.limit:
+                    self._wake(self._room)
+                return message
+            if self._error is not None:
+                raise self._error
+            if wait is not None and wait <= 0:
+                return None
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            handle = loop.call_later(wait, self._wake, waiter) if wait is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if handle is not None:
+                    handle.cancel()
+            if not self._items and self._error is None:
+                return None
+
+
+class KernelConnection:
+    """The shell, control, iopub and stdin channels of one kernel over one websocket.
+
+    Messages are routed by parent msg_id to subscriptions; others are dropped, except an iopub status
+    `restarting`/`dead` (the gateway's restarter saying the kernel died), which every subscription gets.
+    When the websocket drops, it is reopened with the same session_id so the gateway replays what it
+    buffered; if that fails within the client's reconnect_timeout, subscriptions fail with
+    GatewayUnavailable (KernelNotFound if the kernel is gone, AuthenticationError if the token is refused).
+    """
+
+    def __init__(self, client: GatewayClient, kernel_id: str, session_id: str | None = None) -> None:
+        self.client = client
+        self.kernel_id = kernel_id
+        self.session_id = session_id or new_id()
+        self.kernel_session: str | None = None
+        """The kernel process's own session id (from its messages); it changes when the kernel restarts."""
+        self.kernel_lost_events = 0
+        self.reconnects = 0
+        self._subscriptions: dict[str, Subscription] = {}
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._failure: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.client.ws_base_url}/api/kernels/{self.kernel_id}/channels?session_id={self.session_id}"
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self._failure is not None
+
+    async def __aenter__(self) -> KernelConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        self._ws = await self._ws_connect()
+        self._connected.set()
+        self._reader = asyncio.create_task(self._read_loop(), name=f"kernel-ws-{self.kernel_id}")
+
+    async def _ws_connect(self) -> aiohttp.ClientWebSocketResponse:
+        from nbkube.engine.client import UNREACHABLE, error_for_status
+
+        what = f"websocket of kernel {self.kernel_id}"
+        try:
+            async with asyncio.timeout(self.client.request_timeout):
+                return await self.client.session.ws_connect(
+                    self.url,
+                    heartbeat=self.client.heartbeat,
+                    max_msg_size=self.client.max_msg_size,
+                    autoclose=True,
+                    autoping=True,
+                )
+        except aiohttp.WSServerHandshakeError as e:
+            raise error_for_status(e.status, e.message, what) from e
+        except UNREACHABLE as e:
+            raise GatewayUnavailable(f"{what}: gateway {self.client.base_url} unreachable: {e!r}") from e
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                ws = self._ws
+                assert ws is not None
+                frame = await ws.receive()
+                if frame.type is aiohttp.WSMsgType.TEXT:
+                    await self._deliver(decode_text(frame.data))
+                elif frame.type is aiohttp.WSMsgType.BINARY:
+                    await self._deliver(decode_binary(frame.data))
+                elif self._closing:
+                    return
+                else:
+                    log.info(
+                        "websocket of kernel %s lost (%s); reconnecting", self.kernel_id, frame.type.name
+                    )
+                    self._connected.clear()
+                    await self._reconnect()
+        except asyncio.CancelledError:
+            raise
+        except EngineError as e:
+            self._fail(e)
+        except Exception as e:
+            self._fail(GatewayUnavailable(f"websocket of kernel {self.kernel_id} failed: {e!r}"))
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.client.reconnect_timeout
+        delay = 0.05
+        while True:
+            if self._ws is not None:
+                await self._ws.close()
+            try:
+                self._ws = await self._ws_connect()
+            except GatewayUnavailable as e:
+                if loop.time() + delay > deadline or self._closing:
+                    raise GatewayUnavailable(
+                        f"lost the websocket of kernel {self.kernel_id} and could not reconnect within "
+                        f"{self.client.reconnect_timeout:g}s: {e}"
+                    ) from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            else:
+                self.reconnects += 1
+                self._connected.set()
+                return
+
+    async def _deliver(self, message: Message) -> None:
+        subscription = self._subscriptions.get(parent_id(message))  # type: ignore[arg-type]
+        if subscription is not None:
+            self.kernel_session = message["header"].get("session") or self.kernel_session
+            if len(subscription._items) < subscription.limit:
+                subscription.push(message)
+            else:
+                await subscription.put(message)
+        elif (
+            message.get("channel") == "iopub"
+            and message["header"].get("msg_type") == "status"
+            and message["content"].get("execution_state") in KERNEL_LOST_STATES
+        ):
+            self.kernel_lost_events += 1
+            for subscription in list(self._subscriptions.values()):
+                subscription.push(message)
+
+    def _fail(self, error: BaseException) -> None:
+        self._failure = error
+        for subscription in list(self._subscriptions.values()):
+            subscription.fail(error)
+
+    def subscribe(self, msg_id: str) -> Subscription:
+        """Route the messages whose parent is msg_id (returns the existing subscription if any)."""
+        subscription = self._subscriptions.get(msg_id)
+        if subscription is None:
+            subscription = self._subscriptions[msg_id] = Subscription(msg_id)
+            if self._failure is not None:
+                subscription.fail(self._failure)
+        return subscription
+
+    def unsubscribe(self, msg_id: str) -> None:
+        subscription = self._subscriptions.pop(msg_id, None)
+        if subscription is not None:
+            subscription._wake(subscription._room)
+
+    async def send_message(self, message: Message) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closing:
+            raise EngineError(f"connection to kernel {self.kernel_id} is closed")
+        if not self._connected.is_set():
+            try:
+                async with asyncio.timeout(self.client.reconnect_timeout + self.client.request_timeout):
+                    await self._connected.wait()
+            except TimeoutError:
+                raise self._failure or GatewayUnavailable(
+                    f"websocket of kernel {self.kernel_id} not reconnected"
+                ) from None
+        assert self._ws is not None
+        try:
+            await self._ws.send_str(encode(message))
+        except (ConnectionError, aiohttp.ClientError) as e:
+            raise GatewayUnavailable(f"sending to kernel {self.kernel_id} failed: {e!r}") from e
+
+    async def send(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        parent: dict[str, Any] | None = None,
+        msg_id: str | None = None,
+    ) -> Message:
+        message = make_message(channel, msg_type, content, self.session_id, parent=parent, msg_id=msg_id)
+        await self.send_message(message)
+        return message
+
+    async def request(
+        self, channel: str, msg_type: str, content: dict[str, Any], *, reply_timeout: float | None = None
+    ) -> Message:
+        """Send a request and return its reply on the same channel (other messages of it are dropped).
+
+        Raises TimeoutError after `reply_timeout` seconds without the reply."""
+        msg_id = new_id()
+        subscription = self.subscribe(msg_id)
+        try:
+            await self.send(channel, msg_type, content, msg_id=msg_id)
+            loop = asyncio.get_running_loop()
+            deadline = None if reply_timeout is None else loop.time() + reply_timeout
+            while True:
+                remaining = None if deadline is None else deadline - loop.time()
+                message = await subscription.get(remaining)
+                if message is None:
+                    raise TimeoutError(
+                        f"no {msg_type} reply from kernel {self.kernel_id} in {reply_timeout}s"
+                    )
+                if message.get("channel") == channel and message["header"]["msg_type"].endswith("_reply"):
+                    return message
+        finally:
+            self.unsubscribe(msg_id)
+
+    async def kernel_info(
+        self, *, reply_timeout: float | None = 30.0, channel: str = "shell"
+    ) -> dict[str, Any]:
+        reply = await self.request(channel, "kernel_info_request", {}, reply_timeout=reply_timeout)
+        content: dict[str, Any] = reply["content"]
+        return content
+
+    async def interrupt(self) -> None:
+        await self.client.interrupt_kernel(self.kernel_id)
+
+    async def close(self) -> None:
+        """Close the websocket (the kernel keeps running; the gateway buffers for this session_id)."""
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        for subscription in list(self._subscriptions.values()):
+            subscription.fail(EngineError(f"connection to kernel {self.kernel_id} closed"))
+
+    async def drop_websocket(self) -> None:
+        """Close the current websocket as a network failure would; the connection reconnects with the
+        same session_id. For tests of the reconnect path."""
+        if self._ws is not None:
+            await self._ws.close()

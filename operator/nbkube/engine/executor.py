@@ -1,0 +1,560 @@
+"""Execute nbformat notebooks cell by cell over a KernelConnection.
+
+Per-cell metadata written into the notebook:
+- `cell.metadata.execution`: nbclient's keys `iopub.status.busy`, `iopub.execute_input`,
+  `shell.execute_reply`, `iopub.status.idle` (the kernel's message timestamps), so tools that read
+  nbclient's timing read ours;
+- `cell.metadata.nbkube`: `{"state", "started", "finished", "duration_ms"}` (engine wall clock, UTC ISO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+
+from nbkube.engine.connection import KERNEL_LOST_STATES, KernelConnection, Subscription
+from nbkube.engine.errors import EngineError, ExecutionLost, GatewayUnavailable, KernelNotFound
+from nbkube.engine.outputs import CellOutputs, NotebookBudget, Output, OutputLimits
+from nbkube.engine.protocol import new_id, parent_id
+
+
+class CellState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timedOut"
+    KERNEL_DIED = "kernelDied"
+    CANCELLED = "cancelled"
+    INPUT_REQUESTED = "inputRequested"
+
+
+SKIP_TAG = "skip-execution"
+RAISES_TAG = "raises-exception"
+SUMMARY_CHARS = 2000
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CELL_ID = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
+
+
+@dataclass
+class CellResult:
+    index: int
+    """Position of the cell in notebook.cells."""
+    cell_id: str
+    state: CellState = CellState.PENDING
+    execution_count: int | None = None
+    msg_id: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    error_name: str | None = None
+    error_value: str | None = None
+    traceback_summary: str | None = None
+    """The traceback's last lines without ANSI colours, at most SUMMARY_CHARS characters."""
+    error_allowed: bool = False
+    """The cell raised, but `raises-exception` or allow_errors lets the notebook go on."""
+    input_requested: bool = False
+    output_bytes: int = 0
+    truncated: bool = False
+    kernel_restarted: bool = False
+    """The engine restarted the kernel (an interrupt did not stop a timed-out or cancelled cell)."""
+    resumed: bool = False
+
+    @property
+    def blocks_notebook(self) -> bool:
+        if self.state is CellState.FAILED:
+            return not self.error_allowed
+        return self.state in (CellState.TIMED_OUT, CellState.KERNEL_DIED, CellState.CANCELLED)
+
+
+@dataclass
+class NotebookResult:
+    notebook: NotebookNode
+    state: CellState
+    """succeeded, failed, timedOut, kernelDied or cancelled."""
+    cells: list[CellResult] = field(default_factory=list)
+    """One per code cell from the first executed one (the resume point) on, in order."""
+    failed_index: int | None = None
+    duration_ms: float = 0.0
+    spill_path: Path | None = None
+    """The JSON-lines spill of truncated cells' full outputs, if any; store it beside the notebook."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a previous executor left off: the cell at `index` was sent as `msg_id`."""
+
+    index: int
+    msg_id: str
+
+
+OnCellStart = Callable[[int, NotebookNode, str], Awaitable[None] | None]
+OnOutput = Callable[[int, Output], Awaitable[None] | None]
+OnCellEnd = Callable[[int, CellResult], Awaitable[None] | None]
+
+
+async def _call(callback: Callable[..., Any] | None, *args: Any) -> None:
+    if callback is not None:
+        result = callback(*args)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def summarize_traceback(lines: list[str]) -> str:
+    text = ANSI.sub("", "\n".join(lines))
+    return text[-SUMMARY_CHARS:]
+
+
+def upgrade_notebook(nb: NotebookNode) -> NotebookNode:
+    """Upgrade to nbformat 4.5 (in place when already v4) so that every cell has a valid, unique id."""
+    if nb.get("nbformat", 4) != 4:
+        nb = nbformat.convert(nb, 4)
+    if nb.get("nbformat_minor", 0) < 5:
+        nb = nbformat.v4.upgrade(nb, from_version=4, from_minor=nb.get("nbformat_minor", 0))
+    seen: set[str] = set()
+    for cell in nb.cells:
+        cell_id = cell.get("id")
+        if not isinstance(cell_id, str) or not CELL_ID.match(cell_id) or cell_id in seen:
+            cell_id = cell["id"] = uuid.uuid4().hex[:8]
+        seen.add(cell_id)
+    return nb
+
+
+class NotebookExecutor:
+    """Runs cells on one kernel connection. One executor per notebook run (its output budget and
+    spill are per notebook).
+
+    Callbacks may be plain functions or coroutines: on_cell_start(index, cell, msg_id) runs before
+    the execute request is sent (store msg_id and connection.session_id to resume later);
+    on_output(index, output) gets each new output as it arrives (a stream output carries just the
+    new chunk); on_cell_end(index, cell_result).
+    """
+
+    def __init__(
+        self,
+        connection: KernelConnection,
+        *,
+        cell_timeout: float | None = None,
+        allow_errors: bool = False,
+        limits: OutputLimits | None = None,
+        on_cell_start: OnCellStart | None = None,
+        on_output: OnOutput | None = None,
+        on_cell_end: OnCellEnd | None = None,
+        interrupt_grace: float = 5.0,
+        watchdog_interval: float = 0.5,
+        kernel_info_timeout: float = 60.0,
+    ) -> None:
+        self.connection = connection
+        self.cell_timeout = cell_timeout
+        self.allow_errors = allow_errors
+        self.budget = NotebookBudget(limits or OutputLimits())
+        self.on_cell_start = on_cell_start
+        self.on_output = on_output
+        self.on_cell_end = on_cell_end
+        self.interrupt_grace = interrupt_grace
+        self.watchdog_interval = watchdog_interval
+        self.kernel_info_timeout = kernel_info_timeout
+        self._cancelled = False
+        self._current: Subscription | None = None
+
+    # -- control ---------------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Interrupt the running cell and end the notebook as cancelled (safe to call from callbacks)."""
+        self._cancelled = True
+        if self._current is not None:
+            self._current.push({"nbkube": "cancel"})
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def spill_path(self) -> Path | None:
+        return self.budget.spill.path
+
+    # -- notebook --------------------------------------------------------------------------------------
+
+    async def execute_notebook(
+        self, nb: NotebookNode, *, resume: ResumePoint | None = None
+    ) -> NotebookResult:
+        """Execute the notebook's code cells in order, in place (the notebook is upgraded to 4.5 first).
+
+        With `resume`, cells before resume.index are left alone and the cell at resume.index is
+        reattached by msg_id (see resume_cell) instead of executed again.
+        """
+        started = time.monotonic()
+        nb = upgrade_notebook(nb)
+        result = NotebookResult(notebook=nb, state=CellState.SUCCEEDED)
+        try:
+            info = await self.connection.kernel_info(reply_timeout=self.kernel_info_timeout)
+            if "language_info" in info:
+                nb.metadata["language_info"] = info["language_info"]
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code" or (resume is not None and index < resume.index):
+                    continue
+                if result.state is not CellState.SUCCEEDED:
+                    result.cells.append(CellResult(index, cell.id, state=CellState.PENDING))
+                    continue
+                if self._cancelled:
+                    result.state, result.failed_index = CellState.CANCELLED, index
+                    result.cells.append(CellResult(index, cell.id, state=CellState.CANCELLED))
+                    continue
+                if resume is not None and index == resume.index:
+                    cell_result = await self.resume_cell(cell, index, resume.msg_id)
+                else:
+                    cell_result = await self.execute_cell(cell, index)
+                result.cells.append(cell_result)
+                if cell_result.blocks_notebook:
+                    result.state, result.failed_index = cell_result.state, index
+        except GatewayUnavailable as e:
+            result.state = CellState.FAILED
+            result.duration_ms = (time.monotonic() - started) * 1000
+            result.spill_path = self.budget.spill.path
+            e.partial_result = result
+            raise
+        await self.budget.spill.flush()
+        result.spill_path = self.budget.spill.path
+        result.duration_ms = (time.monotonic() - started) * 1000
+        return result
+
+    # -- cells -----------------------------------------------------------------------------------------
+
+    async def execute_cell(self, cell: NotebookNode, index: int = 0) -> CellResult:
+        """Execute one code cell, updating it in place (outputs, execution_count, metadata)."""
+        return await self._run(cell, index, resume_msg_id=None)
+
+    async def resume_cell(self, cell: NotebookNode, index: int, msg_id: str) -> CellResult:
+        """Collect the rest of an execution started earlier as `msg_id` on this kernel, without running it
+        again. The connection must use the session_id of the one that sent it (the gateway replays what
+        it buffered for that session); open it with GatewayClient.connect(..., resume_msg_ids=(msg_id,))
+        so replayed messages are not dropped before this call. Outputs that reached the previous
+        connection are not replayed. Raises ExecutionLost if the kernel is already past the execution
+        and none of its messages were replayed."""
+        return await self._run(cell, index, resume_msg_id=msg_id)
+
+    async def _run(self, cell: NotebookNode, index: int, resume_msg_id: str | None) -> CellResult:
+        if not cell.get("id"):
+            cell["id"] = uuid.uuid4().hex[:8]
+        result = CellResult(index, cell["id"])
+        tags = cell.get("metadata", {}).get("tags", [])
+        if SKIP_TAG in tags or not cell.source.strip():
+            result.state = CellState.SKIPPED
+            await _call(self.on_cell_end, index, result)
+            return result
+        connection = self.connection
+        msg_id = resume_msg_id or new_id()
+        subscription = connection.subscribe(msg_id)
+        outputs = CellOutputs(self.budget, index, cell["id"])
+        run = _CellRun(self, cell, index, result, subscription, outputs)
+        result.msg_id = msg_id
+        result.resumed = resume_msg_id is not None
+        result.state = CellState.RUNNING
+        result.started_at = _now()
+        started = time.monotonic()
+        cell.outputs = []
+        self._current = subscription
+        error: BaseException | None = None
+        try:
+            await _call(self.on_cell_start, index, cell, msg_id)
+            if self._cancelled:
+                subscription.push({"nbkube": "cancel"})
+            if resume_msg_id is None:
+                content = {
+                    "code": cell.source,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": True,
+                    "stop_on_error": False,
+                }
+                await connection.send("shell", "execute_request", content, msg_id=msg_id)
+            else:
+                await run.send_probe()
+            await run.collect()
+        except (GatewayUnavailable, ExecutionLost) as e:
+            error = e
+            result.state = CellState.FAILED
+            result.error_name, result.error_value = type(e).__name__, str(e)
+        finally:
+            self._current = None
+            await run.stop()
+            result.finished_at = _now()
+            result.duration_ms = (time.monotonic() - started) * 1000
+            await self._finish_cell(cell, result, outputs, run.timing)
+        if error is not None:
+            raise error
+        await _call(self.on_cell_end, index, result)
+        return result
+
+    async def _finish_cell(
+        self, cell: NotebookNode, result: CellResult, outputs: CellOutputs, timing: dict[str, str]
+    ) -> None:
+        final = await outputs.finish()
+        result.output_bytes = outputs.total
+        result.truncated = outputs.truncated
+        cell.outputs = [nbformat.from_dict(output) for output in final]
+        cell.execution_count = result.execution_count
+        cell.metadata["execution"] = timing
+        cell.metadata["nbkube"] = {
+            "state": result.state.value,
+            "started": result.started_at,
+            "finished": result.finished_at,
+            "duration_ms": round(result.duration_ms or 0.0, 3),
+        }
+
+
+class _CellRun:
+    """The state machine of one running cell: done when both execute_reply (shell) and status idle
+    (iopub) of its msg_id arrived, in either order."""
+
+    def __init__(
+        self,
+        executor: NotebookExecutor,
+        cell: NotebookNode,
+        index: int,
+        result: CellResult,
+        subscription: Subscription,
+        outputs: CellOutputs,
+    ) -> None:
+        self.executor = executor
+        self.connection = executor.connection
+        self.cell = cell
+        self.index = index
+        self.result = result
+        self.subscription = subscription
+        self.outputs = outputs
+        self.timing: dict[str, str] = {}
+        self.got_reply = False
+        self.got_idle = False
+        self.reply_status: str | None = None
+        self.final_state: CellState | None = None
+        self.interrupted_at: float | None = None
+        self.kernel_session: str | None = None
+        self.probe_id: str | None = None
+        self.watchdog: asyncio.Task[None] | None = None
+        self.aliases: list[str] = []
+
+    async def send_probe(self) -> None:
+        """An empty silent execution queued behind the resumed one: its reply arriving first means the
+        resumed execution's reply will never come."""
+        self.probe_id = new_id()
+        self.connection._subscriptions[self.probe_id] = self.subscription
+        self.aliases.append(self.probe_id)
+        content = {
+            "code": "",
+            "silent": True,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
+        await self.connection.send("shell", "execute_request", content, msg_id=self.probe_id)
+
+    async def stop(self) -> None:
+        self.connection.unsubscribe(self.subscription.msg_id)
+        for alias in self.aliases:
+            self.connection.unsubscribe(alias)
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.watchdog
+
+    async def interrupt(self, state: CellState) -> None:
+        self.final_state = state
+        self.interrupted_at = asyncio.get_running_loop().time()
+        try:
+            await self.connection.interrupt()
+        except KernelNotFound:
+            self.final_state = CellState.KERNEL_DIED
+            self.got_reply = self.got_idle = True
+
+    async def collect(self) -> None:
+        executor = self.executor
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + executor.cell_timeout if executor.cell_timeout else None
+        msg_id = self.subscription.msg_id
+        while not (self.got_reply and self.got_idle):
+            now = loop.time()
+            wait = executor.watchdog_interval
+            if self.interrupted_at is not None:
+                wait = min(wait, self.interrupted_at + executor.interrupt_grace - now)
+            elif deadline is not None:
+                wait = min(wait, deadline - now)
+            message = await self.subscription.get(max(wait, 0.0))
+            if message is None:
+                await self.on_quiet(loop.time(), start, deadline)
+                continue
+            event = message.get("nbkube")
+            if event == "cancel":
+                if self.interrupted_at is None:
+                    await self.interrupt(CellState.CANCELLED)
+                else:
+                    self.final_state = CellState.CANCELLED
+                continue
+            if event == "kernel_died":
+                self.kernel_died(message["reason"])
+                return
+            header = message["header"]
+            msg_type = header["msg_type"]
+            channel = message.get("channel")
+            content = message["content"]
+            ours = parent_id(message) == msg_id
+            if channel == "iopub":
+                if msg_type == "status":
+                    state = content.get("execution_state")
+                    if state in KERNEL_LOST_STATES:
+                        self.kernel_died(f"the gateway reported the kernel {state}")
+                        return
+                    if ours and state == "idle":
+                        self.got_idle = True
+                        self.timing["iopub.status.idle"] = header.get("date", "")
+                    elif ours and state == "busy":
+                        self.kernel_session = header.get("session")
+                        self.timing["iopub.status.busy"] = header.get("date", "")
+                elif not ours:
+                    continue
+                elif msg_type == "execute_input":
+                    self.result.execution_count = content.get("execution_count")
+                    self.timing["iopub.execute_input"] = header.get("date", "")
+                    self.kernel_session = self.kernel_session or header.get("session")
+                else:
+                    output = await self.outputs.handle(message)
+                    if msg_type == "error":
+                        self.note_error(content)
+                    if output is not None:
+                        await _call(executor.on_output, self.index, output)
+            elif channel == "shell" and msg_type == "execute_reply":
+                if not ours:
+                    if not self.got_reply:  # the probe overtook the resumed execution
+                        raise ExecutionLost(msg_id)
+                    continue
+                self.got_reply = True
+                self.reply_status = content.get("status")
+                self.timing["shell.execute_reply"] = header.get("date", "")
+                if content.get("execution_count") is not None:
+                    self.result.execution_count = content["execution_count"]
+                if self.reply_status == "error" and self.result.error_name is None:
+                    self.note_error(content)
+            elif channel == "stdin" and msg_type == "input_request" and ours:
+                self.result.input_requested = True
+                await self.connection.send("stdin", "input_reply", {"value": ""}, parent=header)
+        self.settle()
+
+    async def on_quiet(self, now: float, start: float, deadline: float | None) -> None:
+        executor = self.executor
+        if self.interrupted_at is not None:
+            if now >= self.interrupted_at + executor.interrupt_grace:
+                # The interrupt did not stop the cell: only a restart frees the kernel (its state is lost).
+                await executor.connection.client.restart_kernel(self.connection.kernel_id)
+                self.result.kernel_restarted = True
+                self.got_reply = self.got_idle = True
+                self.settle()
+        elif deadline is not None and now >= deadline:
+            await self.interrupt(CellState.TIMED_OUT)
+        elif self.watchdog is None and now - start >= executor.watchdog_interval:
+            self.watchdog = asyncio.create_task(self.watch_kernel())
+
+    async def watch_kernel(self) -> None:
+        """Catches a dead kernel whose `restarting`/`dead` status message we missed (e.g. sent while our
+        websocket was reconnecting): the kernel gone from the gateway, or a different kernel process
+        answering on the control channel."""
+        executor = self.executor
+        client = self.connection.client
+        while True:
+            await asyncio.sleep(executor.watchdog_interval)
+            reason = None
+            try:
+                model = await client.get_kernel(self.connection.kernel_id)
+                if model.get("execution_state") == "dead":
+                    reason = "the gateway reports the kernel dead"
+            except KernelNotFound:
+                reason = "the kernel is gone from the gateway"
+            except EngineError:
+                continue  # the websocket path reports an unreachable gateway
+            if reason is None and self.kernel_session is not None:
+                try:
+                    reply = await self.connection.request(
+                        "control",
+                        "kernel_info_request",
+                        {},
+                        reply_timeout=max(1.0, executor.watchdog_interval * 2),
+                    )
+                except (TimeoutError, EngineError):
+                    continue
+                session = reply["header"].get("session")
+                if session and session != self.kernel_session:
+                    reason = "the kernel was restarted (a new kernel process answers)"
+            if reason is not None:
+                self.subscription.push({"nbkube": "kernel_died", "reason": reason})
+                return
+
+    def note_error(self, content: dict[str, Any]) -> None:
+        self.result.error_name = content.get("ename")
+        self.result.error_value = content.get("evalue")
+        self.result.traceback_summary = summarize_traceback(content.get("traceback") or [])
+
+    def kernel_died(self, reason: str) -> None:
+        result = self.result
+        result.state = CellState.KERNEL_DIED
+        result.error_name = "KernelDied"
+        result.error_value = f"{reason}; the kernel's state is lost"
+        result.traceback_summary = None
+        self.outputs.outputs.append(
+            {"output_type": "error", "ename": "KernelDied", "evalue": result.error_value, "traceback": []}
+        )
+
+    def settle(self) -> None:
+        result = self.result
+        executor = self.executor
+        if self.final_state is CellState.TIMED_OUT:
+            result.state = CellState.TIMED_OUT
+            result.error_name = "CellTimeout"
+            result.error_value = f"the cell ran longer than {executor.cell_timeout:g}s and was interrupted"
+        elif self.final_state is CellState.CANCELLED:
+            result.state = CellState.CANCELLED
+        elif self.final_state is CellState.KERNEL_DIED:
+            self.kernel_died("the kernel disappeared while interrupting")
+        elif self.reply_status in ("error", "aborted"):
+            result.state = CellState.FAILED
+            if self.reply_status == "aborted" and result.error_name is None:
+                result.error_name, result.error_value = "Aborted", "the kernel aborted the execution"
+            tags = self.cell.get("metadata", {}).get("tags", [])
+            result.error_allowed = executor.allow_errors or RAISES_TAG in tags
+        elif result.input_requested:
+            result.state = CellState.INPUT_REQUESTED
+        else:
+            result.state = CellState.SUCCEEDED
+
+
+async def execute_notebook(
+    nb: NotebookNode, connection: KernelConnection, *, resume: ResumePoint | None = None, **options: Any
+) -> NotebookResult:
+    """NotebookExecutor(connection, **options).execute_notebook(nb, resume=resume)."""
+    return await NotebookExecutor(connection, **options).execute_notebook(nb, resume=resume)
+
+
+async def execute_cell(
+    cell: NotebookNode, connection: KernelConnection, index: int = 0, **options: Any
+) -> CellResult:
+    """Execute one cell with a one-off executor (its own output budget)."""
+    return await NotebookExecutor(connection, **options).execute_cell(cell, index)
