@@ -1,0 +1,119 @@
+"""Pieces shared by both resources: the camelCase base model and Kubernetes-style conditions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields in a spec are an error."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def to_api(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StatusModel(ApiModel):
+    # Status is written by us but read back from the API server, which may carry fields an
+    # older or newer operator wrote: tolerate them instead of crashing on read.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason(StrEnum):
+    """CamelCase reasons used in conditions and events."""
+
+    # NotebookRun
+    PENDING = "Pending"
+    WAITING_FOR_ENVIRONMENT = "WaitingForEnvironment"
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    SUCCEEDED = "Succeeded"
+    CELL_ERROR = "CellError"
+    TIMED_OUT = "TimedOut"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    KERNEL_DIED = "KernelDied"
+    GATEWAY_LOST = "GatewayLost"
+    CANCELLED = "Cancelled"
+    ENVIRONMENT_NOT_FOUND = "EnvironmentNotFound"
+    ENVIRONMENT_NOT_ALLOWED = "EnvironmentNotAllowed"
+    INVALID_NOTEBOOK = "InvalidNotebook"
+    INVALID_SPEC = "InvalidSpec"
+    NOTEBOOK_NOT_FOUND = "NotebookNotFound"
+    SWEEP_RUNNING = "SweepRunning"
+    SOME_CHILDREN_FAILED = "ChildRunsFailed"
+    # NotebookEnvironment
+    GATEWAYS_READY = "GatewaysReady"
+    GATEWAYS_NOT_READY = "GatewaysNotReady"
+    ROLLING_OUT = "RollingOut"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class Condition(StatusModel):
+    """A metav1.Condition."""
+
+    type: str = Field(max_length=316)
+    status: ConditionStatus
+    reason: str = Field(max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: str | None = None
+    observed_generation: int | None = Field(None, ge=0)
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str = "",
+    observed_generation: int | None = None,
+) -> list[Condition]:
+    """Returns the conditions with ``type_`` set; lastTransitionTime moves only when status changes."""
+    result: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type != type_:
+            result.append(cond)
+            continue
+        found = True
+        changed = cond.status != status
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now_rfc3339() if changed else cond.last_transition_time,
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now_rfc3339(),
+                observed_generation=observed_generation,
+            )
+        )
+    return result
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
