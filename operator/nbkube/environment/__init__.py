@@ -1,0 +1,1 @@
+"""NotebookEnvironment: what a kernel runtime is reconciled into."""

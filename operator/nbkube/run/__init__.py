@@ -1,0 +1,1 @@
+"""NotebookRun: how one run (or a sweep) is driven to completion."""
