@@ -69,6 +69,12 @@ class ClusterInfo:
     def container_log(self, namespace: str, pod: str, container: str) -> Path:
         return self.pod_dir(namespace, pod) / f"{container}.log"
 
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: str | os.PathLike[str], expiration_seconds: int = 86400
+    ) -> Path:
+        """See LocalCluster.service_account_kubeconfig."""
+        return LocalCluster(self.dir).service_account_kubeconfig(namespace, name, path, expiration_seconds)
+
 
 def find_assets() -> Path:
     """The directory holding the control-plane binaries: KUBEBUILDER_ASSETS, else the cached build."""

@@ -1,0 +1,283 @@
+"""The node agent runs pods as local processes with real pod status, env, probes, restarts and deletion."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from nbkube_testenv.cluster import ClusterInfo
+from nbkube_testenv.pytest_plugin import Kubectl
+from nbkube_testenv.wait import wait_for
+
+PY = Path(sys.executable).name  # resolved through the node agent's PATH, which puts the venv first
+
+
+def pod_manifest(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": containers, "terminationGracePeriodSeconds": 5, **spec},
+    }
+
+
+def get_pod(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    return kubectl.json("get", "pod", name, namespace=namespace)
+
+
+def pid_of(status: dict[str, Any]) -> int:
+    return int(status["containerID"].removeprefix("nbkube://"))
+
+
+def condition(pod: dict[str, Any], ctype: str) -> str | None:
+    return next((c["status"] for c in pod["status"].get("conditions", []) if c["type"] == ctype), None)
+
+
+def pod_in_phase(kubectl: Kubectl, namespace: str, name: str, phase: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        pod = get_pod(kubectl, namespace, name)
+        return pod if pod["status"].get("phase") == phase else None
+
+    return wait_for(check, f"pod {namespace}/{name} in phase {phase}")
+
+
+def test_deployment_pod_serves_http_at_its_pod_ip_and_ends_when_the_deployment_is_deleted(
+    namespace: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    (tmp_path / "hello.txt").write_text("hello from a pod process\n")
+    container = {
+        "name": "web",
+        "image": "python:3.11",
+        "command": [PY, "-m", "http.server", "8080", "--bind", "$(POD_IP)"],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "workingDir": str(tmp_path),
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"port": "http", "path": "/hello.txt"}, "periodSeconds": 1},
+    }
+    kubectl.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [container]}},
+            },
+        },
+        namespace=namespace,
+    )
+    kubectl("wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=120s", namespace=namespace)
+    pod = kubectl.json("get", "pods", "-l", "app=web", namespace=namespace)["items"][0]
+    pod_ip = pod["status"]["podIP"]
+    assert pod_ip.startswith("127.1.")
+    assert pod["status"]["podIPs"] == [{"ip": pod_ip}]
+    assert pod["status"]["hostIP"] == "127.0.0.1"
+    with urllib.request.urlopen(f"http://{pod_ip}:8080/hello.txt", timeout=10) as resp:
+        assert resp.read() == b"hello from a pod process\n"
+    pid = pid_of(pod["status"]["containerStatuses"][0])
+    process = psutil.Process(pid)
+    assert process.cwd() == str(tmp_path)
+    assert "http.server" in process.cmdline()
+
+    kubectl("delete", "deployment", "web", "--wait=false", namespace=namespace)
+    wait_for(lambda: not process.is_running(), f"pod process {pid} to end after the Deployment was deleted")
+    wait_for(
+        lambda: not kubectl.json("get", "pods", "-l", "app=web", namespace=namespace)["items"],
+        "the Deployment's pods to be removed",
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy", "exit_code", "phase", "restarts"),
+    [
+        ("Never", 3, "Failed", False),
+        ("OnFailure", 3, "Running", True),
+        ("Always", 3, "Running", True),
+        ("OnFailure", 0, "Succeeded", False),
+    ],
+)
+def test_exiting_container_reports_its_exit_code_and_restarts_per_restart_policy(
+    namespace: str, kubectl: Kubectl, policy: str, exit_code: int, phase: str, restarts: bool
+) -> None:
+    container = {"name": "main", "image": "none", "command": [PY, "-c", f"import sys; sys.exit({exit_code})"]}
+    kubectl.apply(pod_manifest("exits", [container], restartPolicy=policy), namespace=namespace)
+    if restarts:
+
+        def restarted_twice() -> dict[str, Any] | None:
+            pod = get_pod(kubectl, namespace, "exits")
+            statuses = pod["status"].get("containerStatuses", [])
+            return pod if statuses and statuses[0]["restartCount"] >= 2 else None
+
+        pod = wait_for(restarted_twice, "two restarts")
+        status = pod["status"]["containerStatuses"][0]
+        assert status["lastState"]["terminated"]["exitCode"] == exit_code
+        assert status["lastState"]["terminated"]["reason"] == "Error"
+    else:
+        pod = pod_in_phase(kubectl, namespace, "exits", phase)
+        status = pod["status"]["containerStatuses"][0]
+        assert status["restartCount"] == 0
+        assert status["state"]["terminated"]["exitCode"] == exit_code
+        assert status["state"]["terminated"]["reason"] == ("Completed" if exit_code == 0 else "Error")
+    assert pod["status"]["phase"] == phase
+
+
+def test_env_from_field_refs_secrets_and_config_maps_reaches_the_process(
+    cluster: ClusterInfo, namespace: str, kubectl: Kubectl
+) -> None:
+    kubectl("create", "secret", "generic", "creds", "--from-literal=token=s3cret", namespace=namespace)
+    kubectl(
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=mode=fast",
+        "--from-literal=level=7",
+        namespace=namespace,
+    )
+    names = ["POD_NAME", "POD_NAMESPACE", "POD_IP", "NODE", "TOKEN", "MODE", "CFG_level", "GREETING", "PLAIN"]
+    script = f"import json, os; print(json.dumps({{k: os.environ.get(k) for k in {names!r}}}))"
+    container = {
+        "name": "main",
+        "image": "none",
+        "command": [PY, "-c", script],
+        "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+            {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+            {"name": "GREETING", "value": "hi $(POD_NAME)"},
+            {"name": "PLAIN", "value": "x"},
+        ],
+    }
+    kubectl.apply(pod_manifest("envy", [container], restartPolicy="Never"), namespace=namespace)
+    pod = pod_in_phase(kubectl, namespace, "envy", "Succeeded")
+    seen = json.loads(cluster.container_log(namespace, "envy", "main").read_text().strip().splitlines()[-1])
+    assert seen == {
+        "POD_NAME": "envy",
+        "POD_NAMESPACE": namespace,
+        "POD_IP": pod["status"]["podIP"],
+        "NODE": cluster.node_name,
+        "TOKEN": "s3cret",
+        "MODE": "fast",
+        "CFG_level": "7",
+        "GREETING": "hi envy",
+        "PLAIN": "x",
+    }
+
+
+READINESS_SERVER = textwrap.dedent(
+    """
+    import os, sys
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            ready = os.path.exists("go")
+            if self.headers.get("X-Probe") == "readiness":
+                print("accepted a probe" if ready else "refused a probe", flush=True)
+            self.send_response(200 if ready else 503)
+            self.end_headers()
+
+    HTTPServer((os.environ["POD_IP"], 8080), Handler).serve_forever()
+    """
+)
+
+
+def test_readiness_probe_gates_the_ready_condition(
+    cluster: ClusterInfo, namespace: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    (tmp_path / "server.py").write_text(READINESS_SERVER)
+    container = {
+        "name": "main",
+        "image": "none",
+        "command": [PY, "-u", "server.py"],
+        "workingDir": str(tmp_path),
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "readinessProbe": {
+            "httpGet": {
+                "port": 8080,
+                "path": "/ready",
+                "httpHeaders": [{"name": "X-Probe", "value": "readiness"}],
+            },
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    }
+    kubectl.apply(pod_manifest("gated", [container]), namespace=namespace)
+
+    log = cluster.container_log(namespace, "gated", "main")
+    wait_for(lambda: log.exists() and "refused a probe" in log.read_text(), "a refused readiness probe")
+    # The server refuses readiness until `go` exists, so the probe cannot have succeeded yet.
+    pod = get_pod(kubectl, namespace, "gated")
+    assert pod["status"]["phase"] == "Running"
+    assert condition(pod, "Ready") == "False"
+    assert pod["status"]["containerStatuses"][0]["ready"] is False
+    (tmp_path / "go").touch()
+    kubectl("wait", "--for=condition=Ready", "pod/gated", "--timeout=120s", namespace=namespace)
+    assert get_pod(kubectl, namespace, "gated")["status"]["containerStatuses"][0]["ready"] is True
+    assert "accepted a probe" in log.read_text()
+
+
+def test_tcp_socket_readiness_probe_marks_a_listening_container_ready(
+    namespace: str, kubectl: Kubectl
+) -> None:
+    container = {
+        "name": "main",
+        "image": "none",
+        "command": [
+            PY,
+            "-c",
+            "import os, socket, time\n"
+            "s = socket.create_server((os.environ['NBKUBE_POD_IP'], 9000))\n"
+            "time.sleep(3600)",
+        ],
+        "readinessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 1},
+    }
+    kubectl.apply(pod_manifest("listener", [container]), namespace=namespace)
+    kubectl("wait", "--for=condition=Ready", "pod/listener", "--timeout=120s", namespace=namespace)
+
+
+def test_init_containers_run_to_completion_in_order_before_the_main_container(
+    namespace: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    def step(name: str) -> dict[str, Any]:
+        code = f"open('order.txt', 'a').write('{name}\\n')"
+        return {"name": name, "image": "none", "command": [PY, "-c", code], "workingDir": str(tmp_path)}
+
+    manifest = pod_manifest(
+        "ordered", [step("main")], initContainers=[step("first"), step("second")], restartPolicy="Never"
+    )
+    kubectl.apply(manifest, namespace=namespace)
+    pod = pod_in_phase(kubectl, namespace, "ordered", "Succeeded")
+    assert (tmp_path / "order.txt").read_text() == "first\nsecond\nmain\n"
+    assert [s["state"]["terminated"]["exitCode"] for s in pod["status"]["initContainerStatuses"]] == [0, 0]
+    assert condition(pod, "Initialized") == "True"
+
+
+def test_deleting_a_pod_sends_sigterm_then_removes_it(
+    cluster: ClusterInfo, namespace: str, kubectl: Kubectl
+) -> None:
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n    print('got SIGTERM', flush=True)\n    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\nprint('up', flush=True)\ntime.sleep(3600)"
+    )
+    container = {"name": "main", "image": "none", "command": [PY, "-c", code]}
+    kubectl.apply(pod_manifest("graceful", [container]), namespace=namespace)
+    pod = pod_in_phase(kubectl, namespace, "graceful", "Running")
+    process = psutil.Process(pid_of(pod["status"]["containerStatuses"][0]))
+    log = cluster.container_log(namespace, "graceful", "main")
+    wait_for(lambda: "up" in log.read_text(), "the pod process to start")
+    kubectl("delete", "pod", "graceful", "--timeout=120s", namespace=namespace)
+    assert not process.is_running()
+    assert "got SIGTERM" in log.read_text()
+    assert kubectl("get", "pod", "graceful", namespace=namespace, check=False).returncode != 0
