@@ -1,0 +1,210 @@
+"""Async access to the stock git CLI: one-shot commands and long-lived plumbing pipes.
+
+The results store talks to git only through this module. Hot paths use long-lived processes
+(`cat-file --batch`, `hash-object --stdin-paths`, `mktree --batch`, `update-ref --stdin`), so a
+commit costs a few pipe round trips instead of a handful of process spawns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Deterministic behaviour whatever the user's or the image's git configuration says.
+GIT_ENV: Mapping[str, str] = {
+    "LC_ALL": "C",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_TERMINAL_PROMPT": "0",
+}
+PIPE_TIMEOUT_S = 300.0
+OID_HEX_LEN = 40
+
+
+class GitError(RuntimeError):
+    """A git command failed; carries its arguments and the tail of its stderr."""
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    mode: str
+    type: str
+    oid: str
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {**os.environ, **GIT_ENV}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def git_argv(git_dir: Path, *args: str) -> list[str]:
+    return ["git", "-c", f"safe.directory={git_dir}", "--git-dir", str(git_dir), *args]
+
+
+async def run_git(
+    git_dir: Path,
+    *args: str,
+    input: bytes | None = None,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        *git_argv(git_dir, *args),
+        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=git_env(env),
+    )
+    out, err = await proc.communicate(input)
+    rc = proc.returncode if proc.returncode is not None else -1
+    if check and rc != 0:
+        raise GitError(f"git {' '.join(args)} exited {rc}: {err.decode(errors='replace').strip()[-2000:]}")
+    return rc, out, err
+
+
+class GitPipe:
+    """One long-lived git process spoken to line by line; serialised by its own lock.
+
+    Any failure (exit, protocol error, timeout) kills the process; the next request starts a fresh one.
+    """
+
+    def __init__(self, git_dir: Path, *args: str) -> None:
+        self._git_dir = git_dir
+        self._args = args
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stderr_tail = bytearray()
+        self._stderr_task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+
+    async def _process(self) -> asyncio.subprocess.Process:
+        if self._proc is None or self._proc.returncode is not None:
+            self._proc = await asyncio.create_subprocess_exec(
+                *git_argv(self._git_dir, *self._args),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=git_env(),
+            )
+            self._stderr_tail.clear()
+            self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc))
+        return self._proc
+
+    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.read(4096):
+            self._stderr_tail += chunk
+            del self._stderr_tail[:-4000]
+
+    async def _fail(self, why: str) -> GitError:
+        await self.close()
+        detail = self._stderr_tail.decode(errors="replace").strip()
+        return GitError(f"git {' '.join(self._args)}: {why}: {detail}")
+
+    async def _send(self, data: bytes) -> asyncio.subprocess.Process:
+        proc = await self._process()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise await self._fail(f"write failed ({exc})") from exc
+        return proc
+
+    async def lines(self, data: bytes, count: int) -> list[str]:
+        """Send `data`, read `count` answer lines (caller holds `lock`)."""
+        proc = await self._send(data)
+        assert proc.stdout is not None
+        out: list[str] = []
+        try:
+            for _ in range(count):
+                line = await asyncio.wait_for(proc.stdout.readline(), PIPE_TIMEOUT_S)
+                if not line.endswith(b"\n"):
+                    raise await self._fail("unexpected end of output")
+                out.append(line[:-1].decode())
+        except TimeoutError as exc:
+            raise await self._fail("timed out") from exc
+        return out
+
+    async def object(self, spec: str) -> tuple[str, str, bytes] | None:
+        """`cat-file --batch` request: (oid, type, content), or None when the object is missing."""
+        if "\n" in spec:
+            raise ValueError("object names cannot contain a newline")
+        proc = await self._send(spec.encode() + b"\n")
+        assert proc.stdout is not None
+        try:
+            header = await asyncio.wait_for(proc.stdout.readline(), PIPE_TIMEOUT_S)
+            if not header.endswith(b"\n"):
+                raise await self._fail("unexpected end of output")
+            parts = header.split()
+            if len(parts) != 3 or not parts[2].isdigit():
+                return None  # "<spec> missing" or "<spec> ambiguous"
+            body = await asyncio.wait_for(proc.stdout.readexactly(int(parts[2]) + 1), PIPE_TIMEOUT_S)
+        except (TimeoutError, asyncio.IncompleteReadError) as exc:
+            raise await self._fail(f"reading {spec!r} failed") from exc
+        return parts[0].decode(), parts[1].decode(), body[:-1]
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._stderr_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stderr_task
+            self._stderr_task = None
+
+
+def parse_tree(raw: bytes) -> dict[str, TreeEntry]:
+    entries: dict[str, TreeEntry] = {}
+    i, n = 0, len(raw)
+    while i < n:
+        sp = raw.index(b" ", i)
+        nul = raw.index(b"\0", sp)
+        mode = raw[i:sp].decode()
+        name = raw[sp + 1 : nul].decode("utf-8", "surrogateescape")
+        oid = raw[nul + 1 : nul + 21].hex()
+        kind = "tree" if mode == "40000" else "commit" if mode == "160000" else "blob"
+        entries[name] = TreeEntry(mode.rjust(6, "0"), kind, oid)
+        i = nul + 21
+    return entries
+
+
+def mktree_input(entries: Mapping[str, TreeEntry]) -> bytes:
+    """One `mktree -z --batch` record set, terminated by the empty record that ends a tree."""
+    out = bytearray()
+    for name, e in entries.items():
+        out += f"{e.mode} {e.type} {e.oid}\t".encode() + name.encode("utf-8", "surrogateescape") + b"\0"
+    out += b"\0"
+    return bytes(out)
+
+
+class TreeCache:
+    """Trees are immutable (content addressed), so a cache of parsed trees never goes stale."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._data: OrderedDict[str, dict[str, TreeEntry]] = OrderedDict()
+
+    def get(self, oid: str) -> dict[str, TreeEntry] | None:
+        entries = self._data.get(oid)
+        if entries is not None:
+            self._data.move_to_end(oid)
+        return entries
+
+    def put(self, oid: str, entries: dict[str, TreeEntry]) -> None:
+        self._data[oid] = entries
+        self._data.move_to_end(oid)
+        while len(self._data) > self._size:
+            self._data.popitem(last=False)

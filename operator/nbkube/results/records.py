@@ -1,0 +1,117 @@
+"""The values the results store takes and returns."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+RUN_JSON = "nbkube.json"
+OUTPUTS_DIR = "outputs"
+
+
+class InvalidNotebookError(ValueError):
+    """The notebook is not valid nbformat (or not JSON at all)."""
+
+
+def check_component(part: str, what: str = "path component") -> str:
+    if not part or part in (".", "..") or _BAD_NAME_CHARS.search(part) or part.endswith(".lock"):
+        raise ValueError(f"invalid {what}: {part!r}")
+    return part
+
+
+def split_path(path: str) -> list[str]:
+    """A repository-relative path as its components; refuses absolute paths, `..` and control characters."""
+    if path.startswith("/"):
+        raise ValueError(f"repository paths are relative: {path!r}")
+    return [check_component(p) for p in path.split("/")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """What identifies one NotebookRun attempt in the repository.
+
+    `notebook` is the notebook's file name (".ipynb" is appended when missing); the executed notebook lands
+    at `<namespace>/<name>/<notebook>`. `state` is the run's state ("Running" for checkpoints,
+    "Succeeded", "Failed", "Cancelled"...), `reason` its CamelCase reason, `progress` e.g. "12/40".
+    """
+
+    namespace: str
+    name: str
+    uid: str
+    notebook: str
+    environment: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    state: str = "Running"
+    reason: str | None = None
+    progress: str | None = None
+
+    def __post_init__(self) -> None:
+        check_component(self.namespace, "namespace")
+        check_component(self.name, "run name")
+        if self.namespace.startswith(("_", ".")) or self.name.startswith("."):
+            raise ValueError(f"invalid run location {self.namespace!r}/{self.name!r}")
+        if not _UID_RE.match(self.uid):
+            raise ValueError(f"invalid run uid: {self.uid!r}")
+        notebook = self.notebook if self.notebook.endswith(".ipynb") else f"{self.notebook}.ipynb"
+        check_component(notebook, "notebook file name")
+        object.__setattr__(self, "notebook", notebook)
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def notebook_path(self) -> str:
+        return f"{self.run_dir}/{self.notebook}"
+
+    def metadata(self, *, final: bool) -> dict[str, Any]:
+        """What goes under `notebook.metadata["nbkube"]`."""
+        return {
+            "run": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+            "environment": self.environment,
+            "parameters": dict(self.parameters),
+            "attempt": self.attempt,
+            "state": self.state,
+            "reason": self.reason,
+            "progress": self.progress,
+            "final": final,
+        }
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Where a result landed: the commit id and the notebook's path in that commit (for the run's status)."""
+
+    commit: str
+    path: str
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run directory at a given ref, as read from its `nbkube.json`."""
+
+    namespace: str
+    name: str
+    uid: str
+    path: str
+    state: str
+    reason: str | None
+    attempt: int
+    final: bool
+    environment: str
+    parameters: Mapping[str, Any]
+    committed_at: float
+    spills: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: list[str]
+    commit: str | None

@@ -1,0 +1,331 @@
+"""The results store against a real git repository, checked with stock git."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import executed_notebook, git, record
+from nbkube.results import (
+    CommitInfo,
+    InvalidNotebookError,
+    ResultsStore,
+    RunRecord,
+    StoreClosedError,
+    StoreLockedError,
+)
+
+
+async def test_final_result_lands_at_a_predictable_path_with_nbkube_metadata(store: ResultsStore) -> None:
+    nb = executed_notebook()
+    info = await store.commit_run(record(1, reason="Completed"), nb, final=True)
+
+    assert info.path == "default/analysis-1/analysis.ipynb"
+    assert git(store.root, "rev-parse", "main").strip() == info.commit
+    stored = nbformat.reads(git(store.root, "show", f"{info.commit}:{info.path}"), as_version=4)
+    nbformat.validate(stored)
+    assert [c.outputs[0].text for c in stored.cells] == ["0\n", "1\n", "2\n"]
+    assert [c.execution_count for c in stored.cells] == [1, 2, 3]
+    assert stored.cells[0].metadata["execution"] == {"iopub.execute_input": "2024-01-01T00:00:00Z"}
+    assert stored.metadata["nbkube"] == {
+        "run": "analysis-1",
+        "namespace": "default",
+        "uid": "0000-uid-1",
+        "environment": "py",
+        "parameters": {"alpha": 0.3, "i": 1},
+        "attempt": 1,
+        "state": "Succeeded",
+        "reason": "Completed",
+        "progress": None,
+        "final": True,
+    }
+    assert "nbkube" not in nb.metadata  # the caller's notebook is left alone
+
+
+async def test_commit_message_and_author_identify_the_run(store: ResultsStore) -> None:
+    info = await store.commit_run(
+        record(7, attempt=2, state="Failed", reason="CellError"), executed_notebook(), final=True
+    )
+    subject, author = git(store.root, "log", "-1", "--format=%s%n%an <%ae>", info.commit).splitlines()
+    assert subject == "nbkube: default/analysis-7 Failed (attempt 2)"
+    assert author == "nbkube (default/analysis-7) <0000-uid-7@default.nbkube>"
+    trailers = git(store.root, "log", "-1", "--format=%(trailers:only,unfold)", info.commit)
+    assert "Nbkube-Run-Uid: 0000-uid-7\n" in trailers
+    assert "Nbkube-Final: true\n" in trailers
+    assert "Nbkube-Path: default/analysis-7/analysis.ipynb\n" in trailers
+
+
+async def test_repository_is_bare_fsck_clean_and_readable_by_stock_git(store: ResultsStore) -> None:
+    await store.commit_run(record(1), executed_notebook(), {"plot.png": b"\x89PNG..."}, final=True)
+    await store.commit_run(record(2, namespace="team-a"), executed_notebook(), final=True)
+    assert git(store.root, "rev-parse", "--is-bare-repository").strip() == "true"
+    assert git(store.root, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    git(store.root, "fsck", "--strict", "--no-dangling")
+    files = git(store.root, "ls-tree", "-r", "--name-only", "main").split()
+    assert files == [
+        "default/analysis-1/analysis.ipynb",
+        "default/analysis-1/nbkube.json",
+        "default/analysis-1/outputs/plot.png",
+        "team-a/analysis-2/analysis.ipynb",
+        "team-a/analysis-2/nbkube.json",
+    ]
+
+
+async def test_committing_the_same_final_result_twice_makes_one_commit(store: ResultsStore) -> None:
+    first = await store.commit_run(record(1), executed_notebook(), final=True)
+    second = await store.commit_run(record(1), executed_notebook(5), final=True)
+    assert second == first
+    assert git(store.root, "rev-list", "--count", "main").strip() == "1"
+    assert await store.find_final("0000-uid-1") == first
+
+
+async def test_final_commit_is_found_after_a_crash_between_moving_main_and_the_final_ref(
+    store: ResultsStore,
+) -> None:
+    first = await store.commit_run(record(1), executed_notebook(), final=True)
+    await store.commit_run(record(2), executed_notebook(), final=True)  # main moved on since
+    git(store.root, "update-ref", "-d", "refs/nbkube/final/0000-uid-1")  # as if killed in between
+    assert await store.find_final("0000-uid-1") is None
+
+    again = await store.commit_run(record(1), executed_notebook(), final=True)
+
+    assert again == first
+    assert git(store.root, "rev-list", "--count", "main").strip() == "2"
+    assert await store.find_final("0000-uid-1") == first  # the ref was repaired
+
+
+async def test_checkpoints_commit_partial_results_then_the_final_one(store: ResultsStore) -> None:
+    rec = record(3, state="Running", progress="1/3")
+    c1 = await store.commit_run(rec, executed_notebook(1), final=False)
+    c2 = await store.commit_run(record(3, state="Running", progress="2/3"), executed_notebook(2), final=False)
+    assert await store.find_final(rec.uid) is None
+    final = await store.commit_run(record(3), executed_notebook(3), final=True)
+    late = await store.commit_run(
+        record(3, state="Running", progress="2/3"), executed_notebook(2), final=False
+    )
+
+    assert late == final  # a checkpoint arriving after the final result does not overwrite it
+    assert git(store.root, "rev-list", "main").split() == [final.commit, c2.commit, c1.commit]
+    assert git(store.root, "log", "-1", "--format=%s", c1.commit).strip() == (
+        "nbkube: default/analysis-3 checkpoint 1/3 (attempt 1)"
+    )
+    assert len(nbformat.reads(await store.read_file(final.path), as_version=4).cells) == 3
+    assert len(nbformat.reads(await store.read_file(c1.path, c1.commit), as_version=4).cells) == 1
+
+
+async def test_invalid_notebook_is_refused_and_nothing_is_committed(store: ResultsStore) -> None:
+    nb = executed_notebook()
+    nb.cells[0]["cell_type"] = "not-a-cell-type"
+    with pytest.raises(InvalidNotebookError):
+        await store.commit_run(record(1), nb, final=True)
+    assert store.head is None
+    assert list((store.root / "nbkube-tmp").iterdir()) == []
+
+
+async def test_spills_are_stored_beside_the_notebook_and_capped_per_run(tmp_path: Path) -> None:
+    big = tmp_path / "stdout.txt"
+    big.write_bytes(b"x" * 5000)
+    async with ResultsStore(tmp_path / "results", max_spill_bytes_per_run=3000, fsync=False) as store:
+        info = await store.commit_run(
+            record(1),
+            executed_notebook(),
+            {"a-small.bin": b"\x00\x01" * 500, "b/stdout.txt": big},
+            final=True,
+        )
+        small = await store.read_file("default/analysis-1/outputs/a-small.bin", info.commit)
+        cut = await store.read_file("default/analysis-1/outputs/b/stdout.txt", info.commit)
+        run = json.loads(await store.read_file("default/analysis-1/nbkube.json", info.commit))
+
+    assert small == b"\x00\x01" * 500
+    assert cut.startswith(b"x" * 2000) and cut[2000:2001] == b"\n"
+    assert b"[nbkube: output truncated: 2000 of 5000 bytes kept" in cut
+    assert run["spills"] == {
+        "a-small.bin": {"bytes": 1000, "stored": 1000, "truncated": False},
+        "b/stdout.txt": {"bytes": 5000, "stored": 2000, "truncated": True},
+    }
+
+
+async def test_spill_names_cannot_escape_the_run_directory(store: ResultsStore) -> None:
+    for name in ("../evil", "/etc/passwd", "a/../../b", "x\ny"):
+        with pytest.raises(ValueError):
+            await store.commit_run(record(1), executed_notebook(), {name: b"1"}, final=True)
+    assert store.head is None
+
+
+async def test_fifty_concurrent_runs_all_land(store: ResultsStore) -> None:
+    infos = await asyncio.gather(
+        *(
+            store.commit_run(record(i), executed_notebook(), {"o.txt": f"{i}".encode()}, final=True)
+            for i in range(50)
+        )
+    )
+    assert len({i.commit for i in infos}) == 50
+    runs = await store.list_runs()
+    assert sorted(r.name for r in runs) == sorted(f"analysis-{i}" for i in range(50))
+    assert all(r.final and r.state == "Succeeded" for r in runs)
+    assert git(store.root, "rev-list", "--count", "main").strip() == "50"
+    subjects = git(store.root, "log", "--format=%s", "main").splitlines()
+    assert sorted(subjects) == sorted(
+        f"nbkube: default/analysis-{i} Succeeded (attempt 1)" for i in range(50)
+    )
+    for i in (0, 17, 49):
+        assert await store.read_file(f"default/analysis-{i}/outputs/o.txt") == f"{i}".encode()
+        assert await store.find_final(f"0000-uid-{i}") == infos[i]
+    git(store.root, "fsck", "--strict", "--no-dangling")
+
+
+async def test_list_runs_filters_by_namespace(store: ResultsStore) -> None:
+    await store.commit_run(record(1), executed_notebook(), final=True)
+    await store.commit_run(record(2, namespace="team-a", state="Running"), executed_notebook(), final=False)
+    await store.add_notebook("_notebooks/source.ipynb", executed_notebook(), "upload")
+    runs = await store.list_runs("team-a")
+    assert [(r.namespace, r.name, r.final, r.state, r.path) for r in runs] == [
+        ("team-a", "analysis-2", False, "Running", "team-a/analysis-2/analysis.ipynb")
+    ]
+    assert [r.name for r in await store.list_runs()] == ["analysis-1", "analysis-2"]
+
+
+async def test_notebooks_added_to_the_repository_can_be_loaded_for_runs(store: ResultsStore) -> None:
+    source = executed_notebook(2)
+    info = await store.add_notebook("_notebooks/team/analysis.ipynb", source, "upload analysis")
+    assert git(store.root, "log", "-1", "--format=%s", info.commit).strip() == "upload analysis"
+    loaded = await store.load_notebook("_notebooks/team/analysis.ipynb")
+    assert [c.source for c in loaded.cells] == ["print(0)", "print(1)"]
+    assert await store.add_notebook("_notebooks/team/analysis.ipynb", source) == info  # unchanged: no commit
+    # an executed result can be the source of another run as well
+    run = await store.commit_run(record(1), executed_notebook(), final=True)
+    assert len((await store.load_notebook(run.path, run.commit)).cells) == 3
+
+
+async def test_add_notebook_refuses_paths_that_could_collide_with_runs(store: ResultsStore) -> None:
+    for path in ("default/analysis.ipynb", "_notebooks/x.txt", "analysis.ipynb", "_n/../x.ipynb"):
+        with pytest.raises(ValueError):
+            await store.add_notebook(path, executed_notebook())
+
+
+async def test_loading_a_missing_or_broken_notebook_raises(store: ResultsStore) -> None:
+    with pytest.raises(FileNotFoundError):
+        await store.load_notebook("_notebooks/missing.ipynb")
+    await store.commit_run(record(1), executed_notebook(), {"not-a-notebook.ipynb": b"{oops"}, final=True)
+    with pytest.raises(InvalidNotebookError):
+        await store.load_notebook("default/analysis-1/outputs/not-a-notebook.ipynb")
+
+
+async def test_read_file_reports_missing_paths_and_refs(store: ResultsStore) -> None:
+    info = await store.commit_run(record(1), executed_notebook(), final=True)
+    with pytest.raises(FileNotFoundError):
+        await store.read_file("default/analysis-1/nope.ipynb")
+    with pytest.raises(FileNotFoundError):
+        await store.read_file(info.path, "0" * 40)
+    with pytest.raises(ValueError):
+        await store.read_file(info.path, "--output=/tmp/x")
+    assert await store.resolve("main") == info.commit
+
+
+async def test_stale_locks_of_a_dead_writer_never_block_commits(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    async with ResultsStore(root, fsync=False) as store:
+        await store.commit_run(record(1), executed_notebook(), final=True)
+    for debris in ("refs/heads/main.lock", "packed-refs.lock", "HEAD.lock", "index.lock"):
+        (root / debris).write_text("left by a killed git\n")
+    (root / "refs/nbkube/final/0000-uid-2.lock").write_text("")
+    half = root / "objects" / "ab" / "tmp_obj_XXXX"
+    half.parent.mkdir(exist_ok=True)
+    half.write_bytes(b"\x78\x01half")
+
+    async with ResultsStore(root, fsync=False) as store:
+        info = await store.commit_run(record(2), executed_notebook(), final=True)
+        assert await store.find_final("0000-uid-2") == info
+    assert not half.exists() and not (root / "refs/heads/main.lock").exists()
+    git(root, "fsck", "--strict", "--no-dangling")
+
+
+async def test_a_second_writer_is_refused_while_the_first_is_open(store: ResultsStore) -> None:
+    with pytest.raises(StoreLockedError):
+        await ResultsStore(store.root, lock_timeout=0.2).open()
+    await store.commit_run(record(1), executed_notebook(), final=True)  # the first still writes
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = await ResultsStore(tmp_path / "r").open()
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.commit_run(record(1), executed_notebook(), final=True)
+
+
+async def test_prune_removes_old_runs_keeps_the_newest_and_shrinks_the_repository(
+    store: ResultsStore,
+) -> None:
+    blob = os.urandom(200_000)  # incompressible, so the size change is visible
+    infos: dict[int, CommitInfo] = {}
+    for i in range(6):
+        infos[i] = await store.commit_run(
+            record(i), executed_notebook(), {"data.bin": blob + bytes([i])}, final=True
+        )
+    await store.commit_run(record(9, namespace="other"), executed_notebook(), final=True)
+    before = _repo_bytes(store.root)
+
+    result = await store.prune(keep_last=2, namespace="default")
+
+    assert sorted(result.removed) == [f"default/analysis-{i}" for i in range(4)]
+    assert [r.name for r in await store.list_runs()] == ["analysis-4", "analysis-5", "analysis-9"]
+    assert git(store.root, "rev-list", "--count", "main").strip() == "1"
+    assert await store.find_final("0000-uid-0") is None
+    kept = await store.find_final("0000-uid-5")
+    assert kept == CommitInfo(result.commit or "", infos[5].path)
+    assert (await store.read_file(infos[5].path, kept.commit)).startswith(b"{")
+    assert await store.find_final("0000-uid-9") is not None
+    git(store.root, "fsck", "--strict", "--no-dangling")
+    assert _repo_bytes(store.root) < before - 3 * 200_000
+    # later commits stack on the squashed history
+    after = await store.commit_run(record(10), executed_notebook(), final=True)
+    assert git(store.root, "rev-list", "--count", after.commit).strip() == "2"
+
+
+async def test_prune_by_age_spares_recent_runs(store: ResultsStore) -> None:
+    await store.commit_run(record(1), executed_notebook(), final=True)
+    await store.commit_run(record(2), executed_notebook(), final=True)
+    assert (await store.prune(older_than=timedelta(days=1))).removed == []
+    result = await store.prune(older_than=timedelta(days=1), keep_last=1, now=time.time() + 3 * 86400)
+    assert result.removed == ["default/analysis-1"]
+    assert [r.name for r in await store.list_runs()] == ["analysis-2"]
+
+
+def test_run_record_validates_names_and_completes_the_notebook_file_name() -> None:
+    rec = RunRecord(namespace="default", name="a", uid="u-1", notebook="analysis")
+    assert rec.notebook_path == "default/a/analysis.ipynb"
+    for bad in (
+        {"namespace": "a/b"},
+        {"name": ".."},
+        {"uid": "x y"},
+        {"notebook": "a/b.ipynb"},
+        {"namespace": "_x"},
+    ):
+        with pytest.raises(ValueError):
+            RunRecord(**{"namespace": "default", "name": "a", "uid": "u-1", "notebook": "n", **bad})
+
+
+def test_maintenance_cli_lists_and_checks_the_repository(tmp_path: Path) -> None:
+    async def seed() -> None:
+        async with ResultsStore(tmp_path / "r", fsync=False) as store:
+            await store.commit_run(record(1), executed_notebook(), final=True)
+
+    asyncio.run(seed())
+    py = [sys.executable, "-m", "nbkube.results"]
+    listing = subprocess.run(
+        [*py, "list", "--root", str(tmp_path / "r")], capture_output=True, text=True, check=True
+    )
+    assert listing.stdout.startswith("default/analysis-1\tSucceeded\tfinal=True\t0000-uid-1")
+    subprocess.run([*py, "fsck", "--root", str(tmp_path / "r")], check=True, capture_output=True)
+
+
+def _repo_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in (root / "objects").rglob("*") if p.is_file())
