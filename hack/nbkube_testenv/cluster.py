@@ -245,16 +245,16 @@ class LocalCluster:
         from nbkube_testenv import pki as pki_mod
 
         t0 = time.monotonic()
+        if apiserver_port and port_busy(apiserver_port):
+            raise ClusterError(
+                f"port {apiserver_port} on 127.0.0.1 is busy: stop whatever listens there "
+                f"(`ss -ltnp 'sport = :{apiserver_port}'`) or choose another port (0 picks a free one)"
+            )
         assets = self._assets or find_assets()
         missing = [b for b in BINARIES if not os.access(assets / b, os.X_OK)]
         if missing:
             raise ClusterError(
                 f"{assets} lacks {', '.join(missing)}: run `make k8s-binaries` (or set KUBEBUILDER_ASSETS)"
-            )
-        if apiserver_port and port_busy(apiserver_port):
-            raise ClusterError(
-                f"port {apiserver_port} on 127.0.0.1 is busy: stop whatever listens there "
-                f"(`ss -ltnp 'sport = :{apiserver_port}'`) or choose another port (0 picks a free one)"
             )
         for sub in ("etcd", "pki", "pods", "logs", "kcm", "scheduler", "agent"):
             shutil.rmtree(self.dir / sub, ignore_errors=True)

@@ -1,0 +1,173 @@
+"""The nbkube operator as a local process on the local cluster, under the chart's identity.
+
+Installs the CRDs and the operator's ServiceAccount, ClusterRole (the chart's own rules file) and
+binding, then runs `kopf run -m nbkube.handlers` with a kubeconfig holding that ServiceAccount's
+token, so every API call the operator makes is checked against exactly what the chart grants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nbkube_testenv.cluster import ClusterInfo
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "nbkube-system"
+SERVICE_ACCOUNT = "nbkube-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kubectl(info: ClusterInfo, *args: str, input: str | None = None, check: bool = True) -> str:
+    done = subprocess.run(
+        [str(info.kubectl), f"--kubeconfig={info.kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def rbac_manifests(namespace: str = OPERATOR_NAMESPACE, name: str = SERVICE_ACCOUNT) -> list[dict[str, Any]]:
+    rules = yaml.safe_load((REPO / "charts" / "nbkube" / "files" / "clusterrole-rules.yaml").read_text())
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
+
+
+def install(info: ClusterInfo) -> None:
+    """CRDs and the operator's RBAC (idempotent)."""
+    kubectl(info, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kubectl(info, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    kubectl(
+        info,
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac_manifests()}),
+    )
+
+
+@dataclass
+class OperatorProcess:
+    info: ClusterInfo
+    workdir: Path
+    data_dir: Path = field(init=False)
+    log_path: Path = field(init=False)
+    metrics_port: int = field(default_factory=free_port)
+    results_port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.log_path = self.workdir / "operator.log"
+
+    @property
+    def results_url(self) -> str:
+        return f"http://127.0.0.1:{self.results_port}"
+
+    def start(self, timeout: float = 60) -> None:
+        kubeconfig = self.info.service_account_kubeconfig(
+            OPERATOR_NAMESPACE, SERVICE_ACCOUNT, self.workdir / "operator.kubeconfig"
+        )
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "NBKUBE_NAMESPACE": OPERATOR_NAMESPACE,
+            "NBKUBE_DATA_DIR": str(self.data_dir),
+            "NBKUBE_METRICS_PORT": str(self.metrics_port),
+            "NBKUBE_RESULTS_PORT": str(self.results_port),
+            "NBKUBE_RESULTS_HOST": "127.0.0.1",
+            **self.extra_env,
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "-m",
+            "nbkube.handlers",
+            "--all-namespaces",
+            "--standalone",
+            f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+        ]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the operator did not become healthy in {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the operator dies mid-whatever, as on a node failure."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()

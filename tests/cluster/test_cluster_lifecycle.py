@@ -1,0 +1,85 @@
+"""`cluster up` and `cluster down` on their own clusters: idempotence, recovery from a crashed `up`, and no
+process left behind, not even a pod's grandchild that left its process group and ignores SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nbkube_testenv import procs
+from nbkube_testenv.cluster import HACK_DIR, LocalCluster, find_assets
+from nbkube_testenv.wait import wait_for
+
+pytestmark = pytest.mark.cluster
+
+STUBBORN_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: none
+    command:
+    - python
+    - -c
+    - |
+      import signal, subprocess, sys, time
+      code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)"
+      child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+      print("child", child.pid, flush=True)
+      time.sleep(3600)
+"""
+
+
+def recorded(state_file: Path) -> dict[str, tuple[int, int]]:
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {p["name"]: (p["pid"], p["start_time"]) for p in state["processes"]}
+
+
+def test_up_recovers_from_a_crashed_up_and_down_leaves_no_process_behind(tmp_path: Path) -> None:
+    assets = find_assets()
+    directory = tmp_path / "cluster"
+    env = dict(os.environ, KUBEBUILDER_ASSETS=str(assets), PYTHONPATH=str(HACK_DIR))
+    crashing = subprocess.Popen(
+        [sys.executable, "-m", "nbkube_testenv.cluster", "up", "--dir", str(directory)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: "kube-apiserver" in recorded(directory / "state.json"), "up to start kube-apiserver")
+    finally:
+        crashing.kill()
+        crashing.wait()
+    half_started = recorded(directory / "state.json")
+    assert all(procs.is_same(pid, started) for pid, started in half_started.values())
+
+    cluster = LocalCluster(directory, assets)
+    info = cluster.up(quiet=True)
+    assert not any(procs.is_same(pid, started) for pid, started in half_started.values())
+    assert cluster.up(quiet=True).pids == info.pids
+
+    kubectl = [str(info.kubectl), f"--kubeconfig={info.kubeconfig}", "--namespace=default"]
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=STUBBORN_POD, text=True, check=True)
+    log = info.container_log("default", "stubborn", "main")
+    line = wait_for(lambda: log.exists() and log.read_text().strip(), "the pod to start its child")
+    grandchild = int(line.split()[-1])
+    assert grandchild in procs.marked_processes(str(directory))
+    component_pids = list(info.pids.values())
+
+    assert cluster.down(grace=5, quiet=True) >= len(component_pids)
+    assert procs.marked_processes(str(directory)) == []
+    # Exited processes may linger as zombies until their (re)parent reaps them; they run nothing.
+    assert procs.start_time(grandchild) is None
+    assert [pid for pid in component_pids if procs.start_time(pid) is not None] == []
+    assert not cluster.is_running()
+    assert cluster.down(quiet=True) == 0
