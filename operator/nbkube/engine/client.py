@@ -143,11 +143,22 @@ class GatewayClient:
         return model
 
     async def delete_kernel(self, kernel_id: str, *, missing_ok: bool = True) -> None:
-        try:
-            await self.request("DELETE", f"/api/kernels/{kernel_id}", expect=204)
-        except KernelNotFound:
-            if not missing_ok:
-                raise
+        """DELETE the kernel. A kernel in the middle of an automatic restart answers 500 for a moment;
+        that is retried for up to request_timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        while True:
+            try:
+                await self.request("DELETE", f"/api/kernels/{kernel_id}", expect=204)
+                return
+            except KernelNotFound:
+                if not missing_ok:
+                    raise
+                return
+            except GatewayError as e:
+                if (e.status or 0) < 500 or loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     # Short names, as the operator calls them.
     interrupt = interrupt_kernel

@@ -116,6 +116,7 @@ class KernelConnection:
         self._connected = asyncio.Event()
         self._closing = False
         self._failure: BaseException | None = None
+        self._stay_away_until = 0.0
 
     @property
     def url(self) -> str:
@@ -185,6 +186,8 @@ class KernelConnection:
 
     async def _reconnect(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._stay_away_until > loop.time():
+            await asyncio.sleep(self._stay_away_until - loop.time())
         deadline = loop.time() + self.client.reconnect_timeout
         delay = 0.05
         while True:
@@ -319,8 +322,9 @@ class KernelConnection:
         for subscription in list(self._subscriptions.values()):
             subscription.fail(EngineError(f"connection to kernel {self.kernel_id} closed"))
 
-    async def drop_websocket(self) -> None:
+    async def drop_websocket(self, *, stay_away: float = 0.0) -> None:
         """Close the current websocket as a network failure would; the connection reconnects with the
-        same session_id. For tests of the reconnect path."""
+        same session_id after `stay_away` seconds. For tests of the reconnect path."""
+        self._stay_away_until = asyncio.get_running_loop().time() + stay_away
         if self._ws is not None:
             await self._ws.close()

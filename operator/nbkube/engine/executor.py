@@ -311,7 +311,7 @@ class NotebookExecutor:
         final = await outputs.finish()
         result.output_bytes = outputs.total
         result.truncated = outputs.truncated
-        cell.outputs = [nbformat.from_dict(output) for output in final]
+        cell.outputs = final
         cell.execution_count = result.execution_count
         cell.metadata["execution"] = timing
         cell.metadata["nbkube"] = {
@@ -520,7 +520,9 @@ class _CellRun:
         result.error_value = f"{reason}; the kernel's state is lost"
         result.traceback_summary = None
         self.outputs.outputs.append(
-            {"output_type": "error", "ename": "KernelDied", "evalue": result.error_value, "traceback": []}
+            nbformat.from_dict(
+                {"output_type": "error", "ename": "KernelDied", "evalue": result.error_value, "traceback": []}
+            )
         )
 
     def settle(self) -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nbformat
+
 from nbkube.engine.protocol import Message
 
 Output = dict[str, Any]
@@ -206,6 +208,7 @@ class CellOutputs:
             }
         else:
             return None
+        output = nbformat.from_dict(output)
         if self._clear_pending:
             self._clear_pending = False
             self._clear()
@@ -231,7 +234,7 @@ class CellOutputs:
         await self.budget.spill.write(self.index, self.cell_id, output)
         if output["output_type"] == "stream" and remaining > 0:
             head = output["text"].encode("utf-8")[:remaining].decode("utf-8", "ignore")
-            self._append({**output, "text": head}, text_bytes(head))
+            self._append(nbformat.from_dict({**output, "text": head}), text_bytes(head))
 
     def _append(self, output: Output, size: int) -> None:
         self._account(size)
@@ -269,10 +272,6 @@ class CellOutputs:
                 f"notebook cap {limits.notebook_bytes}). "
                 f"The full output is in the {where}{lost}.]\n"
             )
-            self.marker = {
-                "output_type": "stream",
-                "name": "stderr",
-                "text": text,
-            }
+            self.marker = nbformat.from_dict({"output_type": "stream", "name": "stderr", "text": text})
             self.outputs.append(self.marker)
         return self.outputs

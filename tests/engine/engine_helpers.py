@@ -1,0 +1,26 @@
+"""Small notebook builders for the engine tests."""
+
+from __future__ import annotations
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+
+def notebook(*sources: str, tags: dict[int, list[str]] | None = None) -> NotebookNode:
+    """A python3 notebook of code cells ("# md: ..." sources become markdown cells)."""
+    cells = []
+    for index, source in enumerate(sources):
+        if source.startswith("# md:"):
+            cells.append(new_markdown_cell(source[5:].strip()))
+            continue
+        cell = new_code_cell(source)
+        if tags and index in tags:
+            cell.metadata["tags"] = tags[index]
+        cells.append(cell)
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def stream_text(cell: NotebookNode, name: str = "stdout") -> str:
+    return "".join(o["text"] for o in cell.outputs if o["output_type"] == "stream" and o["name"] == name)
