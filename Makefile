@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)/hack:$(PYTHONPATH)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: help venv lint unit engine-test cluster-test test k8s-binaries cluster-up cluster-down \
+.PHONY: help venv lint unit engine-test cluster-test test k8s-binaries cluster-up cluster-down bench-cluster \
         demo bench-engine bench-operator bench-results kind-e2e helm-lint clean
 
 help: ## show the targets
@@ -47,6 +47,9 @@ cluster-up: venv ## start the local control plane + node agent; prints `export K
 cluster-down: ## stop every process cluster-up started
 	@if [ -x $(PY) ]; then $(PY) -m nbkube_testenv.cluster down --dir $(CLUSTER_DIR); \
 	  else $(PYTHON) hack/nbkube_testenv/cluster.py down --dir $(CLUSTER_DIR); fi
+
+bench-cluster: venv k8s-binaries ## local cluster: cold build time, warm start, control-plane RSS, pod-to-serving
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m nbkube_testenv.measure
 
 demo: venv k8s-binaries ## the local demo: cluster, CRDs, operator, a NotebookRun executed, results shown
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m nbkube_testenv.demo --dir $(CURDIR)/.demo
