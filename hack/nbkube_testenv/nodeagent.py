@@ -39,7 +39,7 @@ HEARTBEAT_S = 10
 LEASE_DURATION_S = 40
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 10.0
-TICK_S = 0.2
+IDLE_TICK_S = 5.0
 
 
 def now_iso() -> str:
@@ -266,11 +266,24 @@ class Container:
         self.start_ticks = procs.start_time(self.proc.pid)
         self.worker.agent.record_pid(self.proc.pid, self.start_ticks)
         self.started_mono = time.monotonic()
+        threading.Thread(target=self._await_exit, args=(self.proc,), daemon=True).start()
         self.state = {"running": {"startedAt": started}}
+        self.ready = self.readiness is None
         for probe in (self.readiness, self.liveness):
             if probe:
                 probe.reset()
         log.info("%s/%s started pid %d: %s", self.worker.key, self.name, self.proc.pid, argv)
+
+    def _await_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self.worker.wake.set()
+
+    def next_event(self) -> float:
+        """The monotonic time this container next needs attention (a restart or a probe)."""
+        times = [self.next_start_at] if self.next_start_at is not None else []
+        if self.proc is not None:
+            times += [p.next_at for p in (self.readiness, self.liveness) if p]
+        return min(times, default=time.monotonic() + IDLE_TICK_S)
 
     def poll(self) -> None:
         """Notices an exit, runs due probes, restarts when the backoff has passed."""
@@ -454,7 +467,9 @@ class PodWorker(threading.Thread):
         while not self.deleting and not self.agent.stopping.is_set():
             self._step()
             self._report()
-            self.wake.wait(TICK_S)
+            containers = self.containers if self.init_done else self.init_containers
+            next_at = min(c.next_event() for c in containers)
+            self.wake.wait(min(max(next_at - time.monotonic(), 0.01), IDLE_TICK_S))
             self.wake.clear()
         if self.agent.stopping.is_set() and not self.pod["metadata"].get("deletionTimestamp"):
             return
