@@ -42,7 +42,7 @@ test: venv k8s-binaries lint ## everything CI runs: lint, unit, engine and clust
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m pytest -q -ra
 
 cluster-up: venv ## start the local control plane + node agent; prints `export KUBECONFIG=...`
-	@KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m nbkube_testenv.cluster up --dir $(CLUSTER_DIR)
+	@$(PY) -m nbkube_testenv.cluster up --dir $(CLUSTER_DIR)
 
 cluster-down: ## stop every process cluster-up started
 	@if [ -x $(PY) ]; then $(PY) -m nbkube_testenv.cluster down --dir $(CLUSTER_DIR); \

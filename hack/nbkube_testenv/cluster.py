@@ -76,7 +76,7 @@ class ClusterInfo:
         return LocalCluster(self.dir).service_account_kubeconfig(namespace, name, path, expiration_seconds)
 
 
-def find_assets() -> Path:
+def find_assets(quiet: bool = True) -> Path:
     """The directory holding the control-plane binaries: KUBEBUILDER_ASSETS, else the cached build."""
     env = os.environ.get("KUBEBUILDER_ASSETS")
     if env:
@@ -89,17 +89,26 @@ def find_assets() -> Path:
             )
         return assets
     try:
-        done = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+        build = subprocess.Popen(
+            ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     except OSError as e:
         raise ClusterError(f"cannot run {BUILD_SCRIPT}: {e}") from e
-    if done.returncode != 0:
-        errors = [ln for ln in done.stderr.splitlines() if "ERROR" in ln] or done.stderr.splitlines()[-1:]
-        reason = errors[-1].strip() if errors else f"exit code {done.returncode}"
-        raise ClusterError(
-            f"building the Kubernetes binaries failed: {reason} (run `make k8s-binaries` to see the whole "
-            "build, or set KUBEBUILDER_ASSETS to a directory holding the binaries)"
-        )
-    return Path(done.stdout.strip().splitlines()[-1])
+    assert build.stderr is not None and build.stdout is not None
+    progress = []
+    for line in build.stderr:  # a cold build takes minutes: show its progress
+        progress.append(line.rstrip())
+        if not quiet:
+            print(line, end="", file=sys.stderr, flush=True)
+    out = build.stdout.read()
+    if build.wait() != 0:
+        errors = [ln for ln in progress if "ERROR" in ln] or progress[-1:]
+        reason = errors[-1].strip() if errors else f"exit code {build.returncode}"
+        hint = "run `make k8s-binaries` to see the whole build"
+        if "KUBEBUILDER_ASSETS" not in reason:
+            hint += ", or set KUBEBUILDER_ASSETS to a directory holding the binaries"
+        raise ClusterError(f"building the Kubernetes binaries failed: {reason} ({hint})")
+    return Path(out.strip().splitlines()[-1])
 
 
 def free_port() -> int:
@@ -227,7 +236,7 @@ class LocalCluster:
             return self._up(timeout, apiserver_port, quiet)
 
     def _up(self, timeout: float, apiserver_port: int, quiet: bool) -> ClusterInfo:
-        say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        say = _silent if quiet else _stderr
         state = self._read_state()
         if state is not None:
             if state.get("complete") and self._healthy(state):
@@ -250,7 +259,7 @@ class LocalCluster:
                 f"port {apiserver_port} on 127.0.0.1 is busy: stop whatever listens there "
                 f"(`ss -ltnp 'sport = :{apiserver_port}'`) or choose another port (0 picks a free one)"
             )
-        assets = self._assets or find_assets()
+        assets = self._assets or find_assets(quiet=say is _silent)
         missing = [b for b in BINARIES if not os.access(assets / b, os.X_OK)]
         if missing:
             raise ClusterError(
@@ -570,6 +579,14 @@ class LocalCluster:
             except ValueError:
                 continue
         return out
+
+
+def _silent(msg: str) -> None:
+    pass
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

@@ -448,13 +448,16 @@ class PodWorker(threading.Thread):
             for c in self.init_containers + self.containers:
                 if c.running:
                     c.kill(grace=2)
-            if self.ip:
+            if self.ip and self.ip != self.agent.host_ip:
                 self.agent.ips.release(self.ip)
             self.agent.worker_done(self)
 
     def _run(self) -> None:
         self.pod_dir.mkdir(parents=True, exist_ok=True)
-        self.ip = self.agent.ips.allocate(self.pod.get("status", {}).get("podIP"))
+        if self.pod["spec"].get("hostNetwork"):
+            self.ip = self.agent.host_ip
+        else:
+            self.ip = self.agent.ips.allocate(self.pod.get("status", {}).get("podIP"))
         while not self.deleting:
             try:
                 self._materialise_volumes()
