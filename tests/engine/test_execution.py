@@ -20,7 +20,8 @@ async def test_outputs_become_nbformat_v4_outputs(kernel: KernelConnection) -> N
         "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3]); plt.show()",
         "h = display(HTML('<i>v1</i>'), display_id=True)",
         "h.update(HTML('<i>v2</i>'))",
-        "from IPython.display import clear_output\nfor i in range(3):\n    clear_output(wait=True)\n    print(i)",
+        "from IPython.display import clear_output\n"
+        "for i in range(3):\n    clear_output(wait=True)\n    print(i)",
         "print('gone')\nclear_output()\nprint('kept')",
     )
     result = await NotebookExecutor(kernel).execute_notebook(nb)

@@ -59,7 +59,8 @@ async def test_kernel_death_fails_the_cell_as_kernel_died(kernel: KernelConnecti
         result = await NotebookExecutor(kernel).execute_notebook(nb)
     died = result.cells[1]
     print(
-        f"kernelDied reported {died.duration_ms:.0f} ms after the cell started ({time.monotonic() - started:.2f}s total)"
+        f"kernelDied reported {died.duration_ms:.0f} ms after the cell started "
+        f"({time.monotonic() - started:.2f}s total)"
     )
 
     assert result.state is CellState.KERNEL_DIED
