@@ -290,28 +290,8 @@ class LocalCluster:
         self._write_admin_kubeconfig(server, pki)
         kc = str(self.kubeconfig)
 
-        env = dict(os.environ)
-        env[procs.MARKER_ENV] = str(self.dir)
-        env.pop("KUBECONFIG", None)
-        # Pods run `python -m ...` from the environment `up` runs in (the virtualenv).
-        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HACK_DIR), env.get("PYTHONPATH")]))
-
         def start(name: str, argv: list[str]) -> None:
-            logf = open(self._log(name), "ab")
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=self.dir,
-                env=env,
-            )
-            logf.close()
-            state["processes"].append(
-                {"name": name, "pid": proc.pid, "start_time": procs.start_time(proc.pid)}
-            )
+            state["processes"].append(self._spawn(name, argv))
             self._write_state(state)
 
         def wait(name: str, check, what: str) -> None:
@@ -457,6 +437,45 @@ class LocalCluster:
         self._write_state(state)
         say(f"cluster up in {state['started_in_s']}s: {server} ({version}), logs in {self.dir / 'logs'}")
         return self.info()
+
+    def _spawn(self, name: str, argv: list[str]) -> dict:
+        env = dict(os.environ)
+        env[procs.MARKER_ENV] = str(self.dir)
+        env.pop("KUBECONFIG", None)
+        # Pods run `python -m ...` from the environment `up` runs in (the virtualenv).
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HACK_DIR), env.get("PYTHONPATH")]))
+        with open(self._log(name), "ab") as logf:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.dir,
+                env=env,
+            )
+        return {"name": name, "pid": proc.pid, "start_time": procs.start_time(proc.pid), "argv": argv}
+
+    def restart_component(self, name: str, timeout: float = 120) -> None:
+        """Stops one control-plane component and starts it again with the same flags (fault injection:
+        clients such as the node agent must reconnect their watches)."""
+        with self._locked():
+            state = self._read_state()
+            if not state or not state.get("complete"):
+                raise ClusterError(f"no cluster is running in {self.dir}: run `make cluster-up`")
+            rec = next(p for p in state["processes"] if p["name"] == name)
+            procs.stop([(rec["pid"], rec["start_time"])], grace=10)
+            rec.update(self._spawn(name, rec["argv"]))
+            self._write_state(state)
+        deadline = time.monotonic() + timeout
+        while not self._healthy(state):
+            if time.monotonic() > deadline or not procs.is_same(rec["pid"], rec["start_time"]):
+                raise ClusterError(
+                    f"{name} did not come back; last lines of {self._log(name)}:\n    "
+                    + log_tail(self._log(name))
+                )
+            time.sleep(0.2)
 
     def _node_ready(self, server: str) -> bool:
         status, node = self._api(server, f"/api/v1/nodes/{NODE_NAME}")

@@ -233,6 +233,10 @@ class Container:
             self.state = {"waiting": {"reason": e.reason, "message": str(e)}}
             self.next_start_at = time.monotonic() + 2
             return
+        except (ApiError, OSError) as e:  # the API server is unreachable or restarting: retry
+            self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
+            self.next_start_at = time.monotonic() + 2
+            return
         if self.runs:
             self.restart_count += 1
         self.runs += 1
@@ -882,8 +886,8 @@ class Agent:
         while not self.stopping.wait(HEARTBEAT_S):
             try:
                 self.heartbeat()
-            except (ApiError, OSError) as e:
-                log.warning("heartbeat failed: %s", e)
+            except Exception as e:  # keep heartbeating whatever happened
+                log.warning("heartbeat failed: %s: %s", type(e).__name__, e)
 
     # -- pods ----------------------------------------------------------------------------------
     def on_pod(self, pod: dict[str, Any]) -> None:

@@ -22,6 +22,10 @@ class ApiError(Exception):
         self.body = body
 
 
+class TransportError(OSError):
+    """The API server could not be reached or the connection broke."""
+
+
 class Rest:
     def __init__(self, kubeconfig: str | Path):
         cfg = yaml.safe_load(Path(kubeconfig).read_text())
@@ -74,9 +78,12 @@ class Rest:
         url = self.server + path
         if params:
             url += ("&" if "?" in path else "?") + urlencode(params)
-        resp = self._http.request(
-            method, url, body=data, headers=headers, timeout=urllib3.Timeout(connect=10, read=timeout)
-        )
+        try:
+            resp = self._http.request(
+                method, url, body=data, headers=headers, timeout=urllib3.Timeout(connect=10, read=timeout)
+            )
+        except urllib3.exceptions.HTTPError as e:
+            raise TransportError(f"{method} {path}: {e}") from e
         try:
             out = json.loads(resp.data) if resp.data else {}
         except ValueError:
@@ -104,13 +111,16 @@ class Rest:
             f"{self.server}{path}{sep}watch=true&allowWatchBookmarks=true"
             f"&resourceVersion={resource_version}&timeoutSeconds={timeout_seconds}"
         )
-        resp = self._http.request(
-            "GET",
-            url,
-            headers=self._headers,
-            preload_content=False,
-            timeout=urllib3.Timeout(connect=10, read=timeout_seconds + 30),
-        )
+        try:
+            resp = self._http.request(
+                "GET",
+                url,
+                headers=self._headers,
+                preload_content=False,
+                timeout=urllib3.Timeout(connect=10, read=timeout_seconds + 30),
+            )
+        except urllib3.exceptions.HTTPError as e:
+            raise TransportError(f"watch {path}: {e}") from e
         try:
             if resp.status >= 400:
                 data = resp.read()

@@ -1,8 +1,10 @@
-"""`cluster up` and `cluster down` on their own clusters: idempotence, recovery from a crashed `up`, and no
-process left behind, not even a pod's grandchild that left its process group and ignores SIGTERM."""
+"""`cluster up` and `cluster down` on their own clusters: idempotence, recovery from a crashed `up`, pods
+surviving an API server restart, and no process left behind, not even a pod's grandchild that left its
+process group and ignores SIGTERM."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -69,12 +71,36 @@ def test_up_recovers_from_a_crashed_up_and_down_leaves_no_process_behind(tmp_pat
     assert cluster.up(quiet=True).pids == info.pids
 
     kubectl = [str(info.kubectl), f"--kubeconfig={info.kubeconfig}", "--namespace=default"]
-    subprocess.run([*kubectl, "apply", "-f", "-"], input=STUBBORN_POD, text=True, check=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([*kubectl, *args], check=True, capture_output=True, timeout=180)
+
+    # The node agent's pod watch survives an API server restart (reconnect, relist).
+    run("run", "before", "--image=none", "--command", "--", "sleep", "3600")
+    run("wait", "--for=condition=Ready", "pod/before", "--timeout=120s")
+    restarted = datetime.datetime.now(datetime.UTC)
+    cluster.restart_component("kube-apiserver")
+
+    def lease_renewed() -> bool:
+        done = subprocess.run(
+            [*kubectl, "get", "lease", info.node_name, "-n=kube-node-lease", "-o=jsonpath={.spec.renewTime}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode == 0 and datetime.datetime.fromisoformat(done.stdout) > restarted
+
+    wait_for(lease_renewed, "the node agent to renew its Lease after the API server restart")
+    run("run", "after", "--image=none", "--command", "--", "sleep", "3600")
+    run("wait", "--for=condition=Ready", "pod/after", "--timeout=120s")
+    run("delete", "pod", "before", "--timeout=120s")
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=STUBBORN_POD, text=True, check=True, timeout=60)
     log = info.container_log("default", "stubborn", "main")
     line = wait_for(lambda: log.exists() and log.read_text().strip(), "the pod to start its child")
     grandchild = int(line.split()[-1])
     assert grandchild in procs.marked_processes(str(directory))
     component_pids = list(info.pids.values())
+    assert "Traceback" not in (directory / "logs" / "nodeagent.log").read_text()
 
     assert cluster.down(grace=5, quiet=True) >= len(component_pids)
     assert procs.marked_processes(str(directory)) == []
