@@ -490,19 +490,23 @@ class PodWorker(threading.Thread):
             t.join()
         if not self.gone:
             self._report()
+            self._remove()
+
+    def _remove(self) -> None:
+        """Deletes the pod object for good, retrying while the API server is unreachable."""
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
+        options["preconditions"] = {"uid": self.uid}
+        while not self.agent.stopping.is_set():
             try:
-                self.agent.api.delete(
-                    self.path,
-                    {
-                        "kind": "DeleteOptions",
-                        "apiVersion": "v1",
-                        "gracePeriodSeconds": 0,
-                        "preconditions": {"uid": self.uid},
-                    },
-                )
+                self.agent.api.delete(self.path, options)
+                return
             except ApiError as e:
-                if e.status not in (404, 409):
-                    raise
+                if e.status in (404, 409):
+                    return
+                log.warning("%s: removing the pod failed: %s", self.key, e)
+            except OSError as e:
+                log.warning("%s: removing the pod failed: %s", self.key, e)
+            self.agent.stopping.wait(1)
 
     def _step(self) -> None:
         if not self.init_done:
