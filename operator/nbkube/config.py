@@ -1,0 +1,63 @@
+"""Operator settings, read once from the environment (NBKUBE_*)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    namespace: str = Field("nbkube", description="Namespace the operator runs in.")
+    operator_labels: dict[str, str] = Field(
+        default_factory=lambda: {
+            "app.kubernetes.io/name": "nbkube",
+            "app.kubernetes.io/component": "operator",
+        }
+    )
+    data_dir: Path = Field(
+        Path("/var/lib/nbkube"), description="The results PVC: the git repository and run journals."
+    )
+    metrics_port: int = 8080
+    results_port: int = 8082
+    results_host: str = "0.0.0.0"
+    status_interval_seconds: float = Field(1.0, gt=0)
+    gateway_port: int = 8888
+    gateway_request_timeout_seconds: float = 30.0
+    environment_wait_seconds: float = Field(
+        300.0, description="How long a run waits for its environment to have a ready gateway pod."
+    )
+    checkpoint_every_cells: int = 20
+    checkpoint_every_seconds: float = 30.0
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        mapping = {
+            "namespace": ("NBKUBE_NAMESPACE", "POD_NAMESPACE"),
+            "data_dir": ("NBKUBE_DATA_DIR",),
+            "metrics_port": ("NBKUBE_METRICS_PORT",),
+            "results_port": ("NBKUBE_RESULTS_PORT",),
+            "results_host": ("NBKUBE_RESULTS_HOST",),
+            "status_interval_seconds": ("NBKUBE_STATUS_INTERVAL_SECONDS",),
+            "gateway_port": ("NBKUBE_GATEWAY_PORT",),
+            "environment_wait_seconds": ("NBKUBE_ENVIRONMENT_WAIT_SECONDS",),
+            "checkpoint_every_cells": ("NBKUBE_CHECKPOINT_EVERY_CELLS",),
+            "checkpoint_every_seconds": ("NBKUBE_CHECKPOINT_EVERY_SECONDS",),
+        }
+        for field, names in mapping.items():
+            for name in names:
+                if env.get(name):
+                    values[field] = env[name]
+                    break
+        return cls.model_validate(values)

@@ -1,0 +1,280 @@
+"""Which gateway pods serve each environment, and the kernels the operator holds on them.
+
+The operator, not a Service, picks the pod for each kernel: a kernel lives in one gateway process,
+so its websocket must always reach that pod. Pods are learned from watch events; each ready pod
+gets a client and a warm pool of started kernels so a run's first cell starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbkube.engine import EngineError, GatewayClient, KernelConnection, KernelPool
+from nbkube.environment.objects import ENVIRONMENT_LABEL, TOKEN_KEY, token_secret_name
+
+log = logging.getLogger(__name__)
+
+TokenReader = Callable[[str, str], Awaitable[str | None]]  # (namespace, environment) -> token
+
+
+@dataclass
+class GatewayPod:
+    namespace: str
+    environment: str
+    name: str
+    address: str
+    ready: bool
+    terminating: bool
+    spec_hash: str | None
+
+    @property
+    def usable(self) -> bool:
+        return self.ready and not self.terminating and bool(self.address)
+
+
+@dataclass
+class PodKernels:
+    pod: GatewayPod
+    client: GatewayClient
+    pool: KernelPool | None
+    in_use: set[str] = field(default_factory=set)
+
+
+@dataclass
+class KernelLease:
+    """A kernel held by one run, with its open connection (whose session id makes it resumable)."""
+
+    namespace: str
+    environment: str
+    pod: str
+    address: str
+    connection: KernelConnection
+    client: GatewayClient
+    pool: KernelPool | None = None
+
+    @property
+    def kernel_id(self) -> str:
+        return self.connection.kernel_id
+
+    @property
+    def session_id(self) -> str:
+        return self.connection.session_id
+
+
+@dataclass
+class EnvironmentSettings:
+    kernel_name: str = "python3"
+    warm_kernels: int = 0
+    max_kernels_per_pod: int = 8
+
+
+class NoGatewayAvailable(Exception):
+    pass
+
+
+def pod_from_body(body: dict[str, Any]) -> GatewayPod | None:
+    meta = body.get("metadata", {})
+    env = (meta.get("labels") or {}).get(ENVIRONMENT_LABEL)
+    if not env:
+        return None
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return GatewayPod(
+        namespace=meta.get("namespace", ""),
+        environment=env,
+        name=meta.get("name", ""),
+        address=status.get("podIP") or "",
+        ready=ready and status.get("phase") == "Running",
+        terminating=bool(meta.get("deletionTimestamp")),
+        spec_hash=(meta.get("annotations") or {}).get("nbkube.io/spec-hash"),
+    )
+
+
+class GatewayRegistry:
+    def __init__(self, read_token: TokenReader, port: int = 8888, request_timeout: float = 30.0) -> None:
+        self._read_token = read_token
+        self._port = port
+        self._timeout = request_timeout
+        self._pods: dict[tuple[str, str], dict[str, PodKernels]] = {}
+        self._settings: dict[tuple[str, str], EnvironmentSettings] = {}
+        self._changed = asyncio.Condition()
+        self._lock = asyncio.Lock()
+
+    async def configure(self, namespace: str, environment: str, settings: EnvironmentSettings) -> None:
+        """Records an environment's kernel settings; pods already known get (or lose) their warm pool."""
+        key = (namespace, environment)
+        previous = self._settings.get(key)
+        self._settings[key] = settings
+        if previous == settings:
+            return
+        async with self._lock:
+            for kernels in self._pods.get(key, {}).values():
+                old, kernels.pool = kernels.pool, None
+                if settings.warm_kernels > 0:
+                    kernels.pool = KernelPool(kernels.client, settings.kernel_name, settings.warm_kernels)
+                    await kernels.pool.start()
+                if old is not None:
+                    await old.close()
+
+    def forget_environment(self, namespace: str, environment: str) -> None:
+        self._settings.pop((namespace, environment), None)
+
+    async def observe(self, event_type: str, body: dict[str, Any]) -> None:
+        """Feeds a pod watch event in."""
+        pod = pod_from_body(body)
+        if pod is None:
+            return
+        key = (pod.namespace, pod.environment)
+        async with self._lock:
+            pods = self._pods.setdefault(key, {})
+            current = pods.get(pod.name)
+            if event_type == "DELETED" or not pod.usable:
+                if current is not None:
+                    del pods[pod.name]
+                    await self._close(current)
+            elif current is None or current.pod.address != pod.address:
+                if current is not None:
+                    await self._close(current)
+                pods[pod.name] = await self._open(pod)
+            else:
+                current.pod = pod
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _open(self, pod: GatewayPod) -> PodKernels:
+        token = await self._read_token(pod.namespace, pod.environment) or ""
+        client = GatewayClient(f"http://{pod.address}:{self._port}", token, request_timeout=self._timeout)
+        settings = self._settings.get((pod.namespace, pod.environment), EnvironmentSettings())
+        pool = None
+        if settings.warm_kernels > 0:
+            pool = KernelPool(client, settings.kernel_name, settings.warm_kernels)
+            await pool.start()
+        return PodKernels(pod=pod, client=client, pool=pool)
+
+    async def _close(self, kernels: PodKernels) -> None:
+        try:
+            if kernels.pool is not None:
+                await kernels.pool.close()
+        except Exception as exc:  # the pod may already be gone; its kernels went with it
+            log.debug("closing pool of %s: %s", kernels.pod.name, exc)
+        await kernels.client.close()
+
+    def usage(self, namespace: str, environment: str) -> tuple[int, int]:
+        """(kernels in use by runs, warm kernels ready) for an environment."""
+        pods = self._pods.get((namespace, environment), {})
+        in_use = sum(len(p.in_use) for p in pods.values())
+        warm = sum(p.pool.ready_count if p.pool is not None else 0 for p in pods.values())
+        return in_use, warm
+
+    def has_ready_pod(self, namespace: str, environment: str) -> bool:
+        return bool(self._pods.get((namespace, environment)))
+
+    def client_for(self, namespace: str, environment: str, pod: str) -> GatewayClient | None:
+        kernels = self._pods.get((namespace, environment), {}).get(pod)
+        return kernels.client if kernels is not None else None
+
+    async def wait_for_pod(self, namespace: str, environment: str, timeout: float) -> bool:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.has_ready_pod(namespace, environment)), timeout
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def acquire(self, namespace: str, environment: str) -> KernelLease:
+        """A kernel for one run: a warm one when there is one, else a freshly started one."""
+        pods = list(self._pods.get((namespace, environment), {}).values())
+        if not pods:
+            raise NoGatewayAvailable(f"no ready gateway pod for environment {namespace}/{environment}")
+        settings = self._settings.get((namespace, environment), EnvironmentSettings())
+        pods.sort(key=lambda p: (-(p.pool.ready_count if p.pool else 0), len(p.in_use)))
+        chosen = pods[0]
+        if len(chosen.in_use) >= settings.max_kernels_per_pod:
+            raise NoGatewayAvailable(f"every gateway pod of {namespace}/{environment} is at maxKernelsPerPod")
+        connection = None
+        if chosen.pool is not None:
+            with contextlib.suppress(EngineError):  # a pool being replaced; start a kernel instead
+                connection = await chosen.pool.acquire()
+        if connection is None:
+            model = await chosen.client.start_kernel(settings.kernel_name)
+            try:
+                connection = await chosen.client.connect(model["id"])
+            except BaseException:
+                await chosen.client.delete_kernel(model["id"])
+                raise
+        chosen.in_use.add(connection.kernel_id)
+        return KernelLease(
+            namespace,
+            environment,
+            chosen.pod.name,
+            chosen.pod.address,
+            connection,
+            chosen.client,
+            chosen.pool,
+        )
+
+    async def adopt(
+        self,
+        namespace: str,
+        environment: str,
+        pod: str,
+        kernel_id: str,
+        session_id: str,
+        msg_ids: tuple[str, ...],
+    ) -> KernelLease | None:
+        """Reattaches to a kernel a run held before the operator restarted: same kernel, same session,
+        so the gateway replays what the kernel said while nobody listened."""
+        kernels = self._pods.get((namespace, environment), {}).get(pod)
+        if kernels is None:
+            return None
+        await kernels.client.get_kernel(kernel_id)
+        connection = await kernels.client.connect(kernel_id, session_id, resume_msg_ids=msg_ids)
+        kernels.in_use.add(kernel_id)
+        return KernelLease(namespace, environment, pod, kernels.pod.address, connection, kernels.client)
+
+    async def release(self, lease: KernelLease) -> None:
+        """A used kernel is never handed to another run: it is shut down."""
+        kernels = self._pods.get((lease.namespace, lease.environment), {}).get(lease.pod)
+        if kernels is not None:
+            kernels.in_use.discard(lease.kernel_id)
+        try:
+            await lease.connection.close()
+            await lease.client.delete_kernel(lease.kernel_id)
+        except Exception as exc:
+            log.info("kernel %s on %s was already gone: %s", lease.kernel_id, lease.pod, exc)
+
+    async def close(self) -> None:
+        async with self._lock:
+            for pods in self._pods.values():
+                for kernels in pods.values():
+                    await self._close(kernels)
+            self._pods.clear()
+
+
+def decode_token(secret: dict[str, Any]) -> str | None:
+    data = secret.get("data") or {}
+    if TOKEN_KEY not in data:
+        return None
+    return base64.b64decode(data[TOKEN_KEY]).decode()
+
+
+__all__ = [
+    "EnvironmentSettings",
+    "GatewayPod",
+    "GatewayRegistry",
+    "KernelLease",
+    "NoGatewayAvailable",
+    "decode_token",
+    "pod_from_body",
+    "token_secret_name",
+]

@@ -1,0 +1,106 @@
+"""kopf handlers: thin decorators over the plain functions in the controller modules.
+
+Run with:  kopf run -m nbkube.handlers --all-namespaces --liveness=http://0.0.0.0:8081/healthz
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from nbkube import GROUP, VERSION
+from nbkube.api import NotebookRunStatus, RunState
+from nbkube.environment.objects import gateway_labels
+from nbkube.runtime import OperatorContext
+
+ENVIRONMENTS = (GROUP, VERSION, "notebookenvironments")
+RUNS = (GROUP, VERSION, "notebookruns")
+GATEWAY_POD_LABELS = {"app.kubernetes.io/name": gateway_labels("x")["app.kubernetes.io/name"]}
+
+
+def _ctx(memo: Any) -> OperatorContext:
+    return memo["nbkube"]
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Silent watches are a known kopf failure mode: make the server and the client both time out.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.posting.level = logging.INFO
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    memo["nbkube"] = await OperatorContext.start(logger)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "nbkube" in memo:
+        await _ctx(memo).stop()
+
+
+@kopf.on.probe(id="ready")
+def probe_ready(memo: kopf.Memo, **_: Any) -> bool:
+    return "nbkube" in memo
+
+
+# NotebookEnvironment
+
+
+@kopf.on.resume(*ENVIRONMENTS)
+@kopf.on.create(*ENVIRONMENTS)
+@kopf.on.update(*ENVIRONMENTS, field="spec")
+async def environment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    status = await _ctx(memo).environments.reconcile(body)
+    patch.status.update(status)
+
+
+@kopf.timer(*ENVIRONMENTS, interval=5, initial_delay=2, idle=0)
+async def environment_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    status = await _ctx(memo).environments.refresh_status(body)
+    if status is not None:
+        patch.status.update(status)
+
+
+@kopf.on.delete(*ENVIRONMENTS, optional=True)
+async def environment_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    _ctx(memo).environments.forget(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels=GATEWAY_POD_LABELS)
+async def gateway_pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    if "nbkube" in memo:
+        await _ctx(memo).registry.observe(event.get("type") or "MODIFIED", event["object"])
+
+
+# NotebookRun
+
+
+def _active(status: dict[str, Any], **_: Any) -> bool:
+    state = (status or {}).get("state")
+    return state not in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+def _finished_with_ttl(spec: dict[str, Any], status: dict[str, Any], **_: Any) -> bool:
+    return not _active(status) and spec.get("ttlSecondsAfterFinished") is not None
+
+
+@kopf.daemon(*RUNS, when=_active, cancellation_timeout=60, initial_delay=0, backoff=10)
+async def run_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    await _ctx(memo).runs.drive(body, stopped)
+
+
+@kopf.timer(*RUNS, interval=10, when=_finished_with_ttl, idle=0)
+async def run_ttl(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _ctx(memo).runs.expire_if_due(body)
+
+
+__all__ = ["NotebookRunStatus"]

@@ -1,0 +1,606 @@
+"""Drives one NotebookRun from Pending to a terminal state.
+
+One kopf daemon per active run calls RunService.drive(). The run acquires a kernel from its
+environment's gateway pods, executes the cells through the engine, keeps a journal of finished
+cells on the results volume, writes coalesced status, commits the executed notebook, and releases
+the kernel. When the operator itself is stopped, the kernel is left running and the journal says
+where the run was, so the next operator reattaches instead of starting over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import kopf
+import nbformat
+from nbformat import NotebookNode
+from pydantic import ValidationError
+
+from nbkube import API_VERSION
+from nbkube.api import (
+    CellStatus,
+    ConditionStatus,
+    KernelAttachment,
+    NotebookEnvironmentSpec,
+    NotebookRunSpec,
+    NotebookRunStatus,
+    Reason,
+    RunResult,
+    RunState,
+)
+from nbkube.api.common import now_rfc3339, set_condition
+from nbkube.config import Settings
+from nbkube.engine import (
+    CellResult,
+    CellState,
+    EngineError,
+    ExecutionLost,
+    GatewayUnavailable,
+    KernelNotFound,
+    NotebookExecutor,
+    NotebookResult,
+    OutputLimits,
+    ResumePoint,
+    inject_parameters,
+)
+from nbkube.gateways import GatewayRegistry, KernelLease, NoGatewayAvailable
+from nbkube.kube import Kube, resource_path
+from nbkube.metrics import cell_duration, status_patches
+from nbkube.metrics import runs as runs_gauge
+from nbkube.run import cellstatus, source
+from nbkube.run.journal import RunJournal
+from nbkube.run.outcome import Outcome, cancelled, failed, succeeded
+from nbkube.run.statuswriter import StatusWriter
+from nbkube.run.sweepdriver import drive_sweep
+
+log = logging.getLogger(__name__)
+
+ResultsCommit = Callable[..., Awaitable[RunResult | None]]
+NOTEBOOK_WAIT_SECONDS = 30.0
+TERMINAL = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+def run_path(namespace: str, name: str, sub: str | None = None) -> str:
+    return resource_path(API_VERSION, "notebookruns", namespace, name, sub)
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class RunService:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        registry: GatewayRegistry,
+        results: Any,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.registry = registry
+        self.results = results
+        self.active: dict[str, RunDriver] = {}
+
+    async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+        uid = body["metadata"]["uid"]
+        driver = RunDriver(self, body, stopped)
+        self.active[uid] = driver
+        runs_gauge.labels("Running").set(len(self.active))
+        try:
+            await driver.drive()
+        finally:
+            self.active.pop(uid, None)
+            runs_gauge.labels("Running").set(len(self.active))
+
+    async def expire_if_due(self, body: kopf.Body) -> None:
+        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
+        finished = _parse_time((body.get("status") or {}).get("completionTime"))
+        if ttl is None or finished is None:
+            return
+        if time.time() >= finished + ttl:
+            meta = body["metadata"]
+            kopf.info(body, reason="Expired", message=f"deleted {ttl}s after it finished")
+            await self.kube.delete(run_path(meta["namespace"], meta["name"]))
+
+
+class RunDriver:
+    def __init__(self, service: RunService, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+        self.service = service
+        self.kube = service.kube
+        self.settings = service.settings
+        self.body = body
+        self.stopped = stopped
+        meta = body["metadata"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta["namespace"]
+        self.uid: str = meta["uid"]
+        self.generation: int | None = meta.get("generation")
+        self.status = NotebookRunStatus.model_validate(dict(body.get("status") or {}))
+        self.writer = StatusWriter(self._patch_status, self.settings.status_interval_seconds)
+        self.journal = RunJournal(self.settings.journal_dir, self.uid)
+        self.cancel_requested = asyncio.Event()
+        self.deadline_passed = asyncio.Event()
+
+    # status plumbing
+
+    async def _patch_status(self, status: dict[str, Any]) -> None:
+        if "kernel" not in status:
+            status["kernel"] = None  # merge patch: absent means "keep", None means "remove"
+        status_patches.inc()
+        try:
+            await self.kube.merge_patch(run_path(self.namespace, self.name, "status"), {"status": status})
+        except Exception as exc:  # the next flush carries the newest status anyway
+            log.warning("status patch of %s/%s failed: %s", self.namespace, self.name, exc)
+
+    def _publish(self) -> None:
+        self.writer.update(self.status.to_api())
+
+    async def _flush(self) -> None:
+        await self.writer.flush(self.status.to_api())
+
+    def _set_progress(self, state: RunState, reason: str, message: str) -> None:
+        st = self.status
+        st.state = state
+        st.reason = reason
+        st.message = message
+        st.observed_generation = self.generation
+        terminal = state in TERMINAL
+        st.conditions = set_condition(
+            st.conditions,
+            "Progressing",
+            ConditionStatus.FALSE if terminal else ConditionStatus.TRUE,
+            reason,
+            message,
+            self.generation,
+        )
+        succeeded_status = {
+            RunState.SUCCEEDED: ConditionStatus.TRUE,
+            RunState.FAILED: ConditionStatus.FALSE,
+            RunState.CANCELLED: ConditionStatus.FALSE,
+        }.get(state, ConditionStatus.UNKNOWN)
+        st.conditions = set_condition(
+            st.conditions, "Succeeded", succeeded_status, reason, message, self.generation
+        )
+        self._touch_duration()
+
+    def _touch_duration(self) -> None:
+        started = _parse_time(self.status.start_time)
+        if started is not None:
+            end = _parse_time(self.status.completion_time) or time.time()
+            self.status.duration = cellstatus.format_duration(end - started)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        self.status.completion_time = now_rfc3339()
+        self.status.kernel = None
+        self._set_progress(outcome.state, outcome.reason, outcome.message)
+        await self.writer.flush(self.status.to_api())
+        await self.writer.close()
+        if outcome.state == RunState.SUCCEEDED:
+            kopf.info(self.body, reason=outcome.reason, message=outcome.message)
+        else:
+            kopf.warn(self.body, reason=outcome.reason, message=outcome.message)
+
+    # the run
+
+    async def drive(self) -> None:
+        try:
+            spec = NotebookRunSpec.model_validate(dict(self.body.get("spec") or {}))
+        except ValidationError as exc:
+            await self._finish(failed(Reason.INVALID_SPEC, _validation_message(exc)))
+            return
+        if self.status.start_time is None:
+            self.status.start_time = now_rfc3339()
+        if spec.is_sweep():
+            await drive_sweep(self, spec)
+            return
+        watchers = [
+            asyncio.create_task(self._watch_cancel()),
+            asyncio.create_task(self._watch_deadline(spec)),
+        ]
+        try:
+            outcome = await self._run(spec)
+        finally:
+            for task in watchers:
+                task.cancel()
+        if outcome is not None:
+            await self._finish(outcome)
+
+    async def _watch_cancel(self) -> None:
+        # kopf keeps a daemon's body up to date as watch events arrive.
+        while not self.cancel_requested.is_set():
+            if (self.body.get("spec") or {}).get("cancel"):
+                self.cancel_requested.set()
+                return
+            await asyncio.sleep(0.2)
+
+    async def _watch_deadline(self, spec: NotebookRunSpec) -> None:
+        if spec.timeouts.run_seconds is None:
+            return
+        started = _parse_time(self.status.start_time) or time.time()
+        await asyncio.sleep(max(0.0, started + spec.timeouts.run_seconds - time.time()))
+        self.deadline_passed.set()
+
+    def _interrupted(self) -> Outcome | None:
+        if self.cancel_requested.is_set():
+            return cancelled()
+        if self.deadline_passed.is_set():
+            return failed(Reason.DEADLINE_EXCEEDED, "the run's deadline (timeouts.runSeconds) passed")
+        return None
+
+    async def _run(self, spec: NotebookRunSpec) -> Outcome | None:
+        ref = spec.environment_ref
+        if ref.namespace and ref.namespace != self.namespace:
+            return failed(
+                Reason.ENVIRONMENT_NOT_ALLOWED,
+                f"environment {ref.namespace}/{ref.name} is in another namespace: "
+                f"a NotebookRun may only use environments in its own namespace ({self.namespace})",
+            )
+        if (early := self._interrupted()) is not None:
+            return early
+        env_body = await self.kube.get_or_none(
+            resource_path(API_VERSION, "notebookenvironments", self.namespace, ref.name)
+        )
+        if env_body is None:
+            return failed(
+                Reason.ENVIRONMENT_NOT_FOUND, f"NotebookEnvironment {self.namespace}/{ref.name} not found"
+            )
+        try:
+            env_spec = NotebookEnvironmentSpec.model_validate(env_body.get("spec") or {})
+        except ValidationError as exc:
+            return failed(
+                Reason.ENVIRONMENT_NOT_FOUND, f"environment {ref.name} is invalid: {exc.errors()[0]['msg']}"
+            )
+        notebook = await self._load_notebook(spec, env_spec)
+        if isinstance(notebook, Outcome):
+            return notebook
+        try:
+            notebook = inject_parameters(notebook, spec.parameters)
+        except Exception as exc:
+            return failed(Reason.INVALID_SPEC, f"parameters cannot be injected: {exc}")
+        self._init_cells(notebook)
+
+        while True:
+            if (early := self._interrupted()) is not None:
+                await self._commit(spec, env_spec, notebook, early)
+                return early
+            outcome, executed = await self._attempt(spec, env_spec, notebook)
+            if outcome is None:  # the operator is stopping; the run goes on after restart
+                return None
+            if outcome.retryable and self.status.attempt <= spec.retries and self._interrupted() is None:
+                kopf.warn(
+                    self.body,
+                    reason=Reason.RETRYING,
+                    message=f"attempt {self.status.attempt} failed ({outcome.reason}: {outcome.message}); "
+                    f"retrying with a fresh kernel from the first cell",
+                )
+                self.status.kernel = None
+                self._init_cells(notebook)
+                self._set_progress(RunState.RUNNING, Reason.RETRYING, outcome.message)
+                await self._flush()
+                continue
+            await self._commit(spec, env_spec, executed, outcome)
+            return outcome
+
+    async def _load_notebook(
+        self, spec: NotebookRunSpec, env_spec: NotebookEnvironmentSpec
+    ) -> NotebookNode | Outcome:
+        deadline = time.monotonic() + NOTEBOOK_WAIT_SECONDS
+        waited = False
+        while True:
+            try:
+                return await source.load(
+                    self.kube, self.namespace, spec.notebook, env_spec.kernel_name, self._read_repo
+                )
+            except source.InvalidNotebook as exc:
+                return failed(Reason.INVALID_NOTEBOOK, str(exc))
+            except source.NotebookUnavailable as exc:
+                if time.monotonic() >= deadline or self.stopped:
+                    return failed(Reason.NOTEBOOK_NOT_FOUND, str(exc))
+                if not waited:
+                    waited = True
+                    self._set_progress(RunState.PENDING, Reason.NOTEBOOK_NOT_FOUND, f"waiting: {exc}")
+                    await self._flush()
+                await asyncio.sleep(1.0)
+
+    async def _read_repo(self, path: str) -> bytes | None:
+        if self.service.results is None:
+            return None
+        try:
+            return await self.service.results.read_file(path)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _init_cells(self, notebook: NotebookNode) -> None:
+        cells = [
+            CellStatus(index=i, id=str(cell.get("id", f"cell-{i}")), state="pending")
+            for i, cell in enumerate(notebook.cells)
+        ]
+        self._all_cells = cells
+        self.status.cells_total = len(cells)
+        self.status.cells_done = 0
+        self._refresh_cells()
+
+    def _refresh_cells(self) -> None:
+        done = sum(1 for c in self._all_cells if c.state not in ("pending", "running"))
+        self.status.cells_done = done
+        self.status.progress = f"{done}/{len(self._all_cells)}"
+        kept, omitted = cellstatus.bound_cells(self._all_cells)
+        self.status.cells = kept
+        self.status.cells_omitted = omitted
+        self._touch_duration()
+
+    async def _acquire(self, env_spec: NotebookEnvironmentSpec) -> KernelLease | Outcome:
+        name = self.body["spec"]["environmentRef"]["name"]
+        if not self.service.registry.has_ready_pod(self.namespace, name):
+            self._set_progress(
+                RunState.PENDING, Reason.WAITING_FOR_ENVIRONMENT, f"waiting for a ready gateway pod of {name}"
+            )
+            await self._flush()
+            ready = await self.service.registry.wait_for_pod(
+                self.namespace, name, self.settings.environment_wait_seconds
+            )
+            if not ready:
+                return failed(
+                    Reason.GATEWAY_LOST,
+                    f"environment {name} had no ready gateway pod "
+                    f"for {self.settings.environment_wait_seconds:.0f}s",
+                )
+        try:
+            return await self.service.registry.acquire(self.namespace, name)
+        except (NoGatewayAvailable, EngineError) as exc:
+            return failed(Reason.GATEWAY_LOST, f"no kernel could be started: {exc}")
+
+    async def _attempt(
+        self, spec: NotebookRunSpec, env_spec: NotebookEnvironmentSpec, notebook: NotebookNode
+    ) -> tuple[Outcome | None, NotebookNode]:
+        executed = nbformat.from_dict(notebook)
+        lease: KernelLease | None = None
+        start_index = 0
+        resume: ResumePoint | None = None
+        if self.status.kernel is not None and self.status.state == RunState.RUNNING:
+            lease, start_index, resume = await self._reattach(executed)
+        if lease is None:
+            self.status.attempt += 1
+            acquired = await self._acquire(env_spec)
+            if isinstance(acquired, Outcome):
+                return acquired, executed
+            lease = acquired
+            self.status.kernel = KernelAttachment(
+                pod=lease.pod, address=lease.address, kernel_id=lease.kernel_id, session_id=lease.session_id
+            )
+            self._set_progress(
+                RunState.RUNNING, Reason.RUNNING, f"attempt {self.status.attempt} on {lease.pod}"
+            )
+            await self._flush()
+            kopf.info(
+                self.body,
+                reason="Started",
+                message=f"attempt {self.status.attempt}: kernel {lease.kernel_id[:8]} "
+                f"on gateway pod {lease.pod}",
+            )
+        release = True
+        try:
+            outcome = await self._execute(spec, lease, executed, start_index, resume)
+            if outcome is None:
+                release = False
+            return outcome, executed
+        finally:
+            if release:
+                await self.service.registry.release(lease)
+            else:
+                with contextlib.suppress(Exception):
+                    await lease.connection.close()
+
+    async def _reattach(self, executed: NotebookNode) -> tuple[KernelLease | None, int, ResumePoint | None]:
+        """After an operator restart: the same kernel and session, from where the journal says we were."""
+        attachment = self.status.kernel
+        assert attachment is not None
+        env_name = self.body["spec"]["environmentRef"]["name"]
+        finished, in_flight = await self.journal.progress(self.status.attempt)
+        await self.service.registry.wait_for_pod(self.namespace, env_name, 15.0)
+        lease = None
+        try:
+            lease = await self.service.registry.adopt(
+                self.namespace,
+                env_name,
+                attachment.pod,
+                attachment.kernel_id,
+                attachment.session_id,
+                (in_flight[1],) if in_flight else (),
+            )
+        except (KernelNotFound, GatewayUnavailable) as exc:
+            log.info("cannot reattach %s/%s: %s", self.namespace, self.name, exc)
+        if lease is None:
+            kopf.warn(
+                self.body,
+                reason=Reason.KERNEL_DIED,
+                message=f"kernel {attachment.kernel_id[:8]} on {attachment.pod} "
+                "is gone after the operator restarted",
+            )
+            self._init_cells(executed)
+            return None, 0, None
+        for index, cell in finished.items():
+            if index < len(executed.cells):
+                executed.cells[index] = nbformat.from_dict(cell)
+                self._mark_from_cell(index, executed.cells[index])
+        start = max(finished) + 1 if finished else 0
+        resume = ResumePoint(in_flight[0], in_flight[1]) if in_flight and in_flight[0] >= start else None
+        if resume is not None:
+            start = resume.index
+        kopf.info(
+            self.body,
+            reason="Reattached",
+            message=f"operator restarted: reattached to kernel {attachment.kernel_id[:8]} at cell {start}",
+        )
+        return lease, start, resume
+
+    def _mark_from_cell(self, index: int, cell: NotebookNode) -> None:
+        meta = cell.get("metadata", {}).get("nbkube", {})
+        entry = self._all_cells[index]
+        entry.state = meta.get("state", "succeeded")
+        entry.execution_count = cell.get("execution_count")
+        entry.duration_ms = meta.get("durationMs")
+        entry.summary = cellstatus.summarize_outputs(cell.get("outputs", []))
+        self._refresh_cells()
+
+    async def _execute(
+        self,
+        spec: NotebookRunSpec,
+        lease: KernelLease,
+        notebook: NotebookNode,
+        start_index: int,
+        resume: ResumePoint | None,
+    ) -> Outcome | None:
+        attachment = self.status.kernel
+        assert attachment is not None
+        attempt = self.status.attempt
+
+        async def on_cell_start(index: int, cell: Any, msg_id: str) -> None:
+            await self.journal.started(attempt, index, msg_id)
+            attachment.cell_index = index
+            attachment.msg_id = msg_id
+            self._all_cells[index].state = "running"
+            self._refresh_cells()
+            self._publish()
+
+        async def on_cell_end(index: int, result: CellResult) -> None:
+            cell = notebook.cells[index]
+            state = str(result.state)
+            duration_ms = round(result.duration_ms) if result.duration_ms is not None else None
+            cell.setdefault("metadata", {})["nbkube"] = {"state": state, "durationMs": duration_ms}
+            if state not in (CellState.SKIPPED, CellState.PENDING):
+                await self.journal.record(attempt, index, dict(cell))
+            entry = self._all_cells[index]
+            entry.state = state
+            entry.execution_count = cell.get("execution_count")
+            entry.duration_ms = duration_ms
+            entry.summary = cellstatus.summarize_outputs(cell.get("outputs", []))
+            if result.duration_ms is not None:
+                cell_duration.labels(state).observe(result.duration_ms / 1000)
+            self._refresh_cells()
+            self._publish()
+
+        executor = NotebookExecutor(
+            lease.connection,
+            cell_timeout=spec.timeouts.cell_seconds,
+            allow_errors=spec.allow_errors,
+            limits=OutputLimits(),
+            on_cell_start=on_cell_start,
+            on_cell_end=on_cell_end,
+        )
+        extra = {"start_index": start_index} if start_index and resume is None else {}
+        execution = asyncio.create_task(executor.execute_notebook(notebook, resume=resume, **extra))
+        stop_waiters = {
+            asyncio.create_task(self._until_stopped()): "stopped",
+            asyncio.create_task(self.cancel_requested.wait()): "cancel",
+            asyncio.create_task(self.deadline_passed.wait()): "deadline",
+        }
+        try:
+            done, _ = await asyncio.wait({execution, *stop_waiters}, return_when=asyncio.FIRST_COMPLETED)
+            if execution not in done:
+                why = next(stop_waiters[t] for t in done if t in stop_waiters)
+                if why == "stopped" and not self._deleted():
+                    # The operator is exiting: leave the kernel running for the next operator.
+                    execution.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await execution
+                    await self.writer.flush(self.status.to_api())
+                    return None
+                executor.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(execution), 15)
+                if not execution.done():
+                    execution.cancel()
+                if why == "deadline":
+                    return failed(Reason.DEADLINE_EXCEEDED, "the run's deadline (timeouts.runSeconds) passed")
+                return cancelled()
+            result = execution.result()
+        except GatewayUnavailable as exc:
+            return failed(Reason.GATEWAY_LOST, f"gateway pod {lease.pod} was lost: {exc}")
+        except ExecutionLost as exc:
+            return failed(Reason.KERNEL_DIED, str(exc))
+        finally:
+            for task in stop_waiters:
+                task.cancel()
+            if not execution.done():
+                execution.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await execution
+        self._spill = result.spill_path
+        return self._outcome_of(result, spec)
+
+    async def _until_stopped(self) -> None:
+        await self.stopped.wait()
+
+    def _deleted(self) -> bool:
+        return bool(self.body["metadata"].get("deletionTimestamp"))
+
+    def _outcome_of(self, result: NotebookResult, spec: NotebookRunSpec) -> Outcome:
+        if result.state == CellState.SUCCEEDED:
+            executed = sum(1 for c in self._all_cells if c.state not in ("pending", "skipped"))
+            return succeeded(executed)
+        index = result.failed_index if result.failed_index is not None else 0
+        label = f"cell {index} ({self._all_cells[index].id})"
+        if result.state == CellState.KERNEL_DIED:
+            return failed(Reason.KERNEL_DIED, f"the kernel died while running {label}")
+        if result.state == CellState.TIMED_OUT:
+            return failed(
+                Reason.TIMED_OUT, f"{label} ran longer than timeouts.cellSeconds={spec.timeouts.cell_seconds}"
+            )
+        if result.state == CellState.CANCELLED:
+            return cancelled()
+        summary = self._all_cells[index].summary or "error"
+        return failed(Reason.CELL_ERROR, f"{label} failed: {summary}")
+
+    async def _commit(
+        self,
+        spec: NotebookRunSpec,
+        env_spec: NotebookEnvironmentSpec,
+        notebook: NotebookNode,
+        outcome: Outcome,
+    ) -> None:
+        store = self.service.results
+        if store is None:
+            return
+        try:
+            info = await store.commit_run(self._record(spec, outcome), notebook, {}, final=True)
+        except Exception as exc:
+            kopf.warn(self.body, reason="ResultsNotCommitted", message=f"results commit failed: {exc}")
+            log.exception("results commit of %s/%s failed", self.namespace, self.name)
+            return
+        self.status.result = RunResult(commit=info.commit, path=info.path, final=True)
+        await self.journal.remove()
+        kopf.info(self.body, reason="ResultsCommitted", message=f"{info.path} at {info.commit[:12]}")
+
+    def _record(self, spec: NotebookRunSpec, outcome: Outcome) -> Any:
+        from nbkube.results import RunRecord
+
+        return RunRecord(
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            environment=spec.environment_ref.name,
+            parameters=dict(spec.parameters),
+            attempt=self.status.attempt,
+            state=str(outcome.state),
+            reason=str(outcome.reason),
+            notebook=spec.notebook.file_name(),
+            progress=self.status.progress,
+        )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
+    return "; ".join(parts)[:2000]

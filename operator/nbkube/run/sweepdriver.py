@@ -1,0 +1,83 @@
+"""Drives a sweep: creates child runs `parallelism` at a time and aggregates their states."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import kopf
+
+from nbkube import API_VERSION
+from nbkube.api import NotebookRunSpec, Reason, RunState
+from nbkube.kube import Conflict, resource_path
+from nbkube.run import sweep
+from nbkube.run.outcome import Outcome, cancelled, failed
+
+if TYPE_CHECKING:
+    from nbkube.run.driver import RunDriver
+
+POLL_SECONDS = 1.0
+_DONE = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
+    children = sweep.child_runs(driver.name, driver.namespace, driver.uid, spec)
+    names = [c["metadata"]["name"] for c in children]
+    runs_path = resource_path(API_VERSION, "notebookruns", driver.namespace)
+    selector = f"{sweep.PARENT_LABEL}={driver.name}"
+    driver.status.cells_total = None
+    if driver.status.state is None:
+        kopf.info(
+            driver.body,
+            reason="SweepStarted",
+            message=f"{len(children)} child runs, {spec.parallelism} at a time",
+        )
+    cancelling = False
+    while not driver.stopped:
+        existing = {c["metadata"]["name"]: c for c in await driver.kube.list(runs_path, selector)}
+        states = {n: (c.get("status") or {}).get("state") for n, c in existing.items()}
+        if driver.cancel_requested.is_set() or (driver.body.get("spec") or {}).get("cancel"):
+            if not cancelling:
+                cancelling = True
+                for name in existing:
+                    if states.get(name) not in _DONE:
+                        await driver.kube.merge_patch(f"{runs_path}/{name}", {"spec": {"cancel": True}})
+        active = sum(1 for n in existing if states.get(n) not in _DONE)
+        if not cancelling:
+            for child in children:
+                if active >= spec.parallelism:
+                    break
+                if child["metadata"]["name"] in existing:
+                    continue
+                try:
+                    await driver.kube.create(child)
+                except Conflict:
+                    pass
+                active += 1
+        summary = sweep.aggregate(names, {n: s for n, s in states.items() if n in existing})
+        driver.status.sweep = summary
+        done = summary.succeeded + summary.failed
+        driver.status.progress = f"{done}/{summary.total}"
+        if cancelling and all(states.get(n) in _DONE for n in existing):
+            await driver._finish(cancelled("sweep cancelled by spec.cancel"))
+            return
+        if done == summary.total:
+            outcome: Outcome
+            if summary.failed:
+                outcome = failed(
+                    Reason.SOME_CHILDREN_FAILED, f"{summary.failed} of {summary.total} child runs failed"
+                )
+            else:
+                outcome = Outcome(
+                    RunState.SUCCEEDED, Reason.SUCCEEDED, f"all {summary.total} child runs succeeded"
+                )
+            await driver._finish(outcome)
+            return
+        driver._set_progress(
+            RunState.RUNNING,
+            Reason.SWEEP_RUNNING,
+            f"{summary.running} running, {summary.succeeded} succeeded, {summary.failed} failed, "
+            f"{summary.pending} pending",
+        )
+        driver._publish()
+        await asyncio.sleep(POLL_SECONDS)

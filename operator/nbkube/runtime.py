@@ -1,0 +1,88 @@
+"""Everything the handlers share for the life of the operator process."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from nbkube import metrics
+from nbkube.config import Settings
+from nbkube.environment.objects import token_secret_name
+from nbkube.environment.service import EnvironmentService
+from nbkube.gateways import GatewayRegistry, decode_token
+from nbkube.kube import Kube, resource_path
+from nbkube.run.driver import RunService
+
+
+@dataclass
+class OperatorContext:
+    settings: Settings
+    kube: Kube
+    registry: GatewayRegistry
+    results: Any
+    environments: EnvironmentService
+    runs: RunService
+    http: web.AppRunner | None = None
+
+    @classmethod
+    async def start(cls, logger: logging.Logger) -> OperatorContext:
+        settings = Settings.from_env()
+        kube = await Kube.connect()
+
+        async def read_token(namespace: str, environment: str) -> str | None:
+            secret = await kube.get_or_none(
+                resource_path("v1", "secrets", namespace, token_secret_name(environment))
+            )
+            return decode_token(secret) if secret else None
+
+        registry = GatewayRegistry(
+            read_token, port=settings.gateway_port, request_timeout=settings.gateway_request_timeout_seconds
+        )
+        results = await _open_results(settings, logger)
+        ctx = cls(
+            settings=settings,
+            kube=kube,
+            registry=registry,
+            results=results,
+            environments=EnvironmentService(kube, settings, registry),
+            runs=RunService(kube, settings, registry, results),
+        )
+        if settings.metrics_port:
+            metrics.serve(settings.metrics_port)
+        if results is not None and settings.results_port:
+            ctx.http = await _serve_results(results, settings)
+        logger.info(
+            "nbkube operator started: data in %s, metrics on :%s, results on :%s",
+            settings.data_dir,
+            settings.metrics_port,
+            settings.results_port,
+        )
+        return ctx
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.cleanup()
+        await self.registry.close()
+        if self.results is not None and hasattr(self.results, "close"):
+            await self.results.close()
+        await self.kube.close()
+
+
+async def _open_results(settings: Settings, logger: logging.Logger) -> Any:
+    from nbkube.results import ResultsStore
+
+    store = ResultsStore(settings.results_dir)
+    await store.open()
+    return store
+
+
+async def _serve_results(store: Any, settings: Settings) -> web.AppRunner:
+    from nbkube.results.http import results_http_app
+
+    runner = web.AppRunner(results_http_app(store))
+    await runner.setup()
+    await web.TCPSite(runner, settings.results_host, settings.results_port).start()
+    return runner

@@ -1,0 +1,46 @@
+import json
+import urllib.request
+
+import nbformat
+from helpers import condition, environment, events, run, wait_env_ready, wait_run_finished
+
+
+def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kubectl, namespace, operator):
+    kubectl.apply(environment(), namespace=namespace)
+    wait_env_ready(kubectl, namespace)
+    cells = [
+        "import os, sys\nprint('hello from', os.getpid())",
+        "x = 6 * 7\nx",
+        "from IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))",
+        "x + 1",
+    ]
+    kubectl.apply(run("hello", cells, parameters={"greeting": "hi"}), namespace=namespace)
+    obj = wait_run_finished(kubectl, namespace, "hello")
+    status = obj["status"]
+    assert status["state"] == "Succeeded", json.dumps(status, indent=1)
+    assert condition(obj, "Succeeded")["status"] == "True"
+    assert condition(obj, "Progressing")["status"] == "False"
+    assert status["progress"] == "5/5"  # four cells and the injected parameters cell
+    by_index = {c["index"]: c for c in status["cells"]}
+    assert all(c["state"] == "succeeded" for c in status["cells"])
+    assert by_index[2]["summary"] == "42"
+    assert by_index[4]["summary"] == "43"
+    assert by_index[1]["summary"].startswith("hello from ")
+    pid = int(by_index[1]["summary"].split()[-1])
+    assert pid > 0
+    assert [by_index[i]["executionCount"] for i in range(5)] == [1, 2, 3, 4, 5]
+
+    result = status["result"]
+    assert result["path"] == f"{namespace}/hello/notebook.ipynb"
+    url = f"{operator.results_url}/files/{result['path']}?ref={result['commit']}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        nb = nbformat.reads(response.read().decode(), as_version=4)
+    nbformat.validate(nb)
+    assert nb.cells[0].metadata["tags"] == ["injected-parameters"]
+    assert 'greeting = "hi"' in nb.cells[0].source
+    assert nb.cells[2].outputs[0]["data"]["text/plain"] == "42"
+    assert nb.cells[3].outputs[0]["data"]["text/html"] == "<b>bold</b>"
+    assert nb.metadata["nbkube"]["uid"] == obj["metadata"]["uid"]
+
+    reasons = [e["reason"] for e in events(kubectl, namespace, "hello")]
+    assert "Started" in reasons and "Succeeded" in reasons and "ResultsCommitted" in reasons
