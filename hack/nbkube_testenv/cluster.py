@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -57,6 +58,7 @@ class ClusterInfo:
     version: str
     node_name: str = NODE_NAME
     pids: dict[str, int] = field(default_factory=dict)
+    pod_subnet: str = ""
 
     @property
     def kubectl(self) -> Path:
@@ -124,6 +126,14 @@ def port_busy(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def pick_pod_octet() -> int:
+    """A second octet for this cluster's pod addresses (127.N.x.y) that no local socket uses yet, so that
+    several clusters on one machine (parallel test sessions) do not hand out the same pod address."""
+    taken = {int(ip.split(".")[1]) for ip in procs.bound_loopback_addresses()}
+    free = [n for n in range(2, 255) if n not in taken]
+    return random.choice(free or range(2, 255))
 
 
 def log_tail(path: Path, lines: int = 8) -> str:
@@ -216,6 +226,7 @@ class LocalCluster:
             version=state["version"],
             node_name=state.get("node_name", NODE_NAME),
             pids={p["name"]: p["pid"] for p in state["processes"]},
+            pod_subnet=f"127.{state.get('pod_octet', 1)}.0.0/16",
         )
 
     # -- up ------------------------------------------------------------------------------------
@@ -283,6 +294,7 @@ class LocalCluster:
             "ports": ports,
             "assets": str(assets),
             "node_name": NODE_NAME,
+            "pod_octet": pick_pod_octet(),
             "processes": [],
         }
         self._write_state(state)
@@ -411,6 +423,7 @@ class LocalCluster:
                 f"--dir={self.dir}",
                 f"--node-name={NODE_NAME}",
                 f"--kubelet-version={version}",
+                f"--pod-octet={state['pod_octet']}",
             ],
         )
         insecure = ssl.create_default_context()

@@ -2,10 +2,12 @@
 
 There is no container runtime and no image is pulled: each container's command and args run from the
 agent's own environment (its PATH puts the virtualenv first), in its own process group, with the
-container's env and workingDir, on the pod's own loopback address (127.1.x.y; every 127/8 address works
-on Linux without setup). Volumes are not mounted at their mountPath: emptyDir, secret, configMap,
-downwardAPI and projected (service-account token) volumes are materialised in DIR/pods/<ns>_<pod>/volumes
-and each container sees NBKUBE_VOLUME_<NAME> pointing at that directory. Logs go to
+container's env and workingDir, on the pod's own loopback address (127.N.x.y, N chosen per cluster;
+every 127/8 address works on Linux without setup).
+
+Volumes are not mounted at their mountPath: emptyDir, secret, configMap, downwardAPI and projected
+(service-account token) volumes are materialised in DIR/pods/<ns>_<pod>/volumes/<name>, and each
+container sees NBKUBE_VOLUME_<NAME> pointing at that directory. Logs go to
 DIR/pods/<ns>_<pod>/<container>.log. Startup probes, sidecar init containers, resource limits and
 ephemeral containers are not implemented.
 """
@@ -77,26 +79,29 @@ class ConfigError(Exception):
 
 
 class IpAllocator:
-    """Unique 127.1.x.y addresses among the live pods."""
+    """Pod addresses 127.<octet>.x.y, unique among this agent's live pods and skipping any address a
+    local socket is bound to (another cluster's pod, say)."""
 
-    def __init__(self) -> None:
+    def __init__(self, octet: int) -> None:
+        self.prefix = f"127.{octet}."
         self._used: set[str] = set()
         self._next = 1
         self._lock = threading.Lock()
 
     def allocate(self, preferred: str | None = None) -> str:
         with self._lock:
-            if preferred and preferred.startswith("127.1.") and preferred not in self._used:
+            busy = procs.bound_loopback_addresses()
+            if preferred and preferred.startswith(self.prefix) and preferred not in self._used | busy:
                 self._used.add(preferred)
                 return preferred
             for _ in range(254 * 255):
                 n = self._next
                 self._next = self._next % (254 * 255) + 1
-                ip = f"127.1.{(n - 1) // 254}.{(n - 1) % 254 + 1}"
-                if ip not in self._used:
+                ip = f"{self.prefix}{(n - 1) // 254}.{(n - 1) % 254 + 1}"
+                if ip not in self._used and ip not in busy:
                     self._used.add(ip)
                     return ip
-            raise RuntimeError("no free pod address left in 127.1.0.0/16")
+            raise RuntimeError(f"no free pod address left in {self.prefix}0.0/16")
 
     def release(self, ip: str) -> None:
         with self._lock:
@@ -757,13 +762,15 @@ class PodWorker(threading.Thread):
 
 
 class Agent:
-    def __init__(self, kubeconfig: str, directory: Path, node_name: str, kubelet_version: str):
+    def __init__(
+        self, kubeconfig: str, directory: Path, node_name: str, kubelet_version: str, pod_octet: int
+    ) -> None:
         self.api = Rest(kubeconfig)
         self.dir = directory
         self.node_name = node_name
         self.kubelet_version = kubelet_version
         self.host_ip = "127.0.0.1"
-        self.ips = IpAllocator()
+        self.ips = IpAllocator(pod_octet)
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
@@ -981,9 +988,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--node-name", default="nbkube-node")
     parser.add_argument("--kubelet-version", default="v0.0.0-nbkube")
+    parser.add_argument("--pod-octet", type=int, default=1, help="pods get addresses 127.<octet>.x.y")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
-    agent = Agent(args.kubeconfig, args.dir.absolute(), args.node_name, args.kubelet_version)
+    agent = Agent(args.kubeconfig, args.dir.absolute(), args.node_name, args.kubelet_version, args.pod_octet)
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())
     agent.run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable
 
@@ -58,6 +59,24 @@ def marked_processes(cluster_dir: str) -> list[int]:
             continue
         if needle in env and start_time(int(entry)) is not None:
             found.append(int(entry))
+    return found
+
+
+def bound_loopback_addresses() -> set[str]:
+    """Every 127/8 IPv4 address a local TCP socket listens or is connected on, or a UDP socket is bound
+    to (the kernel's tables omit TCP sockets that are only bound)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/udp"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            hex_ip = line.split()[1].split(":")[0]
+            ip = socket.inet_ntoa(bytes.fromhex(hex_ip)[::-1])
+            if ip.startswith("127."):
+                found.add(ip)
     return found
 
 
