@@ -282,3 +282,53 @@ def test_deleting_a_pod_sends_sigterm_then_removes_it(
     assert not process.is_running()
     assert "got SIGTERM" in log.read_text()
     assert kubectl("get", "pod", "graceful", namespace=namespace, check=False).returncode != 0
+
+
+VOLUME_DUMP = """
+import json, os, pathlib
+out = {}
+for var, path in sorted(os.environ.items()):
+    if var.startswith("NBKUBE_VOLUME_"):
+        root = pathlib.Path(path)
+        out[var] = {str(f.relative_to(root)): f.read_text() for f in sorted(root.rglob("*")) if f.is_file()}
+print(json.dumps(out))
+"""
+
+
+def test_volumes_are_materialised_and_named_by_env_vars(
+    cluster: ClusterInfo, namespace: str, kubectl: Kubectl
+) -> None:
+    kubectl("create", "secret", "generic", "files", "--from-literal=password=pw", namespace=namespace)
+    kubectl("create", "configmap", "conf", "--from-literal=app.ini=[app]", namespace=namespace)
+    container = {"name": "main", "image": "none", "command": [PY, "-c", VOLUME_DUMP]}
+    volumes = [
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "creds", "secret": {"secretName": "files"}},
+        {"name": "app-conf", "configMap": {"name": "conf", "items": [{"key": "app.ini", "path": "x/a.ini"}]}},
+    ]
+    manifest = pod_manifest("volumes", [container], volumes=volumes, restartPolicy="Never")
+    kubectl.apply(manifest, namespace=namespace)
+    pod_in_phase(kubectl, namespace, "volumes", "Succeeded")
+    log = cluster.container_log(namespace, "volumes", "main")
+    seen = json.loads(log.read_text().strip().splitlines()[-1])
+    assert seen["NBKUBE_VOLUME_SCRATCH"] == {}
+    assert seen["NBKUBE_VOLUME_CREDS"] == {"password": "pw"}
+    assert seen["NBKUBE_VOLUME_APP_CONF"] == {"x/a.ini": "[app]"}
+    # The ServiceAccount admission plugin adds the projected kube-api-access volume: a real bound token.
+    (access,) = [v for k, v in seen.items() if k.startswith("NBKUBE_VOLUME_KUBE_API_ACCESS_")]
+    assert access["namespace"] == namespace
+    assert access["ca.crt"] == cluster.ca_file.read_text()
+    review = kubectl.json(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": access["token"]},
+            }
+        ),
+    )
+    assert review["status"]["authenticated"] is True
+    assert review["status"]["user"]["username"] == f"system:serviceaccount:{namespace}:default"
