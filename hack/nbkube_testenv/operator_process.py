@@ -93,6 +93,10 @@ class OperatorProcess:
     health_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The identity the operator runs as: the harness's own (install() creates it) or, e.g., the one a
+    # `helm install` of the chart created.
+    namespace: str = OPERATOR_NAMESPACE
+    service_account: str = SERVICE_ACCOUNT
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -105,12 +109,12 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60) -> None:
         kubeconfig = self.info.service_account_kubeconfig(
-            OPERATOR_NAMESPACE, SERVICE_ACCOUNT, self.workdir / "operator.kubeconfig"
+            self.namespace, self.service_account, self.workdir / "operator.kubeconfig"
         )
         env = {
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
-            "NBKUBE_NAMESPACE": OPERATOR_NAMESPACE,
+            "NBKUBE_NAMESPACE": self.namespace,
             "NBKUBE_DATA_DIR": str(self.data_dir),
             "NBKUBE_METRICS_PORT": str(self.metrics_port),
             "NBKUBE_RESULTS_PORT": str(self.results_port),
