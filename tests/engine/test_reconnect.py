@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.gateway, pytest.mark.timeout(120)]
 
 TICKS = "import time\nfor i in range(6):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n'done'"
 EXPECTED = "".join(f"tick {i}\n" for i in range(6))
+# More outputs than a subscription holds (16), produced while no operator is connected.
+MANY_TICKS = "import time\nfor i in range(40):\n    print('tick', i, flush=True)\n    time.sleep(0.05)\n'done'"
 
 
 async def test_dropped_websocket_reconnects_with_the_same_session_and_loses_nothing(
@@ -57,7 +59,7 @@ async def test_resume_collects_the_rest_of_a_running_cell_without_running_it_aga
         def crash_after_first_tick(index: int, output: dict) -> None:
             stored.set()
 
-        nb = notebook("runs = globals().get('runs', 0) + 1", TICKS, "print('runs', runs)")
+        nb = notebook("runs = globals().get('runs', 0) + 1", MANY_TICKS, "print('runs', runs)")
         executor_a = NotebookExecutor(first, on_cell_start=remember, on_output=crash_after_first_tick)
         running = asyncio.create_task(executor_a.execute_notebook(nb))
         await stored.wait()
@@ -65,6 +67,7 @@ async def test_resume_collects_the_rest_of_a_running_cell_without_running_it_aga
         await first.close()
         with pytest.raises(asyncio.CancelledError):
             await running
+        await asyncio.sleep(1.0)  # the operator restarts; the gateway buffers ~20 ticks meanwhile
 
     async with GatewayClient(gateway.url, gateway.token) as client_b:
         second = await client_b.connect(
@@ -79,7 +82,9 @@ async def test_resume_collects_the_rest_of_a_running_cell_without_running_it_aga
             assert resumed.resumed and resumed.msg_id == started["msg_id"]
             assert resumed.state is CellState.SUCCEEDED
             # The outputs after A died were replayed; the cell did not run a second time.
-            assert stream_text(nb.cells[1]).endswith("tick 5\n")
+            assert stream_text(nb.cells[1]).endswith("tick 39\n")
+            assert len(nb.cells[1].outputs) == 2  # merged stream, then 'done'
+            assert stream_text(nb.cells[1]).count("tick") > 16
             assert nb.cells[1].outputs[-1]["data"]["text/plain"] == "'done'"
             assert [c.state for c in result.cells] == [CellState.SUCCEEDED, CellState.SUCCEEDED]
             assert stream_text(nb.cells[2]) == "runs 1\n"

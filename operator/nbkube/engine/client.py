@@ -174,7 +174,8 @@ class GatewayClient:
     ) -> KernelConnection:
         """Open the kernel's websocket. Reusing a previous session_id makes the gateway replay what it
         buffered while nobody was connected; pass the msg_ids of in-flight executions in resume_msg_ids so
-        their replayed messages are kept for NotebookExecutor.resume_cell."""
+        their replayed messages are kept for NotebookExecutor.resume_cell. Resume right away: those
+        subscriptions are bounded, and while one is full and unread the connection reads nothing else."""
         from nbkube.engine.connection import KernelConnection
 
         connection = KernelConnection(self, kernel_id, session_id)

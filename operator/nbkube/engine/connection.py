@@ -12,10 +12,13 @@ import aiohttp
 
 from nbkube.engine.errors import EngineError, GatewayUnavailable
 from nbkube.engine.protocol import (
+    WS_PROTOCOL_V1,
     Message,
     decode_binary,
     decode_text,
+    decode_v1,
     encode,
+    encode_v1,
     make_message,
     new_id,
     parent_id,
@@ -117,6 +120,7 @@ class KernelConnection:
         self._closing = False
         self._failure: BaseException | None = None
         self._stay_away_until = 0.0
+        self._v1 = False
 
     @property
     def url(self) -> str:
@@ -147,13 +151,16 @@ class KernelConnection:
         what = f"websocket of kernel {self.kernel_id}"
         try:
             async with asyncio.timeout(self.client.request_timeout):
-                return await self.client.session.ws_connect(
+                ws = await self.client.session.ws_connect(
                     self.url,
+                    protocols=(WS_PROTOCOL_V1,),
                     heartbeat=self.client.heartbeat,
                     max_msg_size=self.client.max_msg_size,
                     autoclose=True,
                     autoping=True,
                 )
+                self._v1 = ws.protocol == WS_PROTOCOL_V1
+                return ws
         except aiohttp.WSServerHandshakeError as e:
             raise error_for_status(e.status, e.message, what) from e
         except UNREACHABLE as e:
@@ -168,7 +175,7 @@ class KernelConnection:
                 if frame.type is aiohttp.WSMsgType.TEXT:
                     await self._deliver(decode_text(frame.data))
                 elif frame.type is aiohttp.WSMsgType.BINARY:
-                    await self._deliver(decode_binary(frame.data))
+                    await self._deliver(decode_v1(frame.data) if self._v1 else decode_binary(frame.data))
                 elif self._closing:
                     return
                 else:
@@ -259,7 +266,10 @@ class KernelConnection:
                 ) from None
         assert self._ws is not None
         try:
-            await self._ws.send_str(encode(message))
+            if self._v1:
+                await self._ws.send_bytes(encode_v1(message))
+            else:
+                await self._ws.send_str(encode(message))
         except (ConnectionError, aiohttp.ClientError) as e:
             raise GatewayUnavailable(f"sending to kernel {self.kernel_id} failed: {e!r}") from e
 

@@ -205,9 +205,10 @@ class NotebookExecutor:
         nb = upgrade_notebook(nb)
         result = NotebookResult(notebook=nb, state=CellState.SUCCEEDED)
         try:
-            info = await self.connection.kernel_info(reply_timeout=self.kernel_info_timeout)
-            if "language_info" in info:
-                nb.metadata["language_info"] = info["language_info"]
+            if resume is None:
+                # (When resuming, the replayed messages must be consumed first: a request now would
+                # wait behind the resumed cell while its bounded subscription holds up the reader.)
+                await self._record_language_info(nb)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or (resume is not None and index < resume.index):
                     continue
@@ -231,10 +232,17 @@ class NotebookExecutor:
             result.spill_path = self.budget.spill.path
             e.partial_result = result
             raise
+        if resume is not None and result.state is CellState.SUCCEEDED:
+            await self._record_language_info(nb)
         await self.budget.spill.flush()
         result.spill_path = self.budget.spill.path
         result.duration_ms = (time.monotonic() - started) * 1000
         return result
+
+    async def _record_language_info(self, nb: NotebookNode) -> None:
+        info = await self.connection.kernel_info(reply_timeout=self.kernel_info_timeout)
+        if "language_info" in info:
+            nb.metadata["language_info"] = info["language_info"]
 
     # -- cells -----------------------------------------------------------------------------------------
 
