@@ -18,11 +18,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalGateway]:
         yield gw
 
 
-def start_gateway(tmp_path_factory: pytest.TempPathFactory, *args: str, tuned: bool = True) -> LocalGateway:
-    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    return LocalGateway(secrets.token_hex(16), tuned=tuned, extra_args=args, log_path=log).start()
-
-
 @pytest.fixture
 async def client(gateway: LocalGateway) -> AsyncIterator[GatewayClient]:
     async with GatewayClient(gateway.url, gateway.token, request_timeout=30, reconnect_timeout=5) as c:

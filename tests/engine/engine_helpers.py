@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
+
+import pytest
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbkube.gateway.local import LocalGateway
+
+
+def start_gateway(tmp_path_factory: pytest.TempPathFactory, *args: str, tuned: bool = True) -> LocalGateway:
+    """A gateway of the test's own (for tests that kill it); stop() it when done."""
+    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    return LocalGateway(secrets.token_hex(16), tuned=tuned, extra_args=args, log_path=log).start()
 
 
 def notebook(*sources: str, tags: dict[int, list[str]] | None = None) -> NotebookNode:

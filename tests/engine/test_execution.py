@@ -148,3 +148,11 @@ async def test_callbacks_sync_and_async_see_msg_ids_outputs_and_results(kernel: 
         ("output", 1, "stream", "two\n"),
         ("end", 1, CellState.SUCCEEDED, ids[1]),
     ]
+
+
+async def test_start_index_leaves_earlier_cells_alone(kernel: KernelConnection) -> None:
+    nb = notebook("x = 'first run'", "print('second')", "print('third')")
+    result = await NotebookExecutor(kernel).execute_notebook(nb, start_index=1)
+    assert [r.index for r in result.cells] == [1, 2]
+    assert nb.cells[0].outputs == [] and nb.cells[0].execution_count is None
+    assert stream_text(nb.cells[2]) == "third\n"

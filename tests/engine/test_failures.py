@@ -6,8 +6,7 @@ import asyncio
 import time
 
 import pytest
-from conftest import start_gateway
-from engine_helpers import notebook, stream_text
+from engine_helpers import notebook, start_gateway, stream_text
 from nbkube.engine import (
     AuthenticationError,
     CellState,

@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.gateway, pytest.mark.timeout(120)]
 TICKS = "import time\nfor i in range(6):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\n'done'"
 EXPECTED = "".join(f"tick {i}\n" for i in range(6))
 # More outputs than a subscription holds (16), produced while no operator is connected.
-MANY_TICKS = "import time\nfor i in range(40):\n    print('tick', i, flush=True)\n    time.sleep(0.05)\n'done'"
+MANY_TICKS = (
+    "import time\nfor i in range(40):\n    print('tick', i, flush=True)\n    time.sleep(0.05)\n'done'"
+)
 
 
 async def test_dropped_websocket_reconnects_with_the_same_session_and_loses_nothing(

@@ -154,6 +154,7 @@ class KernelConnection:
                 ws = await self.client.session.ws_connect(
                     self.url,
                     protocols=(WS_PROTOCOL_V1,),
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
                     heartbeat=self.client.heartbeat,
                     max_msg_size=self.client.max_msg_size,
                     autoclose=True,

@@ -194,13 +194,15 @@ class NotebookExecutor:
     # -- notebook --------------------------------------------------------------------------------------
 
     async def execute_notebook(
-        self, nb: NotebookNode, *, resume: ResumePoint | None = None
+        self, nb: NotebookNode, *, resume: ResumePoint | None = None, start_index: int = 0
     ) -> NotebookResult:
         """Execute the notebook's code cells in order, in place (the notebook is upgraded to 4.5 first).
 
-        With `resume`, cells before resume.index are left alone and the cell at resume.index is
-        reattached by msg_id (see resume_cell) instead of executed again.
+        Cells before start_index are left alone (a previous run executed them). With `resume`, cells
+        before resume.index are left alone and the cell at resume.index is reattached by msg_id (see
+        resume_cell) instead of executed again.
         """
+        first = resume.index if resume is not None else start_index
         started = time.monotonic()
         nb = upgrade_notebook(nb)
         result = NotebookResult(notebook=nb, state=CellState.SUCCEEDED)
@@ -210,7 +212,7 @@ class NotebookExecutor:
                 # wait behind the resumed cell while its bounded subscription holds up the reader.)
                 await self._record_language_info(nb)
             for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code" or (resume is not None and index < resume.index):
+                if cell.cell_type != "code" or index < first:
                     continue
                 if result.state is not CellState.SUCCEEDED:
                     result.cells.append(CellResult(index, cell.id, state=CellState.PENDING))
