@@ -18,3 +18,21 @@ def operator(
     finally:
         proc.stop()
         print(f"--- operator log tail ---\n{proc.log_tail(40)}")
+
+
+@pytest.fixture(scope="module")
+def env_namespace(_session_kubectl, operator, request) -> Iterator[str]:
+    """A namespace with a ready NotebookEnvironment "py", shared by one test module."""
+    import re
+    import secrets
+
+    from helpers import environment, wait_env_ready
+
+    slug = re.sub(r"[^a-z0-9]+", "-", request.module.__name__.lower()).strip("-")[-30:].strip("-")
+    name = f"{slug}-{secrets.token_hex(3)}"
+    kubectl = _session_kubectl
+    kubectl("create", "namespace", name)
+    kubectl.apply(environment(warmKernels=2), namespace=name)
+    wait_env_ready(kubectl, name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)

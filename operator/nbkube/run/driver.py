@@ -48,13 +48,14 @@ from nbkube.engine import (
     OutputLimits,
     ResumePoint,
     inject_parameters,
+    upgrade_notebook,
 )
 from nbkube.gateways import GatewayRegistry, KernelLease, NoGatewayAvailable
 from nbkube.kube import Kube, resource_path
 from nbkube.metrics import cell_duration, status_patches
 from nbkube.metrics import runs as runs_gauge
 from nbkube.run import cellstatus, source
-from nbkube.run.journal import RunJournal
+from nbkube.run.journal import RunJournal, merge_streams
 from nbkube.run.outcome import Outcome, cancelled, failed, succeeded
 from nbkube.run.statuswriter import StatusWriter
 from nbkube.run.sweepdriver import drive_sweep
@@ -129,6 +130,7 @@ class RunDriver:
         self.journal = RunJournal(self.settings.journal_dir, self.uid)
         self.cancel_requested = asyncio.Event()
         self.deadline_passed = asyncio.Event()
+        self._partial_outputs: dict[int, list[dict[str, Any]]] = {}
 
     # status plumbing
 
@@ -182,12 +184,13 @@ class RunDriver:
         self.status.completion_time = now_rfc3339()
         self.status.kernel = None
         self._set_progress(outcome.state, outcome.reason, outcome.message)
-        await self.writer.flush(self.status.to_api())
-        await self.writer.close()
+        # Events first: once the terminal status lands, kopf stops this daemon.
         if outcome.state == RunState.SUCCEEDED:
             kopf.info(self.body, reason=outcome.reason, message=outcome.message)
         else:
             kopf.warn(self.body, reason=outcome.reason, message=outcome.message)
+        await self.writer.flush(self.status.to_api())
+        await self.writer.close()
 
     # the run
 
@@ -262,10 +265,12 @@ class RunDriver:
         notebook = await self._load_notebook(spec, env_spec)
         if isinstance(notebook, Outcome):
             return notebook
-        try:
-            notebook = inject_parameters(notebook, spec.parameters)
-        except Exception as exc:
-            return failed(Reason.INVALID_SPEC, f"parameters cannot be injected: {exc}")
+        if spec.parameters:
+            try:
+                notebook = inject_parameters(notebook, spec.parameters, kernel_name=env_spec.kernel_name)
+            except Exception as exc:
+                return failed(Reason.INVALID_SPEC, f"parameters cannot be injected: {exc}")
+        notebook = upgrade_notebook(notebook)
         self._init_cells(notebook)
 
         while True:
@@ -405,7 +410,8 @@ class RunDriver:
         attachment = self.status.kernel
         assert attachment is not None
         env_name = self.body["spec"]["environmentRef"]["name"]
-        finished, in_flight = await self.journal.progress(self.status.attempt)
+        progress = await self.journal.progress(self.status.attempt)
+        finished, in_flight = progress.finished, progress.in_flight
         await self.service.registry.wait_for_pod(self.namespace, env_name, 15.0)
         lease = None
         try:
@@ -434,8 +440,10 @@ class RunDriver:
                 self._mark_from_cell(index, executed.cells[index])
         start = max(finished) + 1 if finished else 0
         resume = ResumePoint(in_flight[0], in_flight[1]) if in_flight and in_flight[0] >= start else None
+        self._partial_outputs = {}
         if resume is not None:
             start = resume.index
+            self._partial_outputs[resume.index] = progress.partial_outputs
         kopf.info(
             self.body,
             reason="Reattached",
@@ -472,8 +480,15 @@ class RunDriver:
             self._refresh_cells()
             self._publish()
 
+        def on_output(index: int, output: dict[str, Any]) -> None:
+            self.journal.output(attempt, index, output)
+
         async def on_cell_end(index: int, result: CellResult) -> None:
             cell = notebook.cells[index]
+            earlier = self._partial_outputs.pop(index, None)
+            if earlier and result.resumed:
+                # Outputs the dead operator had already received are not replayed by the gateway.
+                cell.outputs = [nbformat.from_dict(o) for o in merge_streams(earlier + list(cell.outputs))]
             state = str(result.state)
             duration_ms = round(result.duration_ms) if result.duration_ms is not None else None
             cell.setdefault("metadata", {})["nbkube"] = {"state": state, "durationMs": duration_ms}
@@ -495,6 +510,7 @@ class RunDriver:
             allow_errors=spec.allow_errors,
             limits=OutputLimits(),
             on_cell_start=on_cell_start,
+            on_output=on_output,
             on_cell_end=on_cell_end,
         )
         extra = {"start_index": start_index} if start_index and resume is None else {}

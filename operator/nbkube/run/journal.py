@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+MAX_OUTPUT_BYTES_PER_CELL = 4 * 1024 * 1024
 
 
 class RunJournal:
     def __init__(self, directory: Path, uid: str) -> None:
         self.path = directory / f"{uid}.jsonl"
+        self._output_bytes: dict[tuple[int, int], int] = {}
 
     def _append(self, line: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +32,24 @@ class RunJournal:
         """Written before the execute request is sent, so a restarted operator knows what is in flight."""
         entry = {"attempt": attempt, "index": index, "msgId": msg_id}
         await asyncio.to_thread(self._append, json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def output(self, attempt: int, index: int, output: dict[str, Any]) -> None:
+        """Records one output of a running cell as it arrives.
+
+        Synchronous on purpose: it is one small append to the page cache (microseconds), and doing
+        it in line is what guarantees an output the kernel sent is on disk before the next one is
+        read; a thread hop per output would cost more than the write. Bounded per cell, because
+        the engine truncates a cell's outputs past its own cap anyway.
+        """
+        key = (attempt, index)
+        line = (
+            json.dumps({"attempt": attempt, "index": index, "output": output}, separators=(",", ":")) + "\n"
+        )
+        used = self._output_bytes.get(key, 0)
+        if used + len(line) > MAX_OUTPUT_BYTES_PER_CELL:
+            return
+        self._output_bytes[key] = used + len(line)
+        self._append(line)
 
     async def record(self, attempt: int, index: int, cell: dict[str, Any]) -> None:
         line = json.dumps({"attempt": attempt, "index": index, "cell": cell}, separators=(",", ":")) + "\n"
@@ -45,15 +67,47 @@ class RunJournal:
                     break  # a torn last line from a crash mid-write: everything before it is whole
         return entries
 
-    async def progress(self, attempt: int) -> tuple[dict[int, dict[str, Any]], tuple[int, str] | None]:
-        """The finished cells of one attempt by index, and the (index, msg_id) in flight, if any."""
+    async def progress(self, attempt: int) -> JournalProgress:
+        """Where one attempt was: its finished cells, and the cell in flight with its outputs so far."""
         entries = [e for e in await asyncio.to_thread(self._read) if e.get("attempt") == attempt]
         finished = {e["index"]: e["cell"] for e in entries if "cell" in e}
         in_flight = None
         for entry in entries:
             if "msgId" in entry and entry["index"] not in finished:
                 in_flight = (entry["index"], entry["msgId"])
-        return finished, in_flight
+        partial: list[dict[str, Any]] = []
+        if in_flight is not None:
+            partial = [e["output"] for e in entries if "output" in e and e["index"] == in_flight[0]]
+        return JournalProgress(finished, in_flight, partial)
 
     async def remove(self) -> None:
         await asyncio.to_thread(self.path.unlink, True)
+
+
+@dataclass
+class JournalProgress:
+    finished: dict[int, dict[str, Any]]
+    in_flight: tuple[int, str] | None
+    partial_outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Joins consecutive stream outputs of the same name, as a notebook shows them."""
+    merged: list[dict[str, Any]] = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (
+            prev is not None
+            and out.get("output_type") == "stream"
+            and prev.get("output_type") == "stream"
+            and prev.get("name") == out.get("name")
+        ):
+            merged[-1] = {**prev, "text": _text(prev) + _text(out)}
+        else:
+            merged.append(dict(out))
+    return merged
+
+
+def _text(output: dict[str, Any]) -> str:
+    text = output.get("text", "")
+    return "".join(text) if isinstance(text, list) else text
