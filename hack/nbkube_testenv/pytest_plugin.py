@@ -4,7 +4,7 @@ Register with `pytest_plugins = ["nbkube_testenv.pytest_plugin"]` (tests/conftes
 
 - `cluster` (session): the running cluster named by NBKUBE_KUBECONFIG (a kubeconfig written by
   `cluster up`), else a healthy one in <rootdir>/.cluster (`make cluster-up`), else a new one in a
-  temporary directory, stopped when the session ends.
+  temporary directory, stopped when the session ends (its logs are kept when a test failed).
 - `namespace`: a fresh namespace per test (its default ServiceAccount exists), deleted afterwards.
 - `kubectl`: runs the cluster's kubectl as admin; see `Kubectl.__call__`.
 - `k8s_api`: a kubernetes.client.ApiClient authenticated as admin.
@@ -19,7 +19,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,7 @@ class Kubectl:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[ClusterInfo]:
+def cluster(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Iterator[ClusterInfo]:
     given = os.environ.get("NBKUBE_KUBECONFIG")
     if given:
         named = LocalCluster(Path(given).absolute().parent)
@@ -96,7 +98,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Confi
     if shared.is_running():
         yield shared.info()
         return
-    own = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    # Not under pytest's basetemp: concurrent sessions of the same user prune old basetemps.
+    own = LocalCluster(tempfile.mkdtemp(prefix="nbkube-cluster-"))
     try:
         info = own.up(quiet=True)
     except ClusterError as e:
@@ -105,6 +108,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Confi
         yield info
     finally:
         own.down(quiet=True)
+        if request.session.testsfailed:
+            print(f"\nlocal cluster logs kept in {own.dir}/logs and {own.dir}/pods")
+        else:
+            shutil.rmtree(own.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,9 +50,18 @@ def recorded(state_file: Path) -> dict[str, tuple[int, int]]:
     return {p["name"]: (p["pid"], p["start_time"]) for p in state["processes"]}
 
 
-def test_up_recovers_from_a_crashed_up_and_down_leaves_no_process_behind(tmp_path: Path) -> None:
+@pytest.fixture
+def cluster_dir() -> Iterator[Path]:
+    # Not under pytest's basetemp: concurrent sessions of the same user prune old basetemps.
+    directory = Path(tempfile.mkdtemp(prefix="nbkube-lifecycle-"))
+    yield directory
+    LocalCluster(directory).down(quiet=True)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_up_recovers_from_a_crashed_up_and_down_leaves_no_process_behind(cluster_dir: Path) -> None:
     assets = find_assets()
-    directory = tmp_path / "cluster"
+    directory = cluster_dir
     env = dict(os.environ, KUBEBUILDER_ASSETS=str(assets), PYTHONPATH=str(HACK_DIR))
     crashing = subprocess.Popen(
         [sys.executable, "-m", "nbkube_testenv.cluster", "up", "--dir", str(directory)],
