@@ -1,0 +1,199 @@
+"""`helm lint --strict` and `helm template` of charts/nbkube, and what the rendered objects promise."""
+
+import pytest
+import yaml
+from chart_helpers import ALL_OPTIONS, CHART, REPO, by_kind, env_of, one, run_helm, template
+from nbkube.config import Settings
+
+
+def operator_container(objects):
+    (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_helm_lint_strict_passes_with_defaults_and_with_every_option_flipped(helm):
+    run_helm(helm, "lint", "--strict", str(CHART))
+    run_helm(helm, "lint", "--strict", str(CHART), "--values", str(ALL_OPTIONS))
+
+
+def test_default_render_holds_every_object_the_chart_promises(helm):
+    objects = template(helm)
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "PersistentVolumeClaim",
+            "Service",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        if obj["kind"] != "CustomResourceDefinition":
+            assert labels["app.kubernetes.io/managed-by"] == "Helm"
+            assert labels["app.kubernetes.io/instance"] == "nbkube"
+            assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/name"] == "nbkube"
+        assert labels["app.kubernetes.io/part-of"] == "nbkube"
+
+
+def test_rendered_cluster_role_rules_are_exactly_the_rules_file(helm):
+    rules = yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
+    objects = template(helm)
+    assert one(objects, "ClusterRole")["rules"] == rules
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    account = one(objects, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": "nbkube"}]
+
+
+def test_operator_deployment_is_one_hardened_replica_recreated_never_rolled(helm):
+    objects = template(helm)
+    deployment = one(objects, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["fsGroup"] == 1000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = operator_container(objects)
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081, "results": 8082}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "--liveness=http://0.0.0.0:8081/healthz" in container["command"]
+    assert container["command"][:4] == ["kopf", "run", "-m", "nbkube.handlers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/tmp"]] == {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+    claim = one(objects, "PersistentVolumeClaim")
+    assert volumes[mounts[str(Settings().data_dir)]]["persistentVolumeClaim"] == {
+        "claimName": claim["metadata"]["name"]
+    }
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+
+
+def test_operator_pod_carries_the_labels_the_gateway_network_policy_admits(helm):
+    for values in ((), (ALL_OPTIONS,)):
+        deployment = one(template(helm, values), "Deployment")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert Settings().operator_labels.items() <= labels.items()
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_operator_environment_configures_what_the_services_and_probes_expect(helm):
+    for values in ((), (ALL_OPTIONS,)):
+        objects = template(helm, values)
+        container = operator_container(objects)
+        env = env_of(container)
+        assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        settings = Settings.from_env(
+            {k: v for k, v in env.items() if isinstance(v, str)} | {"POD_NAMESPACE": "nbkube"}
+        )
+        assert settings.namespace == "nbkube"
+        assert str(settings.data_dir) == "/var/lib/nbkube"
+        assert settings.results_host == "0.0.0.0"
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == settings.metrics_port and ports["results"] == settings.results_port
+        assert f"--liveness=http://0.0.0.0:{ports['health']}/healthz" in container["command"]
+        services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
+        selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+        for service in services.values():
+            assert service["spec"]["selector"] == selector
+            (port,) = service["spec"]["ports"]
+            assert port["port"] == ports[port["targetPort"]]
+        assert sorted(p["targetPort"] for s in services.values() for p in s["spec"]["ports"]) == [
+            "metrics",
+            "results",
+        ]
+
+
+def test_every_option_flipped_renders_the_optional_objects_and_drops_the_disabled_ones(helm):
+    objects = template(helm, [ALL_OPTIONS])
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == ["Deployment", "NetworkPolicy", "Service", "Service", "ServiceMonitor"]
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["metadata"]["name"] == "nb-operator"
+    assert pod["serviceAccountName"] == "existing-operator-sa"
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "shared-results"}} in pod["volumes"]
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"][0]["value"] == "notebooks"
+    assert "nodeAffinity" in pod["affinity"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.example.com/nbkube/operator:1.2.3"
+    assert container["command"][-1] == "--debug"
+    env = env_of(container)
+    assert env["NBKUBE_CHECKPOINT_EVERY_CELLS"] == "10"
+    assert env["NBKUBE_STATUS_INTERVAL_SECONDS"] == "2.5"
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    ingress_ports = sorted(rule["ports"][0]["port"] for rule in policy["ingress"])
+    assert ingress_ports == [9090, 9091, 9092]
+    gateway_rule = policy["egress"][-1]
+    assert gateway_rule["ports"] == [{"port": 8888, "protocol": "TCP"}]
+    assert gateway_rule["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "nbkube-gateway"}
+
+
+def test_disabling_persistence_uses_an_empty_dir_and_a_storage_class_dash_disables_provisioning(helm):
+    pod = one(template(helm, sets=["persistence.enabled=false"]), "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "data", "emptyDir": {}} in pod["volumes"]
+    assert not by_kind(template(helm, sets=["persistence.enabled=false"]), "PersistentVolumeClaim")
+    claim = one(template(helm, sets=["persistence.storageClass=-"]), "PersistentVolumeClaim")
+    assert claim["spec"]["storageClassName"] == ""
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("operater.logLevel=debug", "operater"),
+        ("ports.metrics=0", "metrics"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("persistence.size=lots", "size"),
+    ],
+)
+def test_values_schema_rejects_misspelt_or_invalid_values(helm, setting, complaint):
+    args = ["template", "nbkube", str(CHART), "--set", setting]
+    done = run_helm(helm, *args, check=False)
+    assert done.returncode != 0
+    assert complaint in done.stderr
+
+
+def test_an_existing_service_account_must_be_named(helm):
+    done = run_helm(
+        helm, "template", "nbkube", str(CHART), "--set", "serviceAccount.create=false", check=False
+    )
+    assert done.returncode != 0
+    assert "serviceAccount.name is required" in done.stderr
+
+
+def test_notes_tell_the_next_commands(helm):
+    done = run_helm(helm, "install", "nbkube", str(CHART), "--dry-run=client", "--namespace", "nbkube")
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "kubectl apply -f examples/run.yaml" in notes
+    assert "kubectl get nbrun -w" in notes
+    assert "port-forward svc/nbkube-results 8082" in notes
+    assert "git clone http://127.0.0.1:8082/" in notes
+    for path in ("examples/environment.yaml", "examples/analysis.ipynb", "examples/run.yaml"):
+        assert (REPO / path).is_file(), path
