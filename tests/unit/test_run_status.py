@@ -44,9 +44,8 @@ def test_summary_prefers_the_error_then_the_last_line_of_text():
     assert cellstatus.summarize_outputs(outputs) == "42"
     outputs.append({"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": []})
     assert cellstatus.summarize_outputs(outputs) == "ValueError: bad"
-    assert cellstatus.summarize_outputs([{"output_type": "display_data", "data": {"image/png": "..."}}]) == (
-        "<image/png>"
-    )
+    figure = {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "<Figure>"}}
+    assert cellstatus.summarize_outputs([figure]) == "<image/png>"
 
 
 def test_durations_read_like_kubectl():

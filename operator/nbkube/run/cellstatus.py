@@ -39,7 +39,10 @@ def summarize_outputs(outputs: Iterable[Any]) -> str | None:
                 last_text = lines[-1]
         elif kind in ("execute_result", "display_data"):
             data = out.get("data", {})
-            if "text/plain" in data:
+            rich = [m for m in data if m != "text/plain"]
+            if kind == "display_data" and rich:
+                last_text = f"<{rich[0]}>"  # a figure's text/plain is only its repr
+            elif "text/plain" in data:
                 plain = data["text/plain"]
                 plain = "".join(plain) if isinstance(plain, list) else plain
                 last_text = plain

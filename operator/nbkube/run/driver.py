@@ -326,7 +326,11 @@ class RunDriver:
 
     def _init_cells(self, notebook: NotebookNode) -> None:
         cells = [
-            CellStatus(index=i, id=str(cell.get("id", f"cell-{i}")), state="pending")
+            CellStatus(
+                index=i,
+                id=str(cell.get("id", f"cell-{i}")),
+                state="pending" if cell.get("cell_type") == "code" else "skipped",
+            )
             for i, cell in enumerate(notebook.cells)
         ]
         self._all_cells = cells
@@ -513,8 +517,9 @@ class RunDriver:
             on_output=on_output,
             on_cell_end=on_cell_end,
         )
-        extra = {"start_index": start_index} if start_index and resume is None else {}
-        execution = asyncio.create_task(executor.execute_notebook(notebook, resume=resume, **extra))
+        execution = asyncio.create_task(
+            executor.execute_notebook(notebook, resume=resume, start_index=start_index)
+        )
         stop_waiters = {
             asyncio.create_task(self._until_stopped()): "stopped",
             asyncio.create_task(self.cancel_requested.wait()): "cancel",
