@@ -104,8 +104,13 @@ class OperatorProcess:
         self.log_path = self.workdir / "operator.log"
 
     @property
-    def results_url(self) -> str:
+    def http_url(self) -> str:
+        """The operator's user-facing HTTP port (/results, /logs)."""
         return f"http://127.0.0.1:{self.results_port}"
+
+    @property
+    def results_url(self) -> str:
+        return f"{self.http_url}/results"
 
     def start(self, timeout: float = 60) -> None:
         kubeconfig = self.info.service_account_kubeconfig(

@@ -53,7 +53,7 @@ class OperatorContext:
         if settings.metrics_port:
             metrics.serve(settings.metrics_port)
         if results is not None and settings.results_port:
-            ctx.http = await _serve_results(results, settings)
+            ctx.http = await _serve_http(kube, results, settings)
         logger.info(
             "nbkube operator started: data in %s, metrics on :%s, results on :%s",
             settings.data_dir,
@@ -79,10 +79,15 @@ async def _open_results(settings: Settings, logger: logging.Logger) -> Any:
     return store
 
 
-async def _serve_results(store: Any, settings: Settings) -> web.AppRunner:
+async def _serve_http(kube: Kube, store: Any, settings: Settings) -> web.AppRunner:
+    """The operator's user-facing HTTP port: /results (git clone, files) and /logs (live outputs)."""
     from nbkube.results.http import results_http_app
+    from nbkube.run.logs import logs_routes
 
-    runner = web.AppRunner(results_http_app(store))
+    app = web.Application()
+    app.add_subapp("/results", results_http_app(store))
+    app.add_routes(logs_routes(kube, store, settings.journal_dir))
+    runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, settings.results_host, settings.results_port).start()
     return runner

@@ -44,3 +44,40 @@ def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kube
 
     reasons = [e["reason"] for e in events(kubectl, namespace, "hello")]
     assert "Started" in reasons and "Succeeded" in reasons and "ResultsCommitted" in reasons
+
+
+def _log_events(operator, namespace, name, follow):
+    url = f"{operator.http_url}/logs/{namespace}/{name}?follow={'true' if follow else 'false'}"
+    with urllib.request.urlopen(url, timeout=120) as response:
+        return [json.loads(line) for line in response]
+
+
+def test_cell_outputs_stream_while_the_run_executes_and_stay_readable_after(kubectl, env_namespace, operator):
+    cells = [
+        "import time\nfor i in range(5):\n    print('tick', i, flush=True)\n    time.sleep(0.3)",
+        "'done'",
+    ]
+    kubectl.apply(run("streaming", cells), namespace=env_namespace)
+    events = _log_events(operator, env_namespace, "streaming", follow=True)
+    assert events[-1] == {"event": "end", "state": "Succeeded", "reason": "Succeeded"}
+    ticks = "".join(e["output"]["text"] for e in events if e["event"] == "output" and e["index"] == 0)
+    assert ticks.splitlines() == [f"tick {i}" for i in range(5)]
+    finished = [e for e in events if e["event"] == "cellFinished"]
+    assert [(e["index"], e["state"]) for e in finished] == [(0, "succeeded"), (1, "succeeded")]
+
+    after = _log_events(operator, env_namespace, "streaming", follow=False)
+    assert [e for e in after if e["event"] == "output"][-1]["output"]["data"]["text/plain"] == "'done'"
+    assert after[-1]["event"] == "end"
+
+
+def test_operator_metrics_follow_controller_runtime_names(operator):
+    text = operator.metrics()
+    for name in (
+        "nbkube_reconcile_total",
+        "nbkube_reconcile_time_seconds",
+        "nbkube_cell_duration_seconds",
+        "nbkube_runs",
+        "nbkube_kernels",
+        "nbkube_build_info",
+    ):
+        assert f"\n{name}" in text or text.startswith(name) or f"# TYPE {name}" in text, name
