@@ -11,10 +11,10 @@ import pytest
 from nbkube.results import ResultsStore, RunRecord
 
 
-def git(root: Path, *args: str) -> str:
+def git(root: Path, *args: str, input: str | None = None) -> str:
     """Stock git, as a user would run it, against the store's repository."""
     return subprocess.run(
-        ["git", "--git-dir", str(root), *args], check=True, capture_output=True, text=True
+        ["git", "--git-dir", str(root), *args], check=True, capture_output=True, text=True, input=input
     ).stdout
 
 

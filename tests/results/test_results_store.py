@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from nbkube.results import (
     StoreClosedError,
     StoreLockedError,
 )
+from nbkube.results._git import TreeEntry, object_id, tree_bytes
 
 
 async def test_final_result_lands_at_a_predictable_path_with_nbkube_metadata(store: ResultsStore) -> None:
@@ -88,18 +90,21 @@ async def test_committing_the_same_final_result_twice_makes_one_commit(store: Re
 
 
 async def test_final_commit_is_found_after_a_crash_between_moving_main_and_the_final_ref(
-    store: ResultsStore,
+    tmp_path: Path,
 ) -> None:
-    first = await store.commit_run(record(1), executed_notebook(), final=True)
-    await store.commit_run(record(2), executed_notebook(), final=True)  # main moved on since
-    git(store.root, "update-ref", "-d", "refs/nbkube/final/0000-uid-1")  # as if killed in between
-    assert await store.find_final("0000-uid-1") is None
+    root = tmp_path / "results"
+    async with ResultsStore(root, fsync=False) as store:
+        first = await store.commit_run(record(1), executed_notebook(), final=True)
+        await store.commit_run(record(2), executed_notebook(), final=True)  # main moved on since
+    git(root, "update-ref", "-d", "refs/nbkube/final/0000-uid-1")  # as if killed in between
 
-    again = await store.commit_run(record(1), executed_notebook(), final=True)
-
-    assert again == first
-    assert git(store.root, "rev-list", "--count", "main").strip() == "2"
-    assert await store.find_final("0000-uid-1") == first  # the ref was repaired
+    async with ResultsStore(root, fsync=False) as store:
+        assert await store.find_final("0000-uid-1") is None
+        again = await store.commit_run(record(1), executed_notebook(), final=True)
+        assert again == first
+        assert await store.find_final("0000-uid-1") == first
+    assert git(root, "rev-list", "--count", "main").strip() == "2"
+    assert git(root, "rev-parse", "refs/nbkube/final/0000-uid-1").strip() == first.commit  # repaired
 
 
 async def test_checkpoints_commit_partial_results_then_the_final_one(store: ResultsStore) -> None:
@@ -329,3 +334,50 @@ def test_maintenance_cli_lists_and_checks_the_repository(tmp_path: Path) -> None
 
 def _repo_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in (root / "objects").rglob("*") if p.is_file())
+
+
+async def test_cancelled_caller_still_gets_its_result_committed(store: ResultsStore) -> None:
+    queued = asyncio.Event()
+    put = store._queue.put_nowait
+
+    def put_and_tell(item: object) -> None:
+        put(item)  # type: ignore[arg-type]
+        queued.set()
+
+    store._queue.put_nowait = put_and_tell  # type: ignore[method-assign]
+    async with store._write_lock:  # hold the writer back so the caller is surely still waiting
+        task = asyncio.create_task(store.commit_run(record(1), executed_notebook(), final=True))
+        await queued.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert task.cancelled()
+    await store.close()  # close() waits for everything queued
+    subject = git(store.root, "log", "-1", "--format=%s", "main").strip()
+    assert subject == "nbkube: default/analysis-1 Succeeded (attempt 1)"
+
+
+def test_tree_ids_match_what_git_computes_for_tricky_names(tmp_path: Path) -> None:
+    """We hash trees ourselves; git's own mktree must agree, including its "dir sorts as dir/" rule."""
+    root = tmp_path / "r"
+    subprocess.run(["git", "init", "-q", "--bare", str(root)], check=True)
+    blob = git(root, "hash-object", "-w", "--stdin", input="x").strip()
+    sub = git(root, "mktree", input=f"100644 blob {blob}\tf\n").strip()
+    entries = {
+        "a": TreeEntry("100644", "blob", blob),
+        "a-b": TreeEntry("100644", "blob", blob),
+        "a.b": TreeEntry("040000", "tree", sub),
+        "a0": TreeEntry("100644", "blob", blob),
+        "ab": TreeEntry("040000", "tree", sub),
+        "a b": TreeEntry("100644", "blob", blob),
+        "ü.ipynb": TreeEntry("100644", "blob", blob),
+    }
+    entries |= {
+        "foo": TreeEntry("040000", "tree", sub),  # sorts as "foo/": after "foo-bar" and "foo.txt"
+        "foo-bar": TreeEntry("100644", "blob", blob),
+        "foo.txt": TreeEntry("100644", "blob", blob),
+    }
+    listing = "".join(f"{e.mode} {e.type} {e.oid}\t{name}\0" for name, e in entries.items())
+    expected = git(root, "mktree", "-z", input=listing).strip()
+    assert object_id("tree", tree_bytes(entries)) == expected
+    assert object_id("blob", b"x") == blob

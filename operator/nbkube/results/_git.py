@@ -1,14 +1,15 @@
 """Async access to the stock git CLI: one-shot commands and long-lived plumbing pipes.
 
 The results store talks to git only through this module. Hot paths use long-lived processes
-(`cat-file --batch`, `hash-object --stdin-paths`, `mktree --batch`, `update-ref --stdin`), so a
-commit costs a few pipe round trips instead of a handful of process spawns.
+(`cat-file --batch`, `hash-object -t blob|tree|commit --stdin-paths`, `update-ref --stdin`), so a
+batch of commits costs two pipe round trips instead of a handful of process spawns per commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -181,15 +182,6 @@ def parse_tree(raw: bytes) -> dict[str, TreeEntry]:
     return entries
 
 
-def mktree_input(entries: Mapping[str, TreeEntry]) -> bytes:
-    """One `mktree -z --batch` record set, terminated by the empty record that ends a tree."""
-    out = bytearray()
-    for name, e in entries.items():
-        out += f"{e.mode} {e.type} {e.oid}\t".encode() + name.encode("utf-8", "surrogateescape") + b"\0"
-    out += b"\0"
-    return bytes(out)
-
-
 class TreeCache:
     """Trees are immutable (content addressed), so a cache of parsed trees never goes stale."""
 
@@ -208,3 +200,32 @@ class TreeCache:
         self._data.move_to_end(oid)
         while len(self._data) > self._size:
             self._data.popitem(last=False)
+
+
+def object_id(kind: str, data: bytes) -> str:
+    """The SHA-1 object id git gives `data` as a `kind` object (git re-computes and we compare)."""
+    h = hashlib.sha1(f"{kind} {len(data)}\0".encode())
+    h.update(data)
+    return h.hexdigest()
+
+
+def file_blob_id(path: Path) -> str:
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_bytes(entries: Mapping[str, TreeEntry]) -> bytes:
+    """A tree object's canonical content: entries sorted as git sorts them (a tree's name as if "name/")."""
+
+    def key(item: tuple[str, TreeEntry]) -> bytes:
+        name = item[0].encode("utf-8", "surrogateescape")
+        return name + b"/" if item[1].type == "tree" else name
+
+    out = bytearray()
+    for name, e in sorted(entries.items(), key=key):
+        out += e.mode.lstrip("0").encode() + b" " + name.encode("utf-8", "surrogateescape") + b"\0"
+        out += bytes.fromhex(e.oid)
+    return bytes(out)

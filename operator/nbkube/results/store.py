@@ -19,22 +19,32 @@ Why the git CLI (and not pygit2 or dulwich):
   landed on `main` or is an unreferenced object). The only debris is a stale `*.lock`/`tmp_obj_*` file;
   `open()` removes those while holding an exclusive flock on `nbkube-writer.flock`, which proves no other
   writer is alive (the kernel releases a flock when its holder dies).
-- Speed: no index and no work tree. A commit is built from trees directly (hash-object, mktree,
-  hash-object -t commit, update-ref with the old value as a compare-and-swap), through long-lived
-  `--batch`/`--stdin` processes, so it costs a few pipe round trips (no process spawns) and only rewrites
-  the trees on the path to the run (O(runs in that namespace), never O(repository)).
+- Speed: no index and no work tree. Commits are built from trees directly: we compute each object's id
+  (SHA-1 of its canonical bytes), have git write blobs, trees and commits through three long-lived
+  `hash-object -t <type> -w --stdin-paths` processes at once (git re-hashes, validates the format, and we
+  compare ids), then move `main` with `update-ref --stdin` using the old value as a compare-and-swap.
+  Only the trees on the path to the run are rewritten: O(runs in that namespace), never O(repository).
+  `mktree` is avoided on purpose: it looks up every entry's object, O(namespace) disk reads per commit.
   Parsed trees are cached (they are immutable). `git gc --auto` runs every `gc_every` commits.
-- Async: everything is an asyncio subprocess; nothing blocks the operator's event loop (file writes and
-  notebook validation go to a thread). pygit2 would need a writer thread and a binary wheel; dulwich
-  is pure Python and slower per object. The git binary is needed anyway to serve `git clone`.
+- Durability (`fsync=True`, the default): refs and packs are fsynced by git (`core.fsync=reference` on
+  top of git's defaults); loose objects by one `syncfs()` per batch before the ref moves, rather than one
+  fsync per object. (`core.fsyncMethod=batch` would do the same inside git, but it hides objects until a
+  process exits, which does not fit long-lived processes.)
+- Async: everything is an asyncio subprocess; nothing blocks the operator's event loop (file writes,
+  hashing and notebook validation go to threads). pygit2 would need a writer thread and a binary wheel;
+  dulwich is pure Python and slower per object. The git binary is needed anyway to serve `git clone`.
+  Requires git >= 2.28 (update-ref --stdin transactions, init --initial-branch).
 
-Concurrency: one process writes (the flock), and in it an asyncio lock serialises commits; callers
-validate and serialise their notebooks in threads before queueing, so 50 runs finishing at once all land,
-one commit each, in arrival order.
+Concurrency: one process writes (the flock), and in it one writer task takes whatever is queued (up to
+`max_batch`) and commits it as a chain, one commit per run, moving `main` once per batch. Callers
+validate, serialise and hash their notebooks in threads before queueing, so 50 runs finishing at once all
+land, each with its own commit, in arrival order, at the cost of a few batches. A caller that is
+cancelled while waiting still gets its result committed.
 
-Idempotency: `commit_run(..., final=True)` first looks for the uid's final result (the ref, then, for a
-crash between moving `main` and writing the ref, the run's `nbkube.json` at HEAD) and returns the existing
-`CommitInfo` instead of committing twice. A checkpoint arriving after the final result is ignored.
+Idempotency: `commit_run(..., final=True)` first looks for the uid's final result (`refs/nbkube/final/`,
+mirrored in memory; then, for a crash between moving `main` and writing that ref, the run's `nbkube.json`
+at HEAD) and returns the existing `CommitInfo` instead of committing twice. A checkpoint arriving after
+the final result is ignored.
 
 Bounded size: spilled outputs of a run are capped at `max_spill_bytes_per_run` in total; a larger spill is
 cut and ends with a `[nbkube: output truncated ...]` marker line, and `nbkube.json` records the original
@@ -59,6 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
@@ -67,8 +78,9 @@ import re
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,7 +88,18 @@ from typing import Any
 import nbformat
 from nbformat.v4 import nbjson
 
-from ._git import OID_HEX_LEN, GitError, GitPipe, TreeCache, TreeEntry, mktree_input, parse_tree, run_git
+from ._git import (
+    OID_HEX_LEN,
+    GitError,
+    GitPipe,
+    TreeCache,
+    TreeEntry,
+    file_blob_id,
+    object_id,
+    parse_tree,
+    run_git,
+    tree_bytes,
+)
 from .records import (
     OUTPUTS_DIR,
     RUN_JSON,
@@ -111,11 +134,36 @@ class StoreClosedError(RuntimeError):
 
 
 @dataclass
-class _Prepared:
-    """A result serialised and written to temporary files, ready for the writer."""
+class _File:
+    parts: list[str]  # where it goes: below the run directory for runs, from the root for source notebooks
+    source: Path  # the file git reads the bytes from
+    oid: str  # the blob id we computed; git must agree
 
-    files: list[tuple[list[str], Path]]  # path below the run dir -> file whose bytes to store
+
+@dataclass
+class _Request:
+    """One commit to make, serialised and hashed (in a thread) before it is queued for the writer."""
+
+    record: RunRecord | None  # None for a source notebook
+    final: bool
+    files: list[_File]
+    message: str
+    author: str
+    now: float
+    path: str
     temp: list[Path]
+    run_json: tuple[str, dict[str, Any]] | None = None  # blob id of nbkube.json and what matters in it
+    future: asyncio.Future[CommitInfo] | None = None
+
+
+@dataclass
+class _Staged:
+    """Objects of one batch, with the ids we computed, until git has written them all."""
+
+    blobs: dict[str, Path] = field(default_factory=dict)
+    trees: dict[str, dict[str, TreeEntry]] = field(default_factory=dict)
+    tree_data: dict[str, bytes] = field(default_factory=dict)
+    commits: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class ResultsStore:
@@ -130,6 +178,7 @@ class ResultsStore:
         max_spill_bytes_per_run: int = DEFAULT_MAX_SPILL_BYTES,
         fsync: bool = True,
         gc_every: int = 200,
+        max_batch: int = 64,
         lock_timeout: float = 60.0,
     ) -> None:
         self.root = Path(root).absolute()
@@ -144,12 +193,17 @@ class ResultsStore:
         self._head: str | None = None
         self._head_tree: str | None = None
         self._commits_since_gc = 0
+        self._max_batch = max_batch
         self._trees = TreeCache()
+        self._finals: dict[str, str] = {}  # uid -> commit, mirrors refs/nbkube/final/*
+        self._json_meta: BoundedDict[str, dict[str, Any]] = BoundedDict(4096)  # nbkube.json blob -> facts
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
         self._cat_pipe = GitPipe(self.root, "cat-file", "--batch")
         self._check_pipe = GitPipe(self.root, "cat-file", "--batch-check")
         self._blob_pipe = GitPipe(self.root, "hash-object", "-w", "--no-filters", "--stdin-paths")
         self._commit_pipe = GitPipe(self.root, "hash-object", "-t", "commit", "-w", "--stdin-paths")
-        self._tree_pipe = GitPipe(self.root, "mktree", "-z", "--missing", "--batch")
+        self._tree_pipe = GitPipe(self.root, "hash-object", "-t", "tree", "-w", "--stdin-paths")
         self._ref_pipe = GitPipe(self.root, "update-ref", "--stdin")
 
     # ------------------------------------------------------------------ lifecycle
@@ -165,14 +219,30 @@ class ResultsStore:
             await asyncio.to_thread(_remove_debris, self.root)
             await asyncio.to_thread((self.root / TMP_DIR).mkdir)
             await run_git(self.root, "symbolic-ref", "HEAD", BRANCH)
-            self._head = await self._rev_parse(f"{BRANCH}^{{commit}}")
-            self._head_tree = await self._rev_parse(f"{BRANCH}^{{tree}}") if self._head else None
+            await self._reload_head()
+            await self._load_finals()
         except BaseException:
             await self.close()
             raise
+        self._writer_task = asyncio.create_task(self._writer(), name=f"nbkube-results-writer:{self.root}")
         return self
 
+    async def _load_finals(self) -> None:
+        _, out, _ = await run_git(self.root, "for-each-ref", "--format=%(refname) %(objectname)", FINAL_REFS)
+        self._finals = {
+            ref.removeprefix(FINAL_REFS): oid
+            for ref, oid in (line.split() for line in out.decode().splitlines())
+        }
+
     async def close(self) -> None:
+        """Finish the queued commits, then stop the writer and the git processes, and release the lock."""
+        if self._writer_task is not None:
+            if not self._writer_task.done():
+                await self._queue.join()  # every queued commit lands before we stop
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
         for pipe in (
             self._cat_pipe,
             self._check_pipe,
@@ -223,7 +293,8 @@ class ResultsStore:
             "uploadpack.allowFilter": "true",
             "http.receivepack": "false",
             "receive.denyNonFastForwards": "true",
-            "core.fsync": "committed,reference" if self._fsync else "",
+            # packs (gc) and refs are fsynced by git; loose objects by one syncfs per batch, see _flush
+            "core.fsync": "reference" if self._fsync else "",
         }
         _, current, _ = await run_git(self.root, "config", "--local", "--list", check=False)
         have = dict(line.split("=", 1) for line in current.decode().splitlines() if "=" in line)
@@ -252,24 +323,10 @@ class ResultsStore:
         Raises InvalidNotebookError before anything is written when the notebook is not valid nbformat.
         """
         self._require_open()
-        now = time.time()
-        prepared = await asyncio.to_thread(self._prepare_run, record, notebook, spills or {}, final, now)
-        try:
-            async with self._write_lock:
-                self._require_open()
-                existing = await self._existing_final(record)
-                if existing is not None:
-                    return existing
-                run_tree = await self._write_tree(await self._blob_tree(prepared.files))
-                root = await self._set_path(self._head_tree, [record.namespace, record.name], run_tree)
-                if root == self._head_tree and self._head is not None:
-                    return CommitInfo(self._head, record.notebook_path)
-                author = f"{_clean(f'{self.author_name} ({record.run_dir})')} <{_run_email(record)}>"
-                commit = await self._write_commit(root, self._head, _run_message(record, final), author, now)
-                await self._advance(commit, root, final_uid=record.uid if final else None)
-                return CommitInfo(commit, record.notebook_path)
-        finally:
-            await asyncio.to_thread(_unlink_all, prepared.temp)
+        request = await asyncio.to_thread(
+            self._prepare_run, record, notebook, spills or {}, final, time.time()
+        )
+        return await self._submit(request)
 
     async def add_notebook(
         self, path: str, nb: nbformat.NotebookNode, message: str | None = None
@@ -277,29 +334,46 @@ class ResultsStore:
         """Commit a source notebook (what `notebook.repoPath` refers to) at `path`.
 
         `path` must start with a component beginning with "_" (e.g. "_notebooks/analysis.ipynb"): namespace
-        names never do, so uploads can never collide with run results.
+        names never do, so uploads can never collide with run results. An unchanged notebook makes no commit.
         """
         self._require_open()
         parts = split_path(path)
         if len(parts) < 2 or not parts[0].startswith("_") or not parts[-1].endswith(".ipynb"):
             raise ValueError(f"source notebooks live at _<dir>/.../<name>.ipynb, not {path!r}")
-        now = time.time()
-        tmp = self._tmp_path()
-        await asyncio.to_thread(_write_file, tmp, _notebook_bytes(nb))
+        subject = message.strip().splitlines()[0] if message and message.strip() else f"nbkube: add {path}"
+
+        def prepare() -> _Request:
+            data = _notebook_bytes(nb)
+            tmp = self._tmp_path()
+            _write_file(tmp, data)
+            return _Request(
+                record=None,
+                final=False,
+                files=[_File(parts, tmp, object_id("blob", data))],
+                message=f"{subject}\n\nNbkube-Source: {path}\n",
+                author=self._committer,
+                now=time.time(),
+                path=path,
+                temp=[tmp],
+            )
+
+        return await self._submit(await asyncio.to_thread(prepare))
+
+    async def _submit(self, request: _Request) -> CommitInfo:
+        """Queue a prepared request for the writer and wait until it landed (or failed)."""
         try:
-            async with self._write_lock:
-                self._require_open()
-                [blob] = await self._hash_files([tmp])
-                root = await self._set_path(self._head_tree, parts, TreeEntry(BLOB_MODE, "blob", blob))
-                if root == self._head_tree and self._head is not None:
-                    return CommitInfo(self._head, path)
-                subject = message.strip() if message and message.strip() else f"nbkube: add {path}"
-                message = f"{subject}\n\nNbkube-Source: {path}\n"
-                commit = await self._write_commit(root, self._head, message, self._committer, now)
-                await self._advance(commit, root, final_uid=None)
-                return CommitInfo(commit, path)
+            self._require_open()
+            if request.run_json is not None:
+                self._json_meta[request.run_json[0]] = request.run_json[1]
+            request.future = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait(request)
+            # shield: a cancelled caller must not stop the commit it asked for, only stop waiting for it
+            return await asyncio.shield(request.future)
         finally:
-            await asyncio.to_thread(_unlink_all, [tmp])
+            if request.future is None or request.future.done():
+                _discard(request.temp)
+            else:
+                request.future.add_done_callback(lambda _: _discard(request.temp))
 
     def _tmp_path(self) -> Path:
         return self.root / TMP_DIR / uuid.uuid4().hex
@@ -311,21 +385,23 @@ class ResultsStore:
         spills: Mapping[str, bytes | Path],
         final: bool,
         now: float,
-    ) -> _Prepared:
-        """Runs in a thread: validate, serialise, cap spills, write temporary files."""
+    ) -> _Request:
+        """Runs in a thread: validate, serialise, cap spills, hash, write temporary files."""
         copy = nbformat.NotebookNode(nb)
         copy["metadata"] = nbformat.NotebookNode(
             {**nb.get("metadata", {}), "nbkube": record.metadata(final=final)}
         )
         nb_bytes = _notebook_bytes(copy)
-        files: list[tuple[list[str], Path]] = []
+        files: list[_File] = []
         temp: list[Path] = []
 
-        def stage(parts: list[str], data: bytes) -> None:
+        def stage(parts: list[str], data: bytes) -> str:
             tmp = self._tmp_path()
             _write_file(tmp, data)
             temp.append(tmp)
-            files.append((parts, tmp))
+            oid = object_id("blob", data)
+            files.append(_File(parts, tmp, oid))
+            return oid
 
         try:
             stage([record.notebook], nb_bytes)
@@ -349,12 +425,11 @@ class ResultsStore:
                         f"the per-run spill limit is {self.max_spill_bytes_per_run} bytes]\n"
                     )
                     stage(parts, head + marker.encode())
-                elif isinstance(src, bytes | bytearray):
-                    stage(parts, bytes(src))
-                elif "\n" in str(Path(src).absolute()):
-                    stage(parts, Path(src).read_bytes())
+                elif isinstance(src, bytes | bytearray) or "\n" in str(Path(src).absolute()):
+                    stage(parts, bytes(src) if isinstance(src, bytes | bytearray) else Path(src).read_bytes())
                 else:
-                    files.append((parts, Path(src).absolute()))
+                    path = Path(src).absolute()
+                    files.append(_File(parts, path, file_blob_id(path)))
             run_json = {
                 **record.metadata(final=final),
                 "name": record.name,
@@ -363,46 +438,135 @@ class ResultsStore:
                 "committedAt": datetime.fromtimestamp(now, UTC).isoformat(),
                 "committedAtUnix": now,
             }
-            stage([RUN_JSON], (json.dumps(run_json, indent=1, sort_keys=True, default=str) + "\n").encode())
+            json_bytes = (json.dumps(run_json, indent=1, sort_keys=True, default=str) + "\n").encode()
+            json_oid = stage([RUN_JSON], json_bytes)
+            _check_unique([f.parts for f in files])
         except BaseException:
             _unlink_all(temp)
             raise
-        return _Prepared(files, temp)
+        author = f"{_clean(f'{self.author_name} ({record.run_dir})')} <{_run_email(record)}>"
+        return _Request(
+            record=record,
+            final=final,
+            files=files,
+            message=_run_message(record, final),
+            author=author,
+            now=now,
+            path=record.notebook_path,
+            temp=temp,
+            run_json=(json_oid, {"uid": record.uid, "final": final, "path": record.notebook_path}),
+        )
 
-    async def _blob_tree(self, files: list[tuple[list[str], Path]]) -> Nested:
-        oids = await self._hash_files([p for _, p in files])
-        tree: Nested = {}
-        for (parts, _), oid in zip(files, oids, strict=True):
-            node = tree
-            for part in parts[:-1]:
-                child = node.setdefault(part, {})
-                if not isinstance(child, dict):
-                    raise ValueError(f"{'/'.join(parts)} clashes with a file of the same name")
-                node = child
-            if parts[-1] in node:
-                raise ValueError(f"{'/'.join(parts)} is given twice")
-            node[parts[-1]] = oid
-        return tree
+    # ------------------------------------------------------------------ the writer
 
-    async def _write_tree(self, tree: Nested) -> TreeEntry:
-        entries: dict[str, TreeEntry] = {}
-        for name, value in tree.items():
-            if isinstance(value, dict):
-                entries[name] = await self._write_tree(value)
-            else:
-                entries[name] = TreeEntry(BLOB_MODE, "blob", value)
-        return TreeEntry(TREE_MODE, "tree", await self._mktree(entries))
+    async def _writer(self) -> None:
+        """The single writer: takes every queued request, commits them as a chain, moves `main` once."""
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < self._max_batch:
+                batch.append(self._queue.get_nowait())
+            try:
+                async with self._write_lock:
+                    await self._commit_batch(batch)
+            except Exception as exc:  # never let the writer die: fail the batch, keep serving
+                for req in batch:
+                    if req.future is not None and not req.future.done():
+                        req.future.set_exception(exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
-    async def _set_path(self, tree: str | None, parts: list[str], entry: TreeEntry | None) -> str | None:
-        """The tree `tree` with `entry` placed (or removed, for None) at `parts`; None when it ends empty."""
-        entries = dict(await self._read_tree(tree)) if tree else {}
+    async def _commit_batch(self, batch: list[_Request]) -> None:
+        staged = _Staged()
+        head, tree = self._head, self._head_tree
+        new_finals: dict[str, CommitInfo] = {}
+        done: list[tuple[_Request, CommitInfo]] = []
+        for req in batch:
+            try:
+                existing = await self._existing_final(req, tree, new_finals, staged) if req.record else None
+                if existing is not None:
+                    done.append((req, existing))
+                    continue
+                new_tree = tree
+                if req.record is not None:  # a run's directory is replaced as a whole
+                    run_dir = TreeEntry(TREE_MODE, "tree", self._stage_files(staged, req.files))
+                    parts = [req.record.namespace, req.record.name]
+                    new_tree = await self._set_path(new_tree, parts, run_dir, staged)
+                for f in req.files if req.record is None else []:
+                    entry = TreeEntry(BLOB_MODE, "blob", f.oid)
+                    new_tree = await self._set_path(new_tree, f.parts, entry, staged)
+                    staged.blobs[f.oid] = f.source
+                if new_tree == tree and head is not None:
+                    done.append((req, CommitInfo(head, req.path)))
+                    continue
+                commit = self._stage_commit(staged, new_tree, head, req.message, req.author, req.now)
+                head, tree = commit, new_tree
+                info = CommitInfo(commit, req.path)
+                if req.record is not None and req.final:
+                    new_finals[req.record.uid] = info
+                done.append((req, info))
+            except Exception as exc:  # this request is bad (e.g. a path clash); the others go on
+                if req.future is not None and not req.future.done():
+                    req.future.set_exception(exc)
+        if head != self._head:
+            await self._flush(staged)
+            await self._advance(head, tree, {uid: info.commit for uid, info in new_finals.items()})
+        for req, info in done:
+            if req.future is not None and not req.future.done():
+                req.future.set_result(info)
+
+    def _stage_tree(self, staged: _Staged, entries: dict[str, TreeEntry]) -> str:
+        data = tree_bytes(entries)
+        oid = object_id("tree", data)
+        staged.trees[oid] = entries
+        staged.tree_data[oid] = data
+        return oid
+
+    def _stage_files(self, staged: _Staged, files: list[_File]) -> str:
+        """Stage a fresh tree holding exactly `files` (a run's directory); its id."""
+        nested: dict[str, Any] = {}
+        for f in files:
+            node = nested
+            for part in f.parts[:-1]:
+                node = node.setdefault(part, {})
+            node[f.parts[-1]] = f
+            staged.blobs[f.oid] = f.source
+
+        def stage(node: dict[str, Any]) -> str:
+            entries = {
+                name: TreeEntry(TREE_MODE, "tree", stage(value))
+                if isinstance(value, dict)
+                else TreeEntry(BLOB_MODE, "blob", value.oid)
+                for name, value in node.items()
+            }
+            return self._stage_tree(staged, entries)
+
+        return stage(nested)
+
+    def _stage_commit(
+        self, staged: _Staged, tree: str | None, parent: str | None, message: str, author: str, now: float
+    ) -> str:
+        tree = tree or self._stage_tree(staged, {})
+        stamp = f"{int(now)} +0000"
+        text = f"tree {tree}\n" + (f"parent {parent}\n" if parent else "")
+        text += f"author {author} {stamp}\ncommitter {self._committer} {stamp}\n\n{message}"
+        data = text.encode()
+        oid = object_id("commit", data)
+        staged.commits.append((oid, data))
+        return oid
+
+    async def _set_path(
+        self, tree: str | None, parts: list[str], entry: TreeEntry | None, staged: _Staged
+    ) -> str | None:
+        """Stage `tree` with `entry` placed (or removed, for None) at `parts`; None when it ends empty."""
+        entries = dict(await self._read_tree(tree, staged)) if tree else {}
         name = parts[0]
         if len(parts) == 1:
             new = entry
         else:
             current = entries.get(name)
             sub = await self._set_path(
-                current.oid if current and current.type == "tree" else None, parts[1:], entry
+                current.oid if current and current.type == "tree" else None, parts[1:], entry, staged
             )
             new = TreeEntry(TREE_MODE, "tree", sub) if sub else None
         if new is None:
@@ -411,74 +575,93 @@ class ResultsStore:
             entries[name] = new
         if not entries:
             return None
-        return await self._mktree(entries)
+        return self._stage_tree(staged, entries)
 
-    async def _mktree(self, entries: dict[str, TreeEntry]) -> str:
-        async with self._tree_pipe.lock:
-            [oid] = await self._tree_pipe.lines(mktree_input(entries), 1)
-        self._trees.put(oid, entries)
-        return oid
+    async def _flush(self, staged: _Staged) -> None:
+        """Have git write every staged object (three pipes at once); each id must be the one we computed.
 
-    async def _hash_files(self, paths: list[Path]) -> list[str]:
-        if not paths:
+        Trees and commits go through `hash-object -t tree|commit --stdin-paths` (which checks their format)
+        rather than `mktree`, because mktree looks up every entry's object: O(runs in the namespace).
+        """
+        tree_oids = list(staged.trees)
+        tree_files = [self._tmp_path() for _ in tree_oids]
+        commit_files = [self._tmp_path() for _ in staged.commits]
+        writes = [(p, staged.tree_data[o]) for p, o in zip(tree_files, tree_oids, strict=True)]
+        writes += [(p, data) for p, (_, data) in zip(commit_files, staged.commits, strict=True)]
+
+        async def hash_files(pipe: GitPipe, paths: list[Path], expected: list[str]) -> None:
+            _expect(expected, await self._pipe_lines(pipe, [str(p).encode() for p in paths]))
+
+        try:
+            await asyncio.to_thread(_write_files, writes)
+            blob_oids = list(staged.blobs)
+            results = await asyncio.gather(
+                hash_files(self._blob_pipe, [staged.blobs[o] for o in blob_oids], blob_oids),
+                hash_files(self._tree_pipe, tree_files, tree_oids),
+                hash_files(self._commit_pipe, commit_files, [oid for oid, _ in staged.commits]),
+                return_exceptions=True,
+            )
+        finally:
+            _discard([p for p, _ in writes])
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if self._fsync:  # the objects must be on disk before a ref names them
+            await asyncio.to_thread(_syncfs, self.root)
+        for oid, entries in staged.trees.items():
+            self._trees.put(oid, entries)
+
+    async def _pipe_lines(self, pipe: GitPipe, lines: list[bytes]) -> list[str]:
+        if not lines:
             return []
-        async with self._blob_pipe.lock:
-            return await self._blob_pipe.lines(b"".join(str(p).encode() + b"\n" for p in paths), len(paths))
+        async with pipe.lock:
+            return await pipe.lines(b"".join(line + b"\n" for line in lines), len(lines))
 
     @property
     def _committer(self) -> str:
         return f"{self.author_name} <{self.author_email}>"
 
-    async def _write_commit(
-        self, tree: str | None, parent: str | None, message: str, author: str, now: float
-    ) -> str:
-        tree = tree or await self._mktree({})
-        stamp = f"{int(now)} +0000"
-        text = f"tree {tree}\n"
-        if parent:
-            text += f"parent {parent}\n"
-        text += f"author {author} {stamp}\ncommitter {self._committer} {stamp}\n\n{message}"
-        tmp = self._tmp_path()
-        await asyncio.to_thread(_write_file, tmp, text.encode())
-        try:
-            async with self._commit_pipe.lock:
-                [oid] = await self._commit_pipe.lines(str(tmp).encode() + b"\n", 1)
-        finally:
-            await asyncio.to_thread(_unlink_all, [tmp])
-        return oid
+    async def _advance(self, commit: str, tree: str | None, finals: Mapping[str, str]) -> None:
+        """Move `main` to `commit` if it still is where we left it; then record the final refs.
 
-    async def _advance(self, commit: str, tree: str | None, *, final_uid: str | None) -> None:
-        """Move `main` to `commit` if it still is where we left it; then record the final ref.
-
-        Two transactions in this order: the final ref must never name a commit that is not on `main`.
+        Two transactions in this order: a final ref must never name a commit that is not on `main`.
         A crash between them is repaired by `_existing_final` (it finds the result in HEAD's tree).
         """
         request = f"start\nupdate {BRANCH} {commit} {self._head or ZERO_OID}\nprepare\ncommit\n"
         expect = 3
-        if final_uid:
-            request += f"start\nupdate {FINAL_REFS}{final_uid} {commit}\nprepare\ncommit\n"
+        if finals:
+            updates = "".join(f"update {FINAL_REFS}{uid} {c}\n" for uid, c in finals.items())
+            request += f"start\n{updates}prepare\ncommit\n"
             expect += 3
         try:
             async with self._ref_pipe.lock:
                 await self._ref_pipe.lines(request.encode(), expect)
         except GitError:
-            self._head = await self._rev_parse(f"{BRANCH}^{{commit}}")
-            self._head_tree = await self._rev_parse(f"{BRANCH}^{{tree}}") if self._head else None
+            await self._reload_head()
+            if self._head == commit:  # main moved, the final refs did not: the results are on main
+                self._finals.update(finals)
             raise
+        self._finals.update(finals)
         self._head, self._head_tree = commit, tree
         self._commits_since_gc += 1
         if self._gc_every and self._commits_since_gc >= self._gc_every:
             self._commits_since_gc = 0
             await run_git(self.root, "gc", "--auto", "--quiet")
 
+    async def _reload_head(self) -> None:
+        self._head = await self._rev_parse(f"{BRANCH}^{{commit}}")
+        self._head_tree = await self._rev_parse(f"{BRANCH}^{{tree}}") if self._head else None
+
     # ------------------------------------------------------------------ finding results
 
     async def find_final(self, uid: str) -> CommitInfo | None:
-        """The commit holding the final result of run `uid`, or None."""
+        """The commit holding the final result of run `uid` (and the notebook's path), or None."""
         self._require_open()
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", uid):
-            return None
-        obj = await self._object(f"{FINAL_REFS}{uid}")
+        commit = self._finals.get(uid)
+        return await self._final_info(uid, commit) if commit else None
+
+    async def _final_info(self, uid: str, commit: str) -> CommitInfo | None:
+        obj = await self._object(commit)
         if obj is None or obj[1] != "commit":
             return None
         trailers = _trailers(obj[2].decode(errors="replace"))
@@ -490,24 +673,30 @@ class ResultsStore:
                 return CommitInfo(obj[0], path)
         return None
 
-    async def _existing_final(self, record: RunRecord) -> CommitInfo | None:
-        """Caller holds the write lock."""
-        found = await self.find_final(record.uid)
-        if found is not None:
-            return found
-        run = await self._run_json_at(self._head_tree, record.namespace, record.name)
-        if not run or run.get("uid") != record.uid or run.get("final") is not True or not self._head:
+    async def _existing_final(
+        self, req: _Request, tree: str | None, batch_finals: Mapping[str, CommitInfo], staged: _Staged
+    ) -> CommitInfo | None:
+        """The final result already committed for this request's uid (writer only)."""
+        assert req.record is not None
+        uid = req.record.uid
+        if uid in batch_finals:
+            return batch_finals[uid]
+        if uid in self._finals:
+            return await self._final_info(uid, self._finals[uid])
+        run = await self._run_json_at(tree, req.record.namespace, req.record.name, staged)
+        if not run or run.get("uid") != uid or run.get("final") is not True or not self._head:
             return None
         # The writer died after moving main and before writing the final ref: find that commit, repair.
         _, out, _ = await run_git(
-            self.root, "rev-list", "-1", self._head, "--", f"{record.run_dir}/{RUN_JSON}"
+            self.root, "rev-list", "-1", self._head, "--", f"{req.record.run_dir}/{RUN_JSON}"
         )
         commit = out.decode().strip()
         async with self._ref_pipe.lock:
             await self._ref_pipe.lines(
-                f"start\nupdate {FINAL_REFS}{record.uid} {commit}\nprepare\ncommit\n".encode(), 3
+                f"start\nupdate {FINAL_REFS}{uid} {commit}\nprepare\ncommit\n".encode(), 3
             )
-        return CommitInfo(commit, str(run.get("path", record.notebook_path)))
+        self._finals[uid] = commit
+        return CommitInfo(commit, str(run.get("path", req.record.notebook_path)))
 
     async def read_file(self, path: str, ref: str = "HEAD") -> bytes:
         """The bytes of `path` at `ref` (a commit id, branch or tag). FileNotFoundError if absent."""
@@ -572,13 +761,20 @@ class ResultsStore:
                     out.append(_summary(ns, name, json.loads(obj[2])))
         return out
 
-    async def _run_json_at(self, tree: str | None, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _run_json_at(
+        self, tree: str | None, namespace: str, name: str, staged: _Staged | None = None
+    ) -> dict[str, Any] | None:
         if not tree:
             return None
-        ns = (await self._read_tree(tree)).get(namespace)
-        run = (await self._read_tree(ns.oid)).get(name) if ns and ns.type == "tree" else None
-        entry = (await self._read_tree(run.oid)).get(RUN_JSON) if run and run.type == "tree" else None
-        obj = await self._object(entry.oid) if entry else None
+        ns = (await self._read_tree(tree, staged)).get(namespace)
+        run = (await self._read_tree(ns.oid, staged)).get(name) if ns and ns.type == "tree" else None
+        entry = (await self._read_tree(run.oid, staged)).get(RUN_JSON) if run and run.type == "tree" else None
+        if entry is None:
+            return None
+        known = self._json_meta.get(entry.oid)
+        if known is not None:
+            return known
+        obj = await self._object(entry.oid)
         if obj is None:
             return None
         try:
@@ -587,7 +783,9 @@ class ResultsStore:
             return None
         return data if isinstance(data, dict) else None
 
-    async def _read_tree(self, oid: str) -> dict[str, TreeEntry]:
+    async def _read_tree(self, oid: str, staged: _Staged | None = None) -> dict[str, TreeEntry]:
+        if staged is not None and oid in staged.trees:
+            return staged.trees[oid]
         cached = self._trees.get(oid)
         if cached is not None:
             return cached
@@ -634,23 +832,28 @@ class ResultsStore:
             doomed = _select_prunable(runs, older_than, keep_last, now)
             if not doomed:
                 return PruneResult([], None)
+            staged = _Staged()
             root: str | None = self._head_tree
             for run in doomed:
-                root = await self._set_path(root, [run.namespace, run.name], None)
+                root = await self._set_path(root, [run.namespace, run.name], None, staged)
+            if root is not None:
+                await self._flush(staged)  # the trees must exist before _list_runs reads them back
+                staged = _Staged()
             kept = await self._list_runs(root, None) if root else []
             finals = {r.uid: r.path for r in kept if r.final}
             message = f"nbkube: prune {len(doomed)} runs, history squashed\n\n" + "".join(
                 f"Nbkube-Final-Path: {uid} {path}\n" for uid, path in sorted(finals.items())
             )
-            commit = await self._write_commit(root, None, message, self._committer, now)
-            _, refs, _ = await run_git(self.root, "for-each-ref", "--format=%(refname)", FINAL_REFS)
+            commit = self._stage_commit(staged, root, None, message, self._committer, now)
+            await self._flush(staged)
             lines = ["start", f"update {BRANCH} {commit}"]
-            for ref in refs.decode().split():
-                uid = ref.removeprefix(FINAL_REFS)
+            for uid in self._finals:
+                ref = f"{FINAL_REFS}{uid}"
                 lines.append(f"update {ref} {commit}" if uid in finals else f"delete {ref}")
             lines += ["prepare", "commit", ""]
             await run_git(self.root, "update-ref", "--stdin", input="\n".join(lines).encode())
             self._head, self._head_tree = commit, root
+            self._finals = {uid: commit for uid in finals}
             await run_git(self.root, "reflog", "expire", "--expire=now", "--all")
             await run_git(self.root, "gc", "--prune=now", "--quiet")
             for pipe in (self._cat_pipe, self._check_pipe):
@@ -756,6 +959,40 @@ def _is_git_dir(root: Path) -> bool:
     return (root / "HEAD").is_file() and (root / "objects").is_dir() and (root / "config").is_file()
 
 
+def _write_files(items: Iterable[tuple[Path, bytes]]) -> None:
+    for path, data in items:
+        _write_file(path, data)
+
+
+def _expect(expected: list[str], got: list[str]) -> None:
+    if expected != got:
+        raise GitError(f"git computed other object ids than we did: {got} != {expected}")
+
+
+def _check_unique(paths: list[list[str]]) -> None:
+    files = {tuple(p) for p in paths}
+    if len(files) != len(paths):
+        raise ValueError("the same path is given twice")
+    for p in files:
+        for i in range(1, len(p)):
+            if p[:i] in files:
+                raise ValueError(f"{'/'.join(p)} clashes with the file {'/'.join(p[:i])}")
+
+
+class BoundedDict(OrderedDict[str, Any]):
+    """A small LRU map."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self._size:
+            self.popitem(last=False)
+
+
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -764,6 +1001,33 @@ def _write_file(path: Path, data: bytes) -> None:
 def _read_head(path: Path, size: int) -> bytes:
     with path.open("rb") as f:
         return f.read(size)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the filesystem holding `path`: one call for a whole batch instead of an fsync per object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _LIBC is None or _LIBC.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc if hasattr(libc, "syncfs") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _discard(paths: list[Path]) -> None:
+    """Delete temporary files in a worker thread, without waiting (open() sweeps any left over)."""
+    if paths:
+        asyncio.get_running_loop().run_in_executor(None, _unlink_all, paths)
 
 
 def _unlink_all(paths: Iterable[Path]) -> None:

@@ -1,0 +1,176 @@
+"""Results repository benchmark: commits/s with 1,000 runs already committed, fetch and clone times.
+
+    python bench/bench_results.py [--runs 1000] [--commits 200]
+
+Builds a repository with `--runs` final results (20-cell executed notebooks) in a temporary directory,
+then measures, in that repository:
+- commits per second of new final results, one at a time and 50 at once, with fsync on (the default,
+  what survives a node crash) and off (what survives a process crash);
+- the time to read one run's notebook back through `GET /results/files/<path>?ref=<commit>` from a real
+  aiohttp server on 127.0.0.1 (what `nbkube fetch` does after reading the run's status);
+- the time of a stock `git clone` of the whole repository over the read-only smart-HTTP endpoint.
+Prints a table, then a JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import nbformat
+from aiohttp import web
+from nbkube.results import ResultsStore, RunRecord
+from nbkube.results.http import results_http_app
+
+GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "NO_PROXY": "127.0.0.1"}
+
+
+def notebook(i: int, cells: int = 20) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    for c in range(cells):
+        cell = nbformat.v4.new_code_cell(f"y = {i} * {c}\nprint(y)", execution_count=c + 1)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{i * c}\n" * 5)]
+        cell.metadata["execution"] = {"iopub.status.busy": "2024-01-01T00:00:00.000Z"}
+        nb.cells.append(cell)
+    return nb
+
+
+def run(i: int, namespace: str = "default") -> RunRecord:
+    return RunRecord(
+        namespace=namespace,
+        name=f"run-{i}",
+        uid=f"bench-uid-{i}",
+        notebook="analysis.ipynb",
+        environment="py",
+        parameters={"alpha": 0.1 * i},
+        state="Succeeded",
+    )
+
+
+async def build(store: ResultsStore, runs: int) -> float:
+    start = time.perf_counter()
+    batch = 16
+    for first in range(0, runs, batch):
+        await asyncio.gather(
+            *(
+                store.commit_run(run(i), notebook(i), final=True)
+                for i in range(first, min(first + batch, runs))
+            )
+        )
+    return time.perf_counter() - start
+
+
+async def commits_per_s(store: ResultsStore, first: int, count: int, concurrency: int) -> float:
+    nbs = [notebook(first + k) for k in range(count)]
+    start = time.perf_counter()
+    for k0 in range(0, count, concurrency):
+        await asyncio.gather(
+            *(
+                store.commit_run(run(first + k), nbs[k], final=True)
+                for k in range(k0, min(k0 + concurrency, count))
+            )
+        )
+    return count / (time.perf_counter() - start)
+
+
+async def serve(store: ResultsStore) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.add_subapp("/results", results_http_app(store))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}/results"
+
+
+async def fetch_times(base: str, path: str, commit: str, repeat: int = 20) -> tuple[float, int]:
+    times: list[float] = []
+    size = 0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        async with aiohttp.ClientSession() as http:  # a fresh client, as a CLI invocation has
+            async with http.get(f"{base}/files/{path}", params={"ref": commit}) as resp:
+                resp.raise_for_status()
+                body = await resp.read()
+        times.append(time.perf_counter() - start)
+        size = len(body)
+    return statistics.median(times), size
+
+
+async def clone_time(base: str, dest: Path, *extra: str) -> float:
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        "git", "clone", "--quiet", *extra, base, str(dest), env=GIT_ENV, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"git clone failed: {err.decode()}")
+    return time.perf_counter() - start
+
+
+async def main(runs: int, commits: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="nbkube-bench-results-") as tmp:
+        root = Path(tmp) / "results"
+        async with ResultsStore(root, fsync=False) as store:
+            build_s = await build(store, runs)
+            seq_nofsync = await commits_per_s(store, runs, commits, 1)
+        async with ResultsStore(root) as store:  # defaults: fsync on
+            seq_fsync = await commits_per_s(store, runs + commits, commits, 1)
+            conc_fsync = await commits_per_s(store, runs + 2 * commits, commits, 50)
+            total = len(await store.list_runs())
+            target = await store.find_final(f"bench-uid-{runs // 2}")
+            assert target is not None
+            runner, base = await serve(store)
+            try:
+                fetch_s, fetch_bytes = await fetch_times(base, target.path, target.commit)
+                clone_s = await clone_time(base, Path(tmp) / "clone")
+                partial_s = await clone_time(
+                    base, Path(tmp) / "partial", "--filter=blob:none", "--no-checkout"
+                )
+            finally:
+                await runner.cleanup()
+        repo_mb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
+
+    rows = [
+        ("build: runs committed (16 at a time, fsync off)", f"{runs} in {build_s:.2f} s"),
+        ("runs in the repository when measuring", f"{runs}..{total}"),
+        ("commits/s, one at a time, fsync off", f"{seq_nofsync:.1f}"),
+        ("commits/s, one at a time, fsync on (default)", f"{seq_fsync:.1f}"),
+        ("commits/s, 50 at once, fsync on (default)", f"{conc_fsync:.1f}"),
+        (f"GET /files/ one notebook ({fetch_bytes / 1e3:.0f} kB), median", f"{fetch_s * 1e3:.1f} ms"),
+        (f"git clone over HTTP ({total} runs, {repo_mb:.1f} MB repo)", f"{clone_s:.2f} s"),
+        ("git clone --filter=blob:none --no-checkout", f"{partial_s:.2f} s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return {
+        "commits_per_s_with_1000_runs": round(seq_fsync, 1),
+        "commits_per_s_with_1000_runs_concurrent50": round(conc_fsync, 1),
+        "commits_per_s_with_1000_runs_nofsync": round(seq_nofsync, 1),
+        "fetch_s": round(fetch_s, 4),
+        "clone_s": round(clone_s, 3),
+        "partial_clone_s": round(partial_s, 3),
+        "runs_in_repo": total,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--commits", type=int, default=200)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.runs, args.commits))
+    sys.stdout.flush()
+    print(json.dumps(result))
