@@ -12,7 +12,7 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
         demo bench-engine bench-operator bench-results kind-e2e helm-lint clean
 
 help: ## show the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,25 @@ bench-operator: venv k8s-binaries ## apply-to-first-cell, 32x50 sweep, status pa
 
 bench-results: venv ## results repository commits/s and fetch time
 	$(PY) bench/bench_results.py
+
+.PHONY: helm images crds
+helm: venv ## install helm once (cached in ~/.cache/nbkube/helm) and print its path; HELM=path uses yours
+	@PYTHON=$(PY) bash hack/install-helm.sh
+
+helm-lint: venv ## helm lint --strict and helm template of charts/nbkube (defaults and every option)
+	@helm=$$(PYTHON=$(PY) bash hack/install-helm.sh) && \
+	  $$helm lint --strict charts/nbkube && \
+	  $$helm lint --strict charts/nbkube -f charts/nbkube/ci/all-options-values.yaml && \
+	  $$helm template nbkube charts/nbkube >/dev/null && \
+	  $$helm template nbkube charts/nbkube -f charts/nbkube/ci/all-options-values.yaml >/dev/null && \
+	  echo "chart OK"
+
+crds: venv ## regenerate crds/ and the chart's CRD templates from the API models
+	$(PY) -m nbkube.api.crdgen crds --chart charts/nbkube/templates/crds
+
+images: ## docker build the operator and kernel images (needs a Docker engine)
+	docker build -f operator/Dockerfile -t nbkube/operator:dev .
+	docker build -f operator/nbkube/gateway/Dockerfile -t nbkube/kernel-python:dev .
 
 KIND_CLUSTER ?= nbkube-e2e
 kind-e2e: ## for machines with Docker: kind cluster, images, helm install, run the examples
