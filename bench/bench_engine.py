@@ -72,7 +72,9 @@ def check_outputs(nb: nbformat.NotebookNode, path: str) -> None:
 # -- the paths: each returns seconds spent executing the notebook's cells ---------------------------------
 
 
-def run_raw_zmq(nb: nbformat.NotebookNode) -> float:
+def run_raw_zmq(nb: nbformat.NotebookNode) -> list[float]:
+    """The floor: a BlockingKernelClient sending execute_request and reading iopub until idle and the
+    shell reply (no event loop, no polling helpers)."""
     from jupyter_client.manager import start_new_kernel
 
     km, kc = start_new_kernel(kernel_name=KERNEL)
@@ -80,17 +82,24 @@ def run_raw_zmq(nb: nbformat.NotebookNode) -> float:
     try:
         for cell in nb.cells:
             started = time.perf_counter()
+            msg_id = kc.execute(cell.source, stop_on_error=False)
             outputs: list[dict] = []
-
-            def hook(msg: dict, outputs: list[dict] = outputs) -> None:
-                if msg["msg_type"] in ("stream", "display_data", "execute_result", "error"):
-                    outputs.append(msg["content"])
-
-            reply = kc.execute_interactive(cell.source, output_hook=hook, timeout=600)
+            while True:
+                msg = kc.get_iopub_msg(timeout=600)
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] in ("display_data", "execute_result"):
+                    outputs.append({"output_type": msg["msg_type"], **msg["content"]})
+                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+            while True:
+                reply = kc.get_shell_msg(timeout=600)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
             if reply["content"]["status"] != "ok":
                 raise RuntimeError(f"raw zmq: cell failed: {reply['content']}")
-            cell.outputs = [{"output_type": "display_data", **o} for o in outputs if "data" in o]
             times.append(time.perf_counter() - started)
+            cell.outputs = outputs
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
