@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -54,6 +56,7 @@ from nbkube.gateways import GatewayRegistry, KernelLease, NoGatewayAvailable
 from nbkube.kube import Kube, resource_path
 from nbkube.metrics import cell_duration, status_patches
 from nbkube.metrics import runs as runs_gauge
+from nbkube.results.checkpoint import CheckpointPolicy
 from nbkube.run import cellstatus, source
 from nbkube.run.journal import RunJournal, merge_streams
 from nbkube.run.outcome import Outcome, cancelled, failed, succeeded
@@ -131,6 +134,12 @@ class RunDriver:
         self.cancel_requested = asyncio.Event()
         self.deadline_passed = asyncio.Event()
         self._partial_outputs: dict[int, list[dict[str, Any]]] = {}
+        self._spill: Path | None = None
+        self._checkpoints = CheckpointPolicy(
+            every_cells=self.settings.checkpoint_every_cells,
+            every_seconds=self.settings.checkpoint_every_seconds,
+        )
+        self._checkpoint_task: asyncio.Task[None] | None = None
 
     # status plumbing
 
@@ -308,7 +317,9 @@ class RunDriver:
             except source.InvalidNotebook as exc:
                 return failed(Reason.INVALID_NOTEBOOK, str(exc))
             except source.NotebookUnavailable as exc:
-                if time.monotonic() >= deadline or self.stopped:
+                # A ConfigMap applied together with the run may arrive a moment later; the
+                # repository is ours, so a missing path there is final.
+                if spec.notebook.repo_path is not None or time.monotonic() >= deadline or self.stopped:
                     return failed(Reason.NOTEBOOK_NOT_FOUND, str(exc))
                 if not waited:
                     waited = True
@@ -507,6 +518,7 @@ class RunDriver:
                 cell_duration.labels(state).observe(result.duration_ms / 1000)
             self._refresh_cells()
             self._publish()
+            self._maybe_checkpoint(spec, notebook)
 
         executor = NotebookExecutor(
             lease.connection,
@@ -559,6 +571,31 @@ class RunDriver:
         self._spill = result.spill_path
         return self._outcome_of(result, spec)
 
+    def _maybe_checkpoint(self, spec: NotebookRunSpec, notebook: NotebookNode) -> None:
+        """Long runs commit partial results now and then, so progress is visible and survives a crash."""
+        store = self.service.results
+        done = self.status.cells_done or 0
+        now = time.monotonic()
+        if store is None or not self._checkpoints.should_checkpoint(done, now):
+            return
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            return
+        self._checkpoints.checkpointed(done, now)
+        snapshot = nbformat.from_dict(copy.deepcopy(dict(notebook)))
+        record = self._record(spec, Outcome(RunState.RUNNING, Reason.RUNNING, "checkpoint"))
+
+        async def commit() -> None:
+            try:
+                info = await store.commit_run(record, snapshot, {}, final=False)
+            except Exception as exc:
+                log.warning("checkpoint of %s/%s failed: %s", self.namespace, self.name, exc)
+                return
+            if self.status.result is None or not self.status.result.final:
+                self.status.result = RunResult(commit=info.commit, path=info.path, final=False)
+                self._publish()
+
+        self._checkpoint_task = asyncio.create_task(commit())
+
     async def _until_stopped(self) -> None:
         await self.stopped.wait()
 
@@ -592,8 +629,13 @@ class RunDriver:
         store = self.service.results
         if store is None:
             return
+        if self._checkpoint_task is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpoint_task
+        spill = self._spill
+        spills = {"outputs.jsonl": spill} if spill is not None and spill.exists() else {}
         try:
-            info = await store.commit_run(self._record(spec, outcome), notebook, {}, final=True)
+            info = await store.commit_run(self._record(spec, outcome), notebook, spills, final=True)
         except Exception as exc:
             kopf.warn(self.body, reason="ResultsNotCommitted", message=f"results commit failed: {exc}")
             log.exception("results commit of %s/%s failed", self.namespace, self.name)
