@@ -126,7 +126,9 @@ async def main(runs: int, commits: int) -> dict[str, float]:
         async with ResultsStore(root) as store:  # defaults: fsync on
             seq_fsync = await commits_per_s(store, runs + commits, commits, 1)
             conc_fsync = await commits_per_s(store, runs + 2 * commits, commits, 50)
+            start = time.perf_counter()
             total = len(await store.list_runs())
+            list_s = time.perf_counter() - start
             target = await store.find_final(f"bench-uid-{runs // 2}")
             assert target is not None
             runner, base = await serve(store)
@@ -146,6 +148,7 @@ async def main(runs: int, commits: int) -> dict[str, float]:
         ("commits/s, one at a time, fsync off", f"{seq_nofsync:.1f}"),
         ("commits/s, one at a time, fsync on (default)", f"{seq_fsync:.1f}"),
         ("commits/s, 50 at once, fsync on (default)", f"{conc_fsync:.1f}"),
+        (f"list_runs() over {total} runs", f"{list_s * 1e3:.0f} ms"),
         (f"GET /files/ one notebook ({fetch_bytes / 1e3:.0f} kB), median", f"{fetch_s * 1e3:.1f} ms"),
         (f"git clone over HTTP ({total} runs, {repo_mb:.1f} MB repo)", f"{clone_s:.2f} s"),
         ("git clone --filter=blob:none --no-checkout", f"{partial_s:.2f} s"),
@@ -160,6 +163,7 @@ async def main(runs: int, commits: int) -> dict[str, float]:
         "fetch_s": round(fetch_s, 4),
         "clone_s": round(clone_s, 3),
         "partial_clone_s": round(partial_s, 3),
+        "list_runs_s": round(list_s, 3),
         "runs_in_repo": total,
     }
 

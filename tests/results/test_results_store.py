@@ -318,18 +318,25 @@ def test_run_record_validates_names_and_completes_the_notebook_file_name() -> No
             RunRecord(**{"namespace": "default", "name": "a", "uid": "u-1", "notebook": "n", **bad})
 
 
-def test_maintenance_cli_lists_and_checks_the_repository(tmp_path: Path) -> None:
+def test_maintenance_cli_lists_prunes_and_checks_the_repository(tmp_path: Path) -> None:
     async def seed() -> None:
         async with ResultsStore(tmp_path / "r", fsync=False) as store:
-            await store.commit_run(record(1), executed_notebook(), final=True)
+            for i in range(3):
+                await store.commit_run(record(i), executed_notebook(), final=True)
 
     asyncio.run(seed())
-    py = [sys.executable, "-m", "nbkube.results"]
-    listing = subprocess.run(
-        [*py, "list", "--root", str(tmp_path / "r")], capture_output=True, text=True, check=True
+    cli = [sys.executable, "-m", "nbkube.results"]
+    root = ["--root", str(tmp_path / "r")]
+    pruned = subprocess.run(
+        [*cli, "prune", *root, "--keep-last", "1"], capture_output=True, text=True, check=True
     )
-    assert listing.stdout.startswith("default/analysis-1\tSucceeded\tfinal=True\t0000-uid-1")
-    subprocess.run([*py, "fsck", "--root", str(tmp_path / "r")], check=True, capture_output=True)
+    assert pruned.stdout.startswith("removed 2 runs")
+    listing = subprocess.run([*cli, "list", *root], capture_output=True, text=True, check=True)
+    assert listing.stdout.startswith("default/analysis-2\tSucceeded\tfinal=True\t0000-uid-2")
+    assert len(listing.stdout.splitlines()) == 1
+    subprocess.run([*cli, "fsck", *root], check=True, capture_output=True)
+    refused = subprocess.run([*cli, "prune", *root], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--older-than" in refused.stderr
 
 
 def _repo_bytes(root: Path) -> int:

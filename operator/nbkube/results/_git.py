@@ -151,6 +151,41 @@ class GitPipe:
             raise await self._fail(f"reading {spec!r} failed") from exc
         return parts[0].decode(), parts[1].decode(), body[:-1]
 
+    async def objects(self, specs: list[str]) -> list[tuple[str, str, bytes] | None]:
+        """Many `cat-file --batch` requests at once: written by a feeder while the answers are read."""
+        if any("\n" in spec for spec in specs):
+            raise ValueError("object names cannot contain a newline")
+        proc = await self._process()
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+
+        async def feed() -> None:
+            for i in range(0, len(specs), 256):
+                stdin.write("".join(f"{spec}\n" for spec in specs[i : i + 256]).encode())
+                await stdin.drain()
+
+        feeder = asyncio.create_task(feed())
+        out: list[tuple[str, str, bytes] | None] = []
+        try:
+            for _ in specs:
+                header = await asyncio.wait_for(stdout.readline(), PIPE_TIMEOUT_S)
+                if not header.endswith(b"\n"):
+                    raise await self._fail("unexpected end of output")
+                parts = header.split()
+                if len(parts) != 3 or not parts[2].isdigit():
+                    out.append(None)
+                    continue
+                body = await asyncio.wait_for(stdout.readexactly(int(parts[2]) + 1), PIPE_TIMEOUT_S)
+                out.append((parts[0].decode(), parts[1].decode(), body[:-1]))
+            await feeder
+        except (TimeoutError, asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError) as exc:
+            raise await self._fail("batch read failed") from exc
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+                await self.close()  # the protocol is out of step: start afresh next time
+        return out
+
     async def close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:

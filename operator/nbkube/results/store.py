@@ -744,22 +744,50 @@ class ResultsStore:
         return await self._list_runs(root[0], namespace)
 
     async def _list_runs(self, root: str, namespace: str | None) -> list[RunSummary]:
+        """Reads the trees level by level, each level in one pipelined `cat-file` exchange."""
+        namespaces = {
+            ns: e.oid
+            for ns, e in (await self._read_tree(root)).items()
+            if e.type == "tree" and not ns.startswith(("_", ".")) and (not namespace or ns == namespace)
+        }
+        ns_trees = dict(zip(namespaces, await self._read_trees(list(namespaces.values())), strict=True))
+        run_dirs = [
+            (ns, name, e.oid)
+            for ns, entries in ns_trees.items()
+            for name, e in entries.items()
+            if e.type == "tree"
+        ]
+        run_trees = await self._read_trees([oid for _, _, oid in run_dirs])
+        located = [
+            (ns, name, tree[RUN_JSON].oid)
+            for (ns, name, _), tree in zip(run_dirs, run_trees, strict=True)
+            if RUN_JSON in tree
+        ]
+        async with self._cat_pipe.lock:
+            blobs = await self._cat_pipe.objects([oid for _, _, oid in located])
         out: list[RunSummary] = []
-        for ns, ns_entry in sorted((await self._read_tree(root)).items()):
-            if ns_entry.type != "tree" or ns.startswith(("_", ".")) or (namespace and ns != namespace):
+        for (ns, name, _), obj in zip(located, blobs, strict=True):
+            if obj is None:
                 continue
-            for name, run_entry in sorted((await self._read_tree(ns_entry.oid)).items()):
-                if run_entry.type != "tree":
-                    continue
-                run_json = (await self._read_tree(run_entry.oid)).get(RUN_JSON)
-                if run_json is None:
-                    continue
-                obj = await self._object(run_json.oid)
-                if obj is None:
-                    continue
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    out.append(_summary(ns, name, json.loads(obj[2])))
-        return out
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                out.append(_summary(ns, name, json.loads(obj[2])))
+        return sorted(out, key=lambda r: (r.namespace, r.name))
+
+    async def _read_trees(self, oids: list[str]) -> list[dict[str, TreeEntry]]:
+        found: dict[str, dict[str, TreeEntry]] = {}
+        for oid in oids:
+            cached = self._trees.get(oid)
+            if cached is not None:
+                found[oid] = cached
+        missing = [oid for oid in dict.fromkeys(oids) if oid not in found]
+        if missing:
+            async with self._cat_pipe.lock:
+                objs = await self._cat_pipe.objects(missing)
+            for oid, obj in zip(missing, objs, strict=True):
+                if obj is None or obj[1] != "tree":
+                    raise GitError(f"tree {oid} is missing")
+                found[oid] = parse_tree(obj[2])  # not cached: a listing would flush the writer's trees
+        return [found[oid] for oid in oids]
 
     async def _run_json_at(
         self, tree: str | None, namespace: str, name: str, staged: _Staged | None = None
