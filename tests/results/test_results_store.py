@@ -388,3 +388,24 @@ def test_tree_ids_match_what_git_computes_for_tricky_names(tmp_path: Path) -> No
     expected = git(root, "mktree", "-z", input=listing).strip()
     assert object_id("tree", tree_bytes(entries)) == expected
     assert object_id("blob", b"x") == blob
+
+
+async def test_one_bad_request_in_a_batch_does_not_sink_the_others(
+    store: ResultsStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spill = tmp_path / "changing.txt"
+    spill.write_bytes(b"before")
+    bad_req = await asyncio.to_thread(
+        store._prepare_run, record(1), executed_notebook(), {"o": spill}, True, 0.0
+    )
+    good_req = await asyncio.to_thread(store._prepare_run, record(2), executed_notebook(), {}, True, 0.0)
+    spill.write_bytes(b"after, and longer")  # the bytes git reads no longer match what was hashed
+    # both are queued before the writer wakes up, so they form one batch
+    tasks = [asyncio.create_task(store._submit(bad_req)), asyncio.create_task(store._submit(good_req))]
+    bad, good = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert "results batch of 2 failed" in caplog.text
+    assert isinstance(bad, Exception) and "other object ids" in str(bad)
+    assert isinstance(good, CommitInfo) and await store.find_final("0000-uid-2") == good
+    assert [r.name for r in await store.list_runs()] == ["analysis-2"]
+    git(store.root, "fsck", "--strict", "--no-dangling")

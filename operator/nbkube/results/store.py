@@ -73,6 +73,7 @@ import ctypes
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -110,6 +111,8 @@ from .records import (
     RunSummary,
     split_path,
 )
+
+log = logging.getLogger(__name__)
 
 BRANCH = "refs/heads/main"
 FINAL_REFS = "refs/nbkube/final/"
@@ -467,7 +470,20 @@ class ResultsStore:
                 batch.append(self._queue.get_nowait())
             try:
                 async with self._write_lock:
-                    await self._commit_batch(batch)
+                    try:
+                        await self._commit_batch(batch)
+                    except Exception:
+                        if len(batch) == 1:
+                            raise
+                        log.warning("results batch of %d failed; committing them one by one", len(batch))
+                        for (
+                            req
+                        ) in batch:  # one bad request (e.g. a spill file changed) must not sink the rest
+                            if req.future is not None and not req.future.done():
+                                try:
+                                    await self._commit_batch([req])
+                                except Exception as exc:
+                                    req.future.set_exception(exc)
             except Exception as exc:  # never let the writer die: fail the batch, keep serving
                 for req in batch:
                     if req.future is not None and not req.future.done():
