@@ -96,6 +96,34 @@ async def test_kernel_death_is_caught_by_the_watchdog_when_the_status_message_is
         await client.delete_kernel(model["id"])
 
 
+async def test_kernel_death_between_cells_stops_the_notebook_before_the_next_cell(
+    kernel: KernelConnection,
+) -> None:
+    nb = notebook(
+        "state = 'set'",
+        "import os, threading\nthreading.Timer(0.3, lambda: os._exit(1)).start()",
+        "print(state)",
+    )
+
+    async def linger_after_second_cell(index: int, result: object) -> None:
+        if index == 1:
+            for _ in range(100):  # until the gateway reports the death (a hang guard bounds it)
+                if kernel.kernel_lost_events:
+                    break
+                await asyncio.sleep(0.1)
+
+    executor = NotebookExecutor(kernel, on_cell_end=linger_after_second_cell)
+    result = await executor.execute_notebook(nb)
+    assert [c.state for c in result.cells] == [
+        CellState.SUCCEEDED,
+        CellState.SUCCEEDED,
+        CellState.KERNEL_DIED,
+    ]
+    assert result.state is CellState.KERNEL_DIED and result.failed_index == 2
+    assert "between cells" in (result.cells[2].error_value or "")
+    assert nb.cells[2].outputs == []  # never sent to the fresh kernel
+
+
 async def test_cancel_interrupts_the_running_cell_and_ends_the_notebook(kernel: KernelConnection) -> None:
     nb = notebook("import time\nprint('started', flush=True)\ntime.sleep(60)", "print('not run')")
     executor = NotebookExecutor(kernel)

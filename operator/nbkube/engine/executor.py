@@ -174,6 +174,8 @@ class NotebookExecutor:
         self.kernel_info_timeout = kernel_info_timeout
         self._cancelled = False
         self._current: Subscription | None = None
+        # Kernel deaths the gateway reported on this connection before our cells (see _run).
+        self._lost_events_seen = connection.kernel_lost_events
 
     # -- control ---------------------------------------------------------------------------------------
 
@@ -203,6 +205,7 @@ class NotebookExecutor:
         resume_cell) instead of executed again.
         """
         first = resume.index if resume is not None else start_index
+        self._lost_events_seen = self.connection.kernel_lost_events
         started = time.monotonic()
         nb = upgrade_notebook(nb)
         result = NotebookResult(notebook=nb, state=CellState.SUCCEEDED)
@@ -271,6 +274,14 @@ class NotebookExecutor:
             await _call(self.on_cell_end, index, result)
             return result
         connection = self.connection
+        if connection.kernel_lost_events > self._lost_events_seen:
+            # The kernel died and was restarted between cells: running on would execute the rest of
+            # the notebook in a fresh kernel without the state of the cells before.
+            result.state = CellState.KERNEL_DIED
+            result.error_name = "KernelDied"
+            result.error_value = "the kernel died between cells (restarted by the gateway; its state is lost)"
+            await _call(self.on_cell_end, index, result)
+            return result
         msg_id = resume_msg_id or new_id()
         subscription = connection.subscribe(msg_id)
         outputs = CellOutputs(self.budget, index, cell["id"])
