@@ -98,6 +98,12 @@ async def run_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Me
     await _ctx(memo).runs.drive(body, stopped)
 
 
+@kopf.on.event(*RUNS)
+def run_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    if "nbkube" in memo:
+        _ctx(memo).runs.observe(event.get("type"), event.get("object") or {})
+
+
 @kopf.timer(*RUNS, interval=10, when=_finished_with_ttl, idle=0)
 async def run_ttl(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _ctx(memo).runs.expire_if_due(body)

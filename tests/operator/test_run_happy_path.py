@@ -2,7 +2,7 @@ import json
 import urllib.request
 
 import nbformat
-from helpers import condition, environment, events, run, wait_env_ready, wait_run_finished
+from helpers import condition, environment, events, run, wait_env_ready, wait_for, wait_run_finished
 
 
 def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kubectl, namespace, operator):
@@ -81,3 +81,21 @@ def test_operator_metrics_follow_controller_runtime_names(operator):
         "nbkube_build_info",
     ):
         assert f"\n{name}" in text or text.startswith(name) or f"# TYPE {name}" in text, name
+
+
+def test_a_finished_run_is_deleted_after_its_ttl_and_its_result_stays(kubectl, env_namespace, operator):
+    kubectl.apply(run("short-lived", ["1 + 1"], ttlSecondsAfterFinished=1), namespace=env_namespace)
+    status = wait_run_finished(kubectl, env_namespace, "short-lived")["status"]
+    assert status["state"] == "Succeeded"
+    wait_for(
+        "the run to be deleted after its TTL",
+        lambda: kubectl("get", "nbrun", "short-lived", namespace=env_namespace, check=False).returncode != 0,
+        60,
+    )
+    url = f"{operator.results_url}/files/{status['result']['path']}?ref={status['result']['commit']}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert (
+            nbformat.reads(response.read().decode(), as_version=4).cells[0].outputs[0]["data"]["text/plain"]
+            == "2"
+        )
+    assert 'nbkube_runs{state="Succeeded"}' in operator.metrics()

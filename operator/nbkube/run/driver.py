@@ -54,7 +54,7 @@ from nbkube.engine import (
 )
 from nbkube.gateways import GatewayRegistry, KernelLease, NoGatewayAvailable
 from nbkube.kube import Kube, resource_path
-from nbkube.metrics import cell_duration, status_patches
+from nbkube.metrics import cell_duration, reconcile_total, status_patches
 from nbkube.metrics import runs as runs_gauge
 from nbkube.results.checkpoint import CheckpointPolicy
 from nbkube.run import cellstatus, source
@@ -93,17 +93,33 @@ class RunService:
         self.registry = registry
         self.results = results
         self.active: dict[str, RunDriver] = {}
+        self._states: dict[str, str] = {}
 
     async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
         uid = body["metadata"]["uid"]
         driver = RunDriver(self, body, stopped)
         self.active[uid] = driver
-        runs_gauge.labels("Running").set(len(self.active))
         try:
             await driver.drive()
         finally:
             self.active.pop(uid, None)
-            runs_gauge.labels("Running").set(len(self.active))
+            if driver.status.state in TERMINAL:
+                reconcile_total.labels("notebookrun", str(driver.status.state)).inc()
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """Keeps nbkube_runs{state} current from the watch stream."""
+        uid = (body.get("metadata") or {}).get("uid")
+        if not uid:
+            return
+        if event_type == "DELETED":
+            self._states.pop(uid, None)
+        else:
+            self._states[uid] = (body.get("status") or {}).get("state") or RunState.PENDING
+        counts = dict.fromkeys([s.value for s in RunState], 0)
+        for state in self._states.values():
+            counts[state] = counts.get(state, 0) + 1
+        for state, count in counts.items():
+            runs_gauge.labels(state).set(count)
 
     async def expire_if_due(self, body: kopf.Body) -> None:
         ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
