@@ -23,6 +23,7 @@ from nbkube.results import (
     StoreClosedError,
     StoreLockedError,
 )
+from nbkube.results.__main__ import main as cli_main
 from nbkube.results._git import TreeEntry, object_id, tree_bytes
 
 
@@ -335,8 +336,9 @@ def test_maintenance_cli_lists_prunes_and_checks_the_repository(tmp_path: Path) 
     assert listing.stdout.startswith("default/analysis-2\tSucceeded\tfinal=True\t0000-uid-2")
     assert len(listing.stdout.splitlines()) == 1
     subprocess.run([*cli, "fsck", *root], check=True, capture_output=True)
-    refused = subprocess.run([*cli, "prune", *root], capture_output=True, text=True)
-    assert refused.returncode == 2 and "--older-than" in refused.stderr
+    with pytest.raises(SystemExit) as refused:
+        cli_main(["prune", *root])  # neither --older-than nor --keep-last
+    assert refused.value.code == 2
 
 
 def _repo_bytes(root: Path) -> int:
