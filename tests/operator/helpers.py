@@ -7,21 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-GATEWAY_IMAGE = "nbkube/kernel-python:dev"
+from nbkube_testenv.operator_fixtures import environment_manifest
 
 
 def environment(name: str = "py", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "nbkube.io/v1alpha1",
-        "kind": "NotebookEnvironment",
-        "metadata": {"name": name},
-        "spec": {
-            "image": GATEWAY_IMAGE,
-            "warmKernels": 1,
-            "env": [{"name": "MPLBACKEND", "value": "Agg"}],
-            **spec,
-        },
-    }
+    return environment_manifest(name, **spec)
 
 
 def run(name: str, cells: list[str] | None = None, env: str = "py", **spec: Any) -> dict[str, Any]:

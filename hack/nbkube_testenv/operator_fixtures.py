@@ -1,0 +1,65 @@
+"""pytest fixtures for tests that need the nbkube operator running on the local cluster.
+
+`operator` is package-scoped: each test package gets its own operator process, stopped when the
+package's tests are done, so two operators never drive the same runs at once.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from nbkube_testenv import operator_process
+from nbkube_testenv.cluster import ClusterInfo
+from nbkube_testenv.wait import wait_for
+
+
+@pytest.fixture(scope="package")
+def operator(
+    cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[operator_process.OperatorProcess]:
+    """The operator under the chart's ServiceAccount identity (exactly the chart's ClusterRole rules)."""
+    operator_process.install(cluster)
+    proc = operator_process.OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"--- operator log tail ---\n{proc.log_tail(40)}")
+
+
+def environment_manifest(name: str = "py", **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "nbkube.io/v1alpha1",
+        "kind": "NotebookEnvironment",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "nbkube/kernel-python:dev",
+            "warmKernels": 1,
+            "env": [{"name": "MPLBACKEND", "value": "Agg"}],
+            **spec,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def env_namespace(_session_kubectl, operator, request) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A namespace with a ready NotebookEnvironment "py" (two warm kernels), shared by one test module."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.module.__name__.lower()).strip("-")[-30:].strip("-")
+    name = f"{slug}-{secrets.token_hex(3)}"
+    kubectl = _session_kubectl
+    kubectl("create", "namespace", name)
+    kubectl.apply(environment_manifest(warmKernels=2), namespace=name)
+
+    def ready() -> bool:
+        env = kubectl.json("get", "nbenv", "py", namespace=name)
+        conds = (env.get("status") or {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    wait_for(ready, f"environment {name}/py to be Ready", timeout=120)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
