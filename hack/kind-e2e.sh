@@ -88,11 +88,11 @@ log "fetch the executed notebook"
 mkdir -p "$OUT"
 kubectl -n "$NS" port-forward svc/nbkube-results 18082:8082 >/dev/null &
 PF_PID=$!
-for _ in $(seq 1 30); do curl -fs -o /dev/null "http://127.0.0.1:18082/info/refs?service=git-upload-pack" && break; sleep 1; done
+for _ in $(seq 1 30); do curl -fs -o /dev/null "http://127.0.0.1:18082/results/info/refs?service=git-upload-pack" && break; sleep 1; done
 COMMIT=$(kubectl -n "$WORK" get nbrun analysis-1 -o jsonpath='{.status.result.commit}')
 FILE=$(kubectl -n "$WORK" get nbrun analysis-1 -o jsonpath='{.status.result.path}')
-curl -fsS -o "$OUT/analysis-1.ipynb" "http://127.0.0.1:18082/files/$FILE?ref=$COMMIT"
-rm -rf "$OUT/results" && git clone -q http://127.0.0.1:18082/ "$OUT/results"
+curl -fsS -o "$OUT/analysis-1.ipynb" "http://127.0.0.1:18082/results/files/$FILE?ref=$COMMIT"
+rm -rf "$OUT/results" && git clone -q http://127.0.0.1:18082/results "$OUT/results"
 git -C "$OUT/results" cat-file -e "$COMMIT:$FILE"
 grep -q '"image/png"' "$OUT/analysis-1.ipynb" || die "the executed notebook has no figure"
 echo "executed notebook: $OUT/analysis-1.ipynb (commit $COMMIT); results repository: $OUT/results"
