@@ -1,0 +1,55 @@
+"""The `nbkube` command line: run notebooks on the cluster, follow, fetch and cancel them, edit cells.
+
+    nbkube run analysis.ipynb --env py -p alpha=0.3     upload, create a NotebookRun, follow it
+    nbkube logs RUN [-f]                                 cell outputs, as they stream with -f
+    nbkube fetch RUN [-o FILE]                           the executed notebook from the results repo
+    nbkube cancel RUN | get [RUN] | describe RUN
+    nbkube cells list|insert|replace|delete NB.ipynb     edit a local notebook by cell id
+
+Exit codes: 0 success; 1 a run that failed or was cancelled, or an error reaching the cluster or
+the operator (missing run, missing environment, ...); 2 a bad command line or input file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nbkube import __version__
+from nbkube.cli import cells, fetch, logs, run, runs
+from nbkube.cli.errors import EXIT_USAGE, CliError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbkube",
+        description="Run Jupyter notebooks on Kubernetes with nbkube, and edit notebooks by cell id.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbkube {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run.register(subparsers)
+    logs.register(subparsers)
+    fetch.register(subparsers)
+    runs.register(subparsers)
+    cells.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), message already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return int(args.handler(args))
+    except CliError as exc:
+        print(f"nbkube: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("nbkube: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `nbkube logs RUN | head`
+        sys.stderr.close()
+        return 0

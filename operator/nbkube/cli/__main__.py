@@ -1,0 +1,3 @@
+from nbkube.cli import main
+
+raise SystemExit(main())
