@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -117,15 +118,29 @@ async def clone_time(base: str, dest: Path, *extra: str) -> float:
     return time.perf_counter() - start
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the git pipes are reaped when a store closes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+async def phase(root: Path, first: int, count: int, concurrency: int, fsync: bool) -> tuple[float, float]:
+    """(commits/s, CPU ms per commit) for `count` new final results, the store opened and closed around it."""
+    cpu0 = cpu_s()
+    async with ResultsStore(root, fsync=fsync) as store:
+        rate = await commits_per_s(store, first, count, concurrency)
+    return rate, (cpu_s() - cpu0) * 1e3 / count
+
+
 async def main(runs: int, commits: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nbkube-bench-results-") as tmp:
         root = Path(tmp) / "results"
         async with ResultsStore(root, fsync=False) as store:
             build_s = await build(store, runs)
-            seq_nofsync = await commits_per_s(store, runs, commits, 1)
-        async with ResultsStore(root) as store:  # defaults: fsync on
-            seq_fsync = await commits_per_s(store, runs + commits, commits, 1)
-            conc_fsync = await commits_per_s(store, runs + 2 * commits, commits, 50)
+        seq_nofsync, cpu_nofsync = await phase(root, runs, commits, 1, fsync=False)
+        seq_fsync, cpu_fsync = await phase(root, runs + commits, commits, 1, fsync=True)
+        conc_fsync, cpu_conc = await phase(root, runs + 2 * commits, commits, 50, fsync=True)
+        async with ResultsStore(root) as store:
             start = time.perf_counter()
             total = len(await store.list_runs())
             list_s = time.perf_counter() - start
@@ -145,9 +160,10 @@ async def main(runs: int, commits: int) -> dict[str, float]:
     rows = [
         ("build: runs committed (16 at a time, fsync off)", f"{runs} in {build_s:.2f} s"),
         ("runs in the repository when measuring", f"{runs}..{total}"),
-        ("commits/s, one at a time, fsync off", f"{seq_nofsync:.1f}"),
-        ("commits/s, one at a time, fsync on (default)", f"{seq_fsync:.1f}"),
-        ("commits/s, 50 at once, fsync on (default)", f"{conc_fsync:.1f}"),
+        ("commits/s, one at a time, fsync off", f"{seq_nofsync:.1f}  ({cpu_nofsync:.1f} CPU ms/commit)"),
+        ("commits/s, one at a time, fsync on (default)", f"{seq_fsync:.1f}  ({cpu_fsync:.1f} CPU ms/commit)"),
+        ("commits/s, 50 at once, fsync on (default)", f"{conc_fsync:.1f}  ({cpu_conc:.1f} CPU ms/commit)"),
+        ("load average (1 min) at the end, on this shared machine", f"{os.getloadavg()[0]:.1f}"),
         (f"list_runs() over {total} runs", f"{list_s * 1e3:.0f} ms"),
         (f"GET /files/ one notebook ({fetch_bytes / 1e3:.0f} kB), median", f"{fetch_s * 1e3:.1f} ms"),
         (f"git clone over HTTP ({total} runs, {repo_mb:.1f} MB repo)", f"{clone_s:.2f} s"),
@@ -165,6 +181,9 @@ async def main(runs: int, commits: int) -> dict[str, float]:
         "partial_clone_s": round(partial_s, 3),
         "list_runs_s": round(list_s, 3),
         "runs_in_repo": total,
+        "cpu_ms_per_commit": round(cpu_fsync, 2),
+        "cpu_ms_per_commit_concurrent50": round(cpu_conc, 2),
+        "loadavg_1m": round(os.getloadavg()[0], 1),
     }
 
 

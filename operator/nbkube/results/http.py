@@ -1,11 +1,15 @@
 """Read-only HTTP access to the results repository, mounted by the operator on its HTTP port.
 
-Mount it with `app.add_subapp("/results", results_http_app(store))`; then, e.g. after
-`kubectl -n nbkube port-forward deploy/nbkube-operator 8080`:
+Mount it with `app.add_subapp("/results", results_http_app(store))` (the operator does, on its results
+port, 8082 by default); then, after `kubectl -n nbkube port-forward <operator pod or deployment> 8082`:
 
-    git clone http://127.0.0.1:8080/results nbkube-results        # read-only git smart HTTP (v0 and v2)
-    git clone --filter=blob:none http://127.0.0.1:8080/results    # partial clone: blobs fetched on demand
-    curl -o out.ipynb 'http://127.0.0.1:8080/results/files/default/analysis-1/analysis.ipynb?ref=<commit>'
+    git clone http://127.0.0.1:8082/results nbkube-results        # read-only git smart HTTP (v0 and v2)
+    git clone --filter=blob:none http://127.0.0.1:8082/results    # partial clone: blobs fetched on demand
+    git -C nbkube-results pull                                    # later results
+    curl -o out.ipynb 'http://127.0.0.1:8082/results/files/default/analysis-1/analysis.ipynb?ref=<commit>'
+
+`nbkube fetch <run> -o out.ipynb` does the last one with `status.result.{commit,path}` of the run; for a
+run that is gone, `GET /runs?namespace=<ns>` lists what the repository still holds.
 
 Routes (relative to the mount point):
 - `GET /info/refs?service=git-upload-pack`, `POST /git-upload-pack`: git smart HTTP, served by

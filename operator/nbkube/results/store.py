@@ -60,9 +60,9 @@ can prune. By hand, with the operator stopped (scaled to 0) and the PVC mounted 
 the operator image: `python -m nbkube.results prune --root /results --older-than 30d --keep-last 20`
 (`python -m nbkube.results list|fsck --root ...` inspect it).
 
-Users get results back (see `nbkube.results.http`): `git clone http://<operator>:<port>/results`
+Users get results back (see `nbkube.results.http`): `git clone http://<operator>:8082/results`
 (read-only git smart HTTP, e.g. through `kubectl port-forward`), or one file with
-`GET /results/files/<path>?ref=<commit>` which is what `nbkube fetch` uses.
+`GET /results/files/<path>?ref=<commit>`, which is what `nbkube fetch` uses.
 """
 
 from __future__ import annotations
