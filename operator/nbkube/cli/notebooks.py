@@ -15,7 +15,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import nbformat
 from nbformat import NotebookNode
@@ -51,6 +51,8 @@ def parse_notebook(text: str, origin: str) -> Loaded:
     if not isinstance(raw, dict) or "nbformat" not in raw:
         raise UsageError(f"{origin} is not a notebook: no nbformat version")
     version = f"{raw.get('nbformat')}.{raw.get('nbformat_minor', 0)}"
+    if raw.get("nbformat") == 4 and raw.get("nbformat_minor", 0) >= 5 and isinstance(raw.get("cells"), list):
+        check_ids(raw["cells"], origin)  # before nbformat, which would silently rename duplicates
     try:
         nb = nbformat.reads(text, as_version=4)
     except Exception as exc:  # nbformat raises many kinds of errors for malformed documents
@@ -61,7 +63,7 @@ def parse_notebook(text: str, origin: str) -> Loaded:
         upgraded_from = version
     elif raw.get("nbformat") != 4:
         upgraded_from = version
-    check_ids(nb, origin)
+    check_ids(nb.cells, origin)
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
@@ -69,10 +71,10 @@ def parse_notebook(text: str, origin: str) -> Loaded:
     return Loaded(nb, upgraded_from)
 
 
-def check_ids(nb: NotebookNode, origin: str) -> None:
+def check_ids(cells: list[Any], origin: str) -> None:
     seen: set[str] = set()
-    for index, cell in enumerate(nb.cells):
-        cell_id = cell.get("id")
+    for index, cell in enumerate(cells):
+        cell_id = cell.get("id") if isinstance(cell, dict) else None
         if not isinstance(cell_id, str) or not CELL_ID.match(cell_id):
             raise UsageError(f"{origin}: cell {index} has an invalid id {cell_id!r}")
         if cell_id in seen:
