@@ -103,9 +103,7 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
         assert any("alpha=0.3 seed=7: fitted slope 0.3" in o.get("text", "") for o in outputs)
 
         clone = tmp_path / "results"
-        subprocess.run(
-            ["git", "clone", "-q", operator.results_url + "/", str(clone)], check=True, timeout=120
-        )
+        subprocess.run(["git", "clone", "-q", operator.results_url, str(clone)], check=True, timeout=120)
         shown = subprocess.run(
             ["git", "-C", str(clone), "show", f"{result['commit']}:{result['path']}"],
             capture_output=True,

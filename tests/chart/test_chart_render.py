@@ -194,6 +194,7 @@ def test_notes_tell_the_next_commands(helm):
     assert "kubectl apply -f examples/run.yaml" in notes
     assert "kubectl get nbrun -w" in notes
     assert "port-forward svc/nbkube-results 8082" in notes
-    assert "git clone http://127.0.0.1:8082/" in notes
+    assert "git clone http://127.0.0.1:8082/results nbkube-results" in notes
+    assert "http://127.0.0.1:8082/results/files/$FILE?ref=$COMMIT" in notes
     for path in ("examples/environment.yaml", "examples/analysis.ipynb", "examples/run.yaml"):
         assert (REPO / path).is_file(), path
