@@ -106,3 +106,9 @@ def test_crd_yaml_round_trips():
     for name in all_crds():
         doc = yaml.safe_load((REPO / "crds" / name).read_text())
         assert doc["spec"]["names"]["categories"] == ["notebooks", "all"]
+
+
+def test_a_parameter_name_yaml_turned_into_a_boolean_is_refused_with_the_fix():
+    base = {"environmentRef": {"name": "py"}, "notebook": {"cells": [{"source": "1"}]}}
+    with pytest.raises(ValidationError, match="quote the name"):
+        NotebookRunSpec.model_validate({**base, "parameters": {"false": 500}})

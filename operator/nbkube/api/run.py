@@ -127,6 +127,11 @@ class NotebookRunSpec(ApiModel):
     @model_validator(mode="after")
     def _check(self) -> NotebookRunSpec:
         for key in list(self.parameters) + list(self.matrix):
+            if key.lower() in ("true", "false"):
+                raise ValueError(
+                    f"parameter name {key!r}: YAML reads unquoted keys such as n, y, no, yes, off and on as "
+                    "booleans; quote the name"
+                )
             if not _is_identifier(key):
                 raise ValueError(f"parameter name {key!r} is not a valid identifier")
         for key, values in self.matrix.items():
