@@ -14,5 +14,6 @@ def test_readme_api_reference_matches_the_crds():
 
 def test_api_reference_documents_every_spec_field_of_both_resources():
     ref = reference()
-    for field in ("`environmentRef.name`", "`notebook.configMapRef.key`", "`matrix`", "`warmKernels`", "`image`"):
+    fields = ("`environmentRef.name`", "`notebook.configMapRef.key`", "`matrix`", "`warmKernels`", "`image`")
+    for field in fields:
         assert field in ref
