@@ -261,3 +261,25 @@ def test_unreachable_operator_and_missing_results_are_one_line_errors(
     )
     message = error(["fetch", "no-env-run", "--operator-url", "http://127.0.0.1:9", *ns])
     assert "no-env-run has no result" in message
+
+
+def test_run_with_a_matrix_follows_the_sweep_and_names_its_children(
+    cli: Cli, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = notebook(
+        workdir / "sweep.ipynb",
+        nbformat.v4.new_code_cell("alpha = 0", id="params", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(alpha)", id="show"),
+    )
+    done = cli("run", str(path), "--env", "py", "--matrix", "alpha=1,2", "--name", "sweep-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^sweep-run: 2/2 Succeeded", done.stdout, re.MULTILINE), done.stdout
+    children = re.findall(r"^child run: (sweep-run-\S+)$", done.stdout, re.MULTILINE)
+    assert len(children) == 2
+    outputs = sorted(cli("logs", child).stdout.splitlines()[-2] for child in children)
+    assert outputs == ["1", "2"]
+    for key in ("KUBECONFIG", "NBKUBE_OPERATOR_URL"):
+        monkeypatch.setenv(key, cli.env[key])
+    assert main(["fetch", "sweep-run", "-n", cli.namespace]) == 1
+    message = one_line_error(capsys.readouterr().err)
+    assert "sweep-run is a sweep" in message and all(child in message for child in children)

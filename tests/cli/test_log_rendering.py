@@ -83,3 +83,30 @@ def test_events_become_a_header_per_cell_outputs_and_an_end_line() -> None:
         "── cell 3: failed ──",
         "── run Failed (CellError) ──",
     ]
+
+
+def test_progress_redraws_one_line_on_a_terminal_and_prints_changes_otherwise() -> None:
+    from nbkube.cli.progress import Progress
+
+    def run(state: str, done: int, cells: list[dict[str, object]] | None = None) -> dict[str, object]:
+        return {"status": {"state": state, "cellsDone": done, "cellsTotal": 4, "cells": cells or []}}
+
+    updates = [
+        run("Running", 1, [{"index": 1, "id": "fit", "state": "running"}]),
+        run("Running", 1, [{"index": 1, "id": "fit", "state": "running"}]),
+        run("Succeeded", 4),
+    ]
+    tty = io.StringIO()
+    bar = Progress("r", tty, tty=True)
+    for update in updates:
+        bar.update(update)
+    bar.close()
+    assert tty.getvalue().count("\r") == 3 and tty.getvalue().endswith("\n")
+    assert "r [######------------------] 1/4  Running: cell 1 (fit)" in tty.getvalue()
+    assert "\rr [########################] 4/4  Succeeded" in tty.getvalue()
+    plain = io.StringIO()
+    lines = Progress("r", plain, tty=False)
+    for update in updates:
+        lines.update(update)
+    lines.close()
+    assert plain.getvalue().splitlines() == ["r: 1/4 Running: cell 1 (fit)", "r: 4/4 Succeeded"]
