@@ -1,7 +1,8 @@
 """pytest fixtures for tests that need the nbkube operator running on the local cluster.
 
-`operator` is package-scoped: each test package gets its own operator process, stopped when the
-package's tests are done, so two operators never drive the same runs at once.
+`operator` is one operator process for the whole session. A test that starts an operator of its own
+(say, under the identity a `helm install` created) pauses this one until its own stops
+(OperatorProcess.start), so two operators never drive the same runs at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from nbkube_testenv.cluster import ClusterInfo
 from nbkube_testenv.wait import wait_for
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def operator(
     cluster: ClusterInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[operator_process.OperatorProcess]:

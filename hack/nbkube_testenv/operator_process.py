@@ -82,7 +82,15 @@ def install(info: ClusterInfo) -> None:
     )
 
 
-@dataclass
+class _PortTaken(RuntimeError):
+    pass
+
+
+# The operators this test process runs, so that starting one pauses the others on the same cluster.
+_RUNNING: list[OperatorProcess] = []
+
+
+@dataclass(eq=False)
 class OperatorProcess:
     info: ClusterInfo
     workdir: Path
@@ -99,6 +107,7 @@ class OperatorProcess:
     service_account: str = SERVICE_ACCOUNT
 
     def __post_init__(self) -> None:
+        self._paused: list[OperatorProcess] = []
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "operator.log"
@@ -113,6 +122,29 @@ class OperatorProcess:
         return f"{self.http_url}/results"
 
     def start(self, timeout: float = 60) -> None:
+        """Starts the operator; any other operator this process runs on the same cluster is paused until
+        this one stops, because two operators must never drive the same runs."""
+        for other in list(_RUNNING):
+            if other is not self and other.info.dir == self.info.dir and other.running:
+                other._terminate()
+                _RUNNING.remove(other)
+                self._paused.append(other)
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                break
+            except _PortTaken:
+                if attempt == 2:
+                    raise
+                self.metrics_port, self.results_port, self.health_port = free_port(), free_port(), free_port()
+        if self not in _RUNNING:
+            _RUNNING.append(self)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _start(self, timeout: float) -> None:
         kubeconfig = self.info.service_account_kubeconfig(
             self.namespace, self.service_account, self.workdir / "operator.kubeconfig"
         )
@@ -145,7 +177,10 @@ class OperatorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the operator exited with {self.process.returncode}:\n{self.log_tail()}")
+                tail = self.log_tail()
+                if "address already in use" in tail.lower():
+                    raise _PortTaken(tail)
+                raise RuntimeError(f"the operator exited with {self.process.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
                     if r.status == 200:
@@ -162,6 +197,15 @@ class OperatorProcess:
             self.process.wait(10)
 
     def stop(self, timeout: float = 30) -> None:
+        """Stops the operator and resumes the ones its start() paused."""
+        self._terminate(timeout)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        paused, self._paused = self._paused, []
+        for other in paused:
+            other.start()
+
+    def _terminate(self, timeout: float = 30) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
