@@ -21,32 +21,29 @@ from nbkube.cli.run import (
 )
 
 
-def test_parameter_values_are_yaml_scalars() -> None:
-    params = parse_parameters(
-        [
-            "alpha=0.3",
-            "name=abc",
-            "n=3",
-            "flag=true",
-            "empty=",
-            "none=null",
-            "day=2024-01-01",
-            "xs=[1, 2]",
-            "eq=a=b",
-        ]
-    )
-    assert params == {
-        "alpha": 0.3,
-        "name": "abc",
-        "n": 3,
-        "flag": True,
-        "empty": "",
-        "none": None,
-        "day": "2024-01-01",
-        "xs": [1, 2],
-        "eq": "a=b",
+def test_parameter_values_are_yaml_1_2_scalars() -> None:
+    given = {
+        "alpha": ("0.3", 0.3),
+        "name": ("abc", "abc"),
+        "n": ("3", 3),
+        "neg": ("-4", -4),
+        "exp": ("1e-3", 0.001),
+        "flag": ("true", True),
+        "off": ("False", False),
+        "empty": ("", ""),
+        "none": ("null", None),
+        "quoted": ("'3'", "3"),
+        "xs": ("[1, 2]", [1, 2]),
+        "eq": ("a=b", "a=b"),
+        # YAML 1.1 would turn these into a bool, a date, 90 and infinity
+        "country": ("no", "no"),
+        "day": ("2024-01-01", "2024-01-01"),
+        "time": ("1:30", "1:30"),
+        "inf": (".inf", ".inf"),
     }
-    assert isinstance(params["alpha"], float) and isinstance(params["n"], int)
+    params = parse_parameters([f"{name}={text}" for name, (text, _) in given.items()])
+    assert params == {name: value for name, (_, value) in given.items()}
+    assert isinstance(params["alpha"], float) and isinstance(params["n"], int) and params["flag"] is True
 
 
 def test_matrix_values_are_split_on_commas() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import secrets
 import sys
@@ -47,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a parameter; VALUE is read as YAML (0.3 is a float, abc a string, true a bool); repeatable",
+        help="a parameter; VALUE is a YAML 1.2 scalar (0.3 a float, 3 an int, true a bool, abc a "
+        "string); repeatable",
     )
     parser.add_argument(
         "--matrix",
@@ -67,21 +67,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=cmd_run)
 
 
+_NULL = {"null", "Null", "NULL", "~"}
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+
+
 def parse_value(text: str) -> Any:
-    """A parameter value as YAML, kept as the string when YAML gives something JSON cannot carry."""
-    if text == "":
-        return ""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, float) and not math.isfinite(value):
-        return text
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return text  # e.g. dates
-    return value
+    """A parameter value as a YAML 1.2 core-schema scalar: null, true/false, an int, a float, a
+    quoted string or a flow list/mapping; anything else is the string itself. PyYAML alone would read
+    YAML 1.1, where `no` is false and `1:30` is 90."""
+    if text in _NULL:
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT.match(text):
+        return int(text)
+    if _FLOAT.match(text):
+        return float(text)
+    if text[:1] in ("'", '"', "[", "{"):
+        try:
+            value = yaml.safe_load(text)
+            json.dumps(value, allow_nan=False)
+            return value
+        except (yaml.YAMLError, TypeError, ValueError):
+            return text
+    return text
 
 
 def parse_assignment(text: str, option: str) -> tuple[str, str]:
