@@ -279,9 +279,48 @@ class Bench:
         assert self.operator is not None and self.operator.process is not None
         return rss_mib(self.operator.process.pid)
 
+    def control_plane_pids(self) -> dict[str, int]:
+        assert self.info is not None
+        pids = {k: v for k, v in self.info.pids.items() if k in ("kube-apiserver", "etcd")}
+        return {"operator": self.operator_pid(), **pids}
+
     def operator_pid(self) -> int:
         assert self.operator is not None and self.operator.process is not None
         return self.operator.process.pid
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User+system CPU seconds so far of each named process (its reaped children included)."""
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            out[name] = t.user + t.system + t.children_user + t.children_system
+    return out
+
+
+class LatencyProbe:
+    """GETs a small object every `interval` from a thread: the API server's latency as clients see it."""
+
+    def __init__(self, rest: Rest, path: str, interval: float = 0.5) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                with contextlib.suppress(Exception):
+                    rest.get(path)
+                    self.samples.append(time.perf_counter() - started)
+                self._stop.wait(interval)
+
+        self._thread = threading.Thread(target=loop, name="latency-probe", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join(10)
+        return sorted(self.samples)
 
 
 @contextlib.contextmanager

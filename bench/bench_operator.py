@@ -51,8 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _operator_support import (
     Bench,
+    LatencyProbe,
     RunRecord,
     bench_cluster,
+    cpu_seconds,
     environment,
     load_average,
     notebook_run,
@@ -195,11 +197,14 @@ async def raw_sweep(url: str, token: str, prestarted: bool) -> float:
         return time.perf_counter() - t0
 
 
-def bench_raw(tmp: Path, prestarted: bool) -> float:
+def bench_raw(tmp: Path, prestarted: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the client)"""
     token = secrets.token_hex(16)
     gateway = LocalGateway(token, tuned=True, log_path=tmp / "raw-gateway.log").start()
     try:
-        return asyncio.run(raw_sweep(gateway.url, token, prestarted))
+        cpu0 = time.process_time()
+        wall = asyncio.run(raw_sweep(gateway.url, token, prestarted))
+        return wall, time.process_time() - cpu0
     finally:
         gateway.stop()
 
@@ -207,7 +212,7 @@ def bench_raw(tmp: Path, prestarted: bool) -> float:
 def bench_sweep(bench: Bench, watch: Any) -> dict[str, Any]:
     say(f"2. {SWEEP_RUNS} x {SWEEP_CELLS}: a sweep through the operator, and the raw engine on one gateway")
     tmp = bench.dir
-    raw_before = bench_raw(tmp, prestarted=False)
+    raw_before, raw_cpu = bench_raw(tmp, prestarted=False)
     print(f"   raw engine, cold kernels: {raw_before:.2f} s", flush=True)
     bench.wait_environment_warm(NS, ENV, WARM)
     name = "sweep-32x50"
@@ -215,9 +220,14 @@ def bench_sweep(bench: Bench, watch: Any) -> dict[str, Any]:
         name, ENV, trivial_cells(), matrix={"i": list(range(SWEEP_RUNS))}, parallelism=SWEEP_RUNS
     )
     patches0 = bench.metric("nbkube_status_patches_total")
+    pids = bench.control_plane_pids()
+    cpu0 = cpu_seconds(pids)
+    probe = LatencyProbe(bench.api, f"/api/v1/namespaces/{NS}")
     t0 = time.time()
     bench.create(NS, parent)
     parent_rec = watch.wait_terminal([name], 900)[0]
+    latencies = probe.stop()
+    cpu = {k: v - cpu0.get(k, 0.0) for k, v in cpu_seconds(pids).items()}
     expect_state([parent_rec], "Succeeded")
     patches = bench.metric("nbkube_status_patches_total") - patches0
     children = [
@@ -237,9 +247,9 @@ def bench_sweep(bench: Bench, watch: Any) -> dict[str, Any]:
     first_running = min(r.states.get("Running", float("inf")) for r in children) - t0
     last_running = max(r.states.get("Running", 0) for r in children) - t0
     print(f"   operator sweep: {operator_s:.2f} s to the last child finished", flush=True)
-    raw_after = bench_raw(tmp, prestarted=False)
+    raw_after, raw_cpu_after = bench_raw(tmp, prestarted=False)
     print(f"   raw engine, cold kernels: {raw_after:.2f} s", flush=True)
-    raw_warm = bench_raw(tmp, prestarted=True) if RAW_PRESTARTED else float("nan")
+    raw_warm = bench_raw(tmp, prestarted=True)[0] if RAW_PRESTARTED else float("nan")
     if RAW_PRESTARTED:
         print(f"   raw engine, pre-started kernels: {raw_warm:.2f} s", flush=True)
     raw = statistics.fmean([raw_before, raw_after])
@@ -260,6 +270,10 @@ def bench_sweep(bench: Bench, watch: Any) -> dict[str, Any]:
         "child_durations": statistics.fmean((r.terminal_at or 0) - r.created_seen for r in children),
         "writes_per_child": statistics.fmean(r.writes for r in children),
         "parent_writes": parent_rec.writes,
+        "cpu": cpu,
+        "raw_client_cpu": statistics.fmean([raw_cpu, raw_cpu_after]),
+        "api_latency_median": statistics.median(latencies) if latencies else float("nan"),
+        "api_latency_p90": latencies[int(len(latencies) * 0.9)] if latencies else float("nan"),
     }
 
 
@@ -336,6 +350,11 @@ def bench_rss(bench: Bench) -> dict[str, Any]:
     out["finished"], out["finished_with_children"] = bench.operator_rss()
     out["peak"] = peak_rss_mib(bench.operator_pid())
     out["writes_per_run"] = statistics.fmean(r.writes for r in recs)
+    events = bench.api.get(f"/api/v1/namespaces/{ns}/events")["items"]
+    out["events_per_run"] = len(events) / RSS_RUNS
+    out["handler_events_per_run"] = (
+        sum(1 for e in events if "succeeded" in (e.get("message") or "")) / RSS_RUNS
+    )
     print(
         f"   {RSS_RUNS} terminal after {out['all_terminal_s']:.1f} s (created in {out['create_s']:.1f} s): "
         f"RSS {out['finished']:.1f} MiB",
@@ -444,6 +463,21 @@ def main() -> int:
         ),
         ("operator / raw (cold kernels)", f"{sweep['ratio']:.2f}", "<= 2", sweep["ratio"] <= 2),
         (
+            "  CPU s during the sweep: operator/apiserver/etcd",
+            "/".join(
+                f"{sweep['cpu'].get(k, float('nan')):.1f}" for k in ("operator", "kube-apiserver", "etcd")
+            ),
+            "",
+            None,
+        ),
+        ("  CPU s of the raw client (its whole run)", f"{sweep['raw_client_cpu']:.1f}", "", None),
+        (
+            "  API GET latency during the sweep, median/p90",
+            f"{sweep['api_latency_median'] * 1000:.0f} / {sweep['api_latency_p90'] * 1000:.0f} ms",
+            "",
+            None,
+        ),
+        (
             "status patches per 1-cell run (apply runs)",
             f"{apply['patches_per_run']:.1f} ({apply['writes_per_run']:.1f} writes)",
             "",
@@ -492,6 +526,12 @@ def main() -> int:
         ("  with children", f"{rss['finished_with_children']:.1f} MiB", "", None),
         ("  creation -> all terminal", f"{rss['all_terminal_s']:.1f} s", "", None),
         ("  writes per run (watch)", f"{rss['writes_per_run']:.1f}", "", None),
+        (
+            "  k8s Events per run (kopf 'Handler ... succeeded')",
+            f"{rss['events_per_run']:.1f} ({rss['handler_events_per_run']:.1f})",
+            "",
+            None,
+        ),
         (
             "operator restarted with them present",
             f"{rss['restarted']:.1f} MiB",
