@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 ResultsCommit = Callable[..., Awaitable[RunResult | None]]
 NOTEBOOK_WAIT_SECONDS = 30.0
+JOURNAL_GRACE_SECONDS = 30.0
 TERMINAL = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
 
 
@@ -94,6 +95,7 @@ class RunService:
         self.results = results
         self.active: dict[str, RunDriver] = {}
         self._states: dict[str, str] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
         uid = body["metadata"]["uid"]
@@ -105,6 +107,15 @@ class RunService:
             self.active.pop(uid, None)
             if driver.status.state in TERMINAL:
                 reconcile_total.labels("notebookrun", str(driver.status.state)).inc()
+
+    def remove_later(self, journal: RunJournal, delay: float = JOURNAL_GRACE_SECONDS) -> None:
+        async def remove() -> None:
+            await asyncio.sleep(delay)
+            await journal.remove()
+
+        task = asyncio.create_task(remove())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
         """Keeps nbkube_runs{state} current from the watch stream."""
@@ -657,7 +668,9 @@ class RunDriver:
             log.exception("results commit of %s/%s failed", self.namespace, self.name)
             return
         self.status.result = RunResult(commit=info.commit, path=info.path, final=True)
-        await self.journal.remove()
+        # The result is safe; the journal goes a little later so `nbkube logs -f` followers can
+        # read its last lines after they see the run end.
+        self.service.remove_later(self.journal)
         kopf.info(self.body, reason="ResultsCommitted", message=f"{info.path} at {info.commit[:12]}")
 
     def _record(self, spec: NotebookRunSpec, outcome: Outcome) -> Any:

@@ -92,7 +92,12 @@ async def stream_events(
         run = await kube.get(run_path(namespace, name))
         status = run.get("status") or {}
         if status.get("state") in TERMINAL:
-            if offset == 0 and status.get("result") and results is not None:
+            if offset > 0:  # we were following the journal: its last lines first
+                entries, offset = await _tail(journal_dir / f"{run['metadata']['uid']}.jsonl", offset)
+                for entry in entries:
+                    for event in _events_from_journal_entry(entry):
+                        yield event
+            elif status.get("result") and results is not None:
                 raw = await results.read_file(status["result"]["path"], status["result"]["commit"])
                 for event in _events_from_notebook(nbformat.reads(raw.decode(), as_version=4)):
                     yield event
