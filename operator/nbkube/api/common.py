@@ -83,36 +83,19 @@ def set_condition(
     observed_generation: int | None = None,
 ) -> list[Condition]:
     """Returns the conditions with ``type_`` set; lastTransitionTime moves only when status changes."""
-    result: list[Condition] = []
-    found = False
-    for cond in conditions:
-        if cond.type != type_:
-            result.append(cond)
-            continue
-        found = True
-        changed = cond.status != status
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now_rfc3339() if changed else cond.last_transition_time,
-                observed_generation=observed_generation,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now_rfc3339(),
-                observed_generation=observed_generation,
-            )
-        )
-    return result
+    previous = get_condition(conditions, type_)
+    unchanged = previous is not None and previous.status == status
+    condition = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=previous.last_transition_time if unchanged and previous else now_rfc3339(),
+        observed_generation=observed_generation,
+    )
+    if previous is None:
+        return [*conditions, condition]
+    return [condition if c.type == type_ else c for c in conditions]
 
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
