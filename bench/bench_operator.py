@@ -167,7 +167,8 @@ def child_notebook(index: int) -> Any:
 
 
 async def raw_sweep(url: str, token: str, prestarted: bool) -> float:
-    async with GatewayClient(url, token) as client:
+    # a generous timeout: a load spike from others on the shared machine must not fail the baseline
+    async with GatewayClient(url, token, request_timeout=120) as client:
 
         async def start() -> Any:
             model = await client.start_kernel("python3")
