@@ -82,6 +82,7 @@ class Kube:
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
         configuration = client.Configuration()
+        configuration.connection_pool_maxsize = 16
         try:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:

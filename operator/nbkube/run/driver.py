@@ -53,7 +53,7 @@ from nbkube.engine import (
     upgrade_notebook,
 )
 from nbkube.gateways import GatewayRegistry, KernelLease, NoGatewayAvailable
-from nbkube.kube import Kube, resource_path
+from nbkube.kube import Kube, NotFound, resource_path
 from nbkube.metrics import cell_duration, reconcile_total, status_patches
 from nbkube.metrics import runs as runs_gauge
 from nbkube.results.checkpoint import CheckpointPolicy
@@ -126,6 +126,9 @@ class RunService:
             self._states.pop(uid, None)
         else:
             self._states[uid] = (body.get("status") or {}).get("state") or RunState.PENDING
+            driver = self.active.get(uid)
+            if driver is not None and (body.get("spec") or {}).get("cancel"):
+                driver.cancel_requested.set()  # from the watch stream: no per-run polling
         counts = dict.fromkeys([s.value for s in RunState], 0)
         for state in self._states.values():
             counts[state] = counts.get(state, 0) + 1
@@ -180,7 +183,7 @@ class RunDriver:
             log.warning("status patch of %s/%s failed: %s", self.namespace, self.name, exc)
 
     def _publish(self) -> None:
-        self.writer.update(self.status.to_api())
+        self.writer.update(self.status.to_api)
 
     async def _flush(self) -> None:
         await self.writer.flush(self.status.to_api())
@@ -225,8 +228,22 @@ class RunDriver:
             kopf.info(self.body, reason=outcome.reason, message=outcome.message)
         else:
             kopf.warn(self.body, reason=outcome.reason, message=outcome.message)
-        await self.writer.flush(self.status.to_api())
-        await self.writer.close()
+        self.writer.discard()
+        # The terminal status must land: nothing drives this run again until the operator restarts.
+        status = self.status.to_api()
+        status["kernel"] = None
+        async with self.writer.lock:  # no older patch may land after this one
+            for attempt in range(12):
+                try:
+                    path = run_path(self.namespace, self.name, "status")
+                    await self.kube.merge_patch(path, {"status": status})
+                    status_patches.inc()
+                    return
+                except NotFound:
+                    return
+                except Exception as exc:
+                    log.warning("final status of %s/%s not written yet: %s", self.namespace, self.name, exc)
+                    await asyncio.sleep(min(2**attempt, 15))
 
     # the run
 
@@ -241,10 +258,9 @@ class RunDriver:
         if spec.is_sweep():
             await drive_sweep(self, spec)
             return
-        watchers = [
-            asyncio.create_task(self._watch_cancel()),
-            asyncio.create_task(self._watch_deadline(spec)),
-        ]
+        if spec.cancel:
+            self.cancel_requested.set()
+        watchers = [asyncio.create_task(self._watch_deadline(spec))]
         try:
             outcome = await self._run(spec)
         finally:
@@ -252,14 +268,6 @@ class RunDriver:
                 task.cancel()
         if outcome is not None:
             await self._finish(outcome)
-
-    async def _watch_cancel(self) -> None:
-        # kopf keeps a daemon's body up to date as watch events arrive.
-        while not self.cancel_requested.is_set():
-            if (self.body.get("spec") or {}).get("cancel"):
-                self.cancel_requested.set()
-                return
-            await asyncio.sleep(0.2)
 
     async def _watch_deadline(self, spec: NotebookRunSpec) -> None:
         if spec.timeouts.run_seconds is None:
@@ -385,16 +393,21 @@ class RunDriver:
         self.status.cells_omitted = omitted
         self._touch_duration()
 
-    async def _acquire(self, env_spec: NotebookEnvironmentSpec) -> KernelLease | Outcome:
+    async def _acquire(self, env_spec: NotebookEnvironmentSpec) -> KernelLease | Outcome | None:
+        """A kernel, or how the run ends, or None when the operator is stopping (the run goes on later)."""
         name = self.body["spec"]["environmentRef"]["name"]
         if not self.service.registry.has_ready_pod(self.namespace, name):
             self._set_progress(
                 RunState.PENDING, Reason.WAITING_FOR_ENVIRONMENT, f"waiting for a ready gateway pod of {name}"
             )
             await self._flush()
-            ready = await self.service.registry.wait_for_pod(
-                self.namespace, name, self.settings.environment_wait_seconds
+            ready = await self._interruptible(
+                self.service.registry.wait_for_pod(
+                    self.namespace, name, self.settings.environment_wait_seconds
+                )
             )
+            if ready is None:
+                return self._interrupted()
             if not ready:
                 return failed(
                     Reason.GATEWAY_LOST,
@@ -416,11 +429,14 @@ class RunDriver:
         if self.status.kernel is not None and self.status.state == RunState.RUNNING:
             lease, start_index, resume = await self._reattach(executed)
         if lease is None:
-            self.status.attempt += 1
             acquired = await self._acquire(env_spec)
+            if acquired is None:
+                return None, executed
             if isinstance(acquired, Outcome):
+                self.status.attempt += 1  # a failed acquisition counts against spec.retries
                 return acquired, executed
             lease = acquired
+            self.status.attempt += 1
             self.status.kernel = KernelAttachment(
                 pod=lease.pod, address=lease.address, kernel_id=lease.kernel_id, session_id=lease.session_id
             )
@@ -622,6 +638,25 @@ class RunDriver:
                 self._publish()
 
         self._checkpoint_task = asyncio.create_task(commit())
+
+    async def _interruptible(self, waiting: Any) -> Any:
+        """Awaits `waiting` unless the run is cancelled, passes its deadline or the operator stops
+        first (then None)."""
+        task = asyncio.ensure_future(waiting)
+        stops = [
+            asyncio.create_task(self._until_stopped()),
+            asyncio.create_task(self.cancel_requested.wait()),
+            asyncio.create_task(self.deadline_passed.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait({task, *stops}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for stop in stops:
+                stop.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        return None
 
     async def _until_stopped(self) -> None:
         await self.stopped.wait()

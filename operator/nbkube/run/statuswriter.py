@@ -12,32 +12,41 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 PatchFn = Callable[[dict[str, Any]], Awaitable[None]]
+# The status, or how to build it: building it only when a patch is due keeps a burst of cheap
+# updates from serialising the whole status each time.
+StatusSource = dict[str, Any] | Callable[[], dict[str, Any]]
 
 
 class StatusWriter:
     def __init__(self, patch: PatchFn, interval: float = 1.0) -> None:
         self._patch = patch
         self._interval = interval
-        self._pending: dict[str, Any] | None = None
+        self._pending: StatusSource | None = None
         self._last_flush = 0.0
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # held while a patch is in flight
         self._timer: asyncio.Task[None] | None = None
         self.patches = 0
 
-    def update(self, status: dict[str, Any]) -> None:
+    def update(self, status: StatusSource) -> None:
         """Records the newest status; it is written within one interval."""
         self._pending = status
         if self._timer is None or self._timer.done():
             delay = max(0.0, self._last_flush + self._interval - time.monotonic())
             self._timer = asyncio.create_task(self._flush_later(delay))
 
-    async def flush(self, status: dict[str, Any] | None = None) -> None:
+    async def flush(self, status: StatusSource | None = None) -> None:
         """Writes now (for transitions the user must see at once, such as the end of a run)."""
         if status is not None:
             self._pending = status
         if self._timer is not None and not self._timer.done():
             self._timer.cancel()
         await self._write()
+
+    def discard(self) -> None:
+        """Drops what is pending (the caller writes a newer status itself)."""
+        if self._timer is not None and not self._timer.done():
+            self._timer.cancel()
+        self._pending = None
 
     async def close(self) -> None:
         if self._timer is not None and not self._timer.done():
@@ -49,10 +58,10 @@ class StatusWriter:
         await self._write()
 
     async def _write(self) -> None:
-        async with self._lock:
+        async with self.lock:
             status, self._pending = self._pending, None
             if status is None:
                 return
             self._last_flush = time.monotonic()
             self.patches += 1
-            await self._patch(status)
+            await self._patch(status() if callable(status) else status)

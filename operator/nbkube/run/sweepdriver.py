@@ -20,6 +20,13 @@ POLL_SECONDS = 1.0
 _DONE = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
 
 
+async def _create(driver: RunDriver, child: dict) -> None:
+    try:
+        await driver.kube.create(child)
+    except Conflict:
+        pass  # created by an earlier pass of this sweep (e.g. before an operator restart)
+
+
 async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
     children = sweep.child_runs(driver.name, driver.namespace, driver.uid, spec)
     names = [c["metadata"]["name"] for c in children]
@@ -44,16 +51,10 @@ async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
                         await driver.kube.merge_patch(f"{runs_path}/{name}", {"spec": {"cancel": True}})
         active = sum(1 for n in existing if states.get(n) not in _DONE)
         if not cancelling:
-            for child in children:
-                if active >= spec.parallelism:
-                    break
-                if child["metadata"]["name"] in existing:
-                    continue
-                try:
-                    await driver.kube.create(child)
-                except Conflict:
-                    pass
-                active += 1
+            missing = [c for c in children if c["metadata"]["name"] not in existing]
+            batch = missing[: max(0, spec.parallelism - active)]
+            # Created together: one at a time, API latency under load would delay the last child by seconds.
+            await asyncio.gather(*(_create(driver, child) for child in batch))
         summary = sweep.aggregate(names, {n: s for n, s in states.items() if n in existing})
         driver.status.sweep = summary
         done = summary.succeeded + summary.failed
