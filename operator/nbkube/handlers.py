@@ -12,13 +12,13 @@ import aiohttp
 import kopf
 
 from nbkube import GROUP, VERSION
-from nbkube.api import NotebookRunStatus, RunState
-from nbkube.environment.objects import gateway_labels
+from nbkube.api import RunState
+from nbkube.environment.objects import GATEWAY_APP_NAME
 from nbkube.runtime import OperatorContext
 
 ENVIRONMENTS = (GROUP, VERSION, "notebookenvironments")
 RUNS = (GROUP, VERSION, "notebookruns")
-GATEWAY_POD_LABELS = {"app.kubernetes.io/name": gateway_labels("x")["app.kubernetes.io/name"]}
+GATEWAY_POD_LABELS = {"app.kubernetes.io/name": GATEWAY_APP_NAME}
 
 
 def _ctx(memo: Any) -> OperatorContext:
@@ -132,6 +132,3 @@ def run_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
 @kopf.timer(*RUNS, interval=10, when=_finished_with_ttl, idle=0)
 async def run_ttl(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _ctx(memo).runs.expire_if_due(body)
-
-
-__all__ = ["NotebookRunStatus"]

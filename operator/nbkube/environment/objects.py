@@ -20,6 +20,7 @@ ENVIRONMENT_LABEL = "nbkube.io/environment"
 SPEC_HASH_ANNOTATION = "nbkube.io/spec-hash"
 DEFAULT_COMMAND = ["python", "-m", "nbkube.gateway"]
 RUN_AS_USER = 1000
+GATEWAY_APP_NAME = "nbkube-gateway"
 
 
 def token_secret_name(env_name: str) -> str:
@@ -33,7 +34,7 @@ def gateway_name(env_name: str) -> str:
 def gateway_labels(env_name: str) -> dict[str, str]:
     """Labels selecting one environment's gateway pods (stable across spec changes)."""
     return {
-        "app.kubernetes.io/name": "nbkube-gateway",
+        "app.kubernetes.io/name": GATEWAY_APP_NAME,
         "app.kubernetes.io/instance": env_name,
         ENVIRONMENT_LABEL: env_name,
     }
