@@ -468,7 +468,12 @@ class LocalCluster:
                 cwd=self.dir,
                 env=env,
             )
-        return {"name": name, "pid": proc.pid, "start_time": procs.start_time(proc.pid), "argv": argv}
+        return {
+            "name": name,
+            "pid": proc.pid,
+            "start_time": procs.start_time(proc.pid, reap=False),
+            "argv": argv,
+        }
 
     def restart_component(self, name: str, timeout: float = 120) -> None:
         """Stops one control-plane component and starts it again with the same flags (fault injection:

@@ -272,7 +272,7 @@ class Container:
             return
         finally:
             logf.close()
-        self.start_ticks = procs.start_time(self.proc.pid)
+        self.start_ticks = procs.start_time(self.proc.pid, reap=False)
         self.worker.agent.record_pid(self.proc.pid, self.start_ticks)
         self.started_mono = time.monotonic()
         threading.Thread(target=self._await_exit, args=(self.proc,), daemon=True).start()

@@ -17,8 +17,12 @@ from collections.abc import Iterable
 MARKER_ENV = "NBKUBE_TESTENV_DIR"
 
 
-def start_time(pid: int) -> int | None:
-    """The process start time in clock ticks since boot, or None when it does not exist or is a zombie."""
+def start_time(pid: int, reap: bool = True) -> int | None:
+    """The process start time in clock ticks since boot, or None when it does not exist or is a zombie.
+
+    A zombie is reaped unless `reap` is false: pass false for a child a Popen object still owns, or
+    the reap steals its exit status (Popen then reports 0 for a process that exited 3).
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode(errors="replace")
@@ -26,7 +30,8 @@ def start_time(pid: int) -> int | None:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()
     if fields[0] in ("Z", "X"):
-        _reap(pid)
+        if reap:
+            _reap(pid)
         return None
     return int(fields[19])
 
