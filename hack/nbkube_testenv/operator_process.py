@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,11 @@ from typing import Any
 
 import yaml
 
-from nbkube_testenv.cluster import ClusterInfo
+from nbkube_testenv.cluster import ClusterInfo, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "nbkube-system"
 SERVICE_ACCOUNT = "nbkube-operator"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kubectl(info: ClusterInfo, *args: str, input: str | None = None, check: bool = True) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbkube.engine import EngineError, GatewayClient, KernelConnection, KernelPool
-from nbkube.environment.objects import ENVIRONMENT_LABEL, TOKEN_KEY, token_secret_name
+from nbkube.environment.objects import ENVIRONMENT_LABEL, TOKEN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -276,5 +276,4 @@ __all__ = [
     "NoGatewayAvailable",
     "decode_token",
     "pod_from_body",
-    "token_secret_name",
 ]

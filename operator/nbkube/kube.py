@@ -92,7 +92,7 @@ class Kube:
     async def close(self) -> None:
         await self.api.close()
 
-    async def request(
+    async def call(
         self,
         method: str,
         path: str,
@@ -119,13 +119,6 @@ class Kube:
         if response.status >= 400:
             raise _status_error(response.status, payload)
         return payload
-
-    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> dict[str, Any]:
-        """Like request() but raises KubeError (NotFound, Conflict) instead of ApiException."""
-        try:
-            return await self.request(method, path, body, **kwargs)
-        except client.ApiException as exc:
-            raise _error(exc) from None
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.call("GET", path)
@@ -168,16 +161,3 @@ def _status_error(status: int, payload: Any) -> KubeError:
     reason = payload.get("reason", "") if isinstance(payload, dict) else ""
     kind = {404: NotFound, 409: Conflict}.get(status, KubeError)
     return kind(status, reason, message)
-
-
-def _error(exc: client.ApiException) -> KubeError:
-    message = exc.reason or ""
-    reason = ""
-    try:
-        payload = json.loads(exc.body)
-        message = payload.get("message", message)
-        reason = payload.get("reason", "")
-    except (TypeError, ValueError):
-        pass
-    kind = {404: NotFound, 409: Conflict}.get(exc.status or 0, KubeError)
-    return kind(exc.status or 0, reason, message)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 from nbkube_testenv.operator_fixtures import environment_manifest
+from nbkube_testenv.wait import wait_for as shared_wait_for
 
 
 def environment(name: str = "py", **spec: Any) -> dict[str, Any]:
@@ -27,14 +27,7 @@ def run(name: str, cells: list[str] | None = None, env: str = "py", **spec: Any)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    return shared_wait_for(check, what, timeout, interval)
 
 
 def get(kubectl: Any, kind: str, name: str, namespace: str) -> dict[str, Any] | None:

@@ -97,7 +97,7 @@ async def test_status_writer_coalesces_bursts_into_one_patch_per_interval():
         if i % 50 == 0:
             await asyncio.sleep(0)
     await asyncio.sleep(0.3)
-    await writer.close()
+    await writer.flush()
     assert written[-1] == {"progress": "499/500"}
     assert len(written) <= 3, written
 
@@ -112,5 +112,5 @@ async def test_status_writer_flush_writes_at_once():
     writer.update({"state": "Running"})
     await writer.flush({"state": "Succeeded"})
     assert written == [{"state": "Succeeded"}]
-    await writer.close()
+    await writer.flush()
     assert written == [{"state": "Succeeded"}]

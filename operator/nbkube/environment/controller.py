@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from nbkube import API_VERSION
 from nbkube.api import ConditionStatus, NotebookEnvironmentSpec, NotebookEnvironmentStatus, Reason
-from nbkube.api.common import Condition, set_condition
+from nbkube.api.common import Condition, set_condition, validation_message
 from nbkube.config import Settings
 from nbkube.environment import objects
 from nbkube.kube import Kube, resource_path
@@ -24,15 +24,7 @@ def parse_spec(spec: dict[str, Any]) -> NotebookEnvironmentSpec:
     try:
         return NotebookEnvironmentSpec.model_validate(dict(spec))
     except ValidationError as exc:
-        raise InvalidEnvironmentSpec(_validation_message(exc)) from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
+        raise InvalidEnvironmentSpec(validation_message(exc)) from None
 
 
 @dataclass

@@ -36,7 +36,7 @@ from nbkube.api import (
     RunResult,
     RunState,
 )
-from nbkube.api.common import now_rfc3339, set_condition
+from nbkube.api.common import now_rfc3339, set_condition, validation_message
 from nbkube.config import Settings
 from nbkube.engine import (
     CellResult,
@@ -95,6 +95,7 @@ class RunService:
         self.results = results
         self.active: dict[str, RunDriver] = {}
         self._states: dict[str, str] = {}
+        self._counts: dict[str, int] = dict.fromkeys([s.value for s in RunState], 0)
         self._cleanups: set[asyncio.Task[None]] = set()
 
     async def drive(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
@@ -122,17 +123,17 @@ class RunService:
         uid = (body.get("metadata") or {}).get("uid")
         if not uid:
             return
-        if event_type == "DELETED":
-            self._states.pop(uid, None)
-        else:
-            self._states[uid] = (body.get("status") or {}).get("state") or RunState.PENDING
+        previous = self._states.pop(uid, None)
+        if previous is not None:
+            self._counts[previous] -= 1
+        if event_type != "DELETED":
+            state = (body.get("status") or {}).get("state") or RunState.PENDING
+            self._states[uid] = state
+            self._counts[state] = self._counts.get(state, 0) + 1
             driver = self.active.get(uid)
             if driver is not None and (body.get("spec") or {}).get("cancel"):
                 driver.cancel_requested.set()  # from the watch stream: no per-run polling
-        counts = dict.fromkeys([s.value for s in RunState], 0)
-        for state in self._states.values():
-            counts[state] = counts.get(state, 0) + 1
-        for state, count in counts.items():
+        for state, count in self._counts.items():
             runs_gauge.labels(state).set(count)
 
     async def expire_if_due(self, body: kopf.Body) -> None:
@@ -251,7 +252,7 @@ class RunDriver:
         try:
             spec = NotebookRunSpec.model_validate(dict(self.body.get("spec") or {}))
         except ValidationError as exc:
-            await self._finish(failed(Reason.INVALID_SPEC, _validation_message(exc)))
+            await self._finish(failed(Reason.INVALID_SPEC, validation_message(exc)))
             return
         if self.status.start_time is None:
             self.status.start_time = now_rfc3339()
@@ -509,12 +510,14 @@ class RunDriver:
         )
         return lease, start, resume
 
-    def _mark_from_cell(self, index: int, cell: NotebookNode) -> None:
+    def _mark_from_cell(self, index: int, cell: NotebookNode, state: str | None = None) -> None:
+        """The cell's status entry from the executed cell (the engine's metadata.nbkube and outputs)."""
         meta = cell.get("metadata", {}).get("nbkube", {})
+        duration = meta.get("duration_ms")
         entry = self._all_cells[index]
-        entry.state = meta.get("state", "succeeded")
+        entry.state = state or meta.get("state", "succeeded")
         entry.execution_count = cell.get("execution_count")
-        entry.duration_ms = meta.get("durationMs")
+        entry.duration_ms = round(duration) if duration is not None else None
         entry.summary = cellstatus.summarize_outputs(cell.get("outputs", []))
         self._refresh_cells()
 
@@ -548,18 +551,11 @@ class RunDriver:
                 # Outputs the dead operator had already received are not replayed by the gateway.
                 cell.outputs = [nbformat.from_dict(o) for o in merge_streams(earlier + list(cell.outputs))]
             state = str(result.state)
-            duration_ms = round(result.duration_ms) if result.duration_ms is not None else None
-            cell.setdefault("metadata", {})["nbkube"] = {"state": state, "durationMs": duration_ms}
             if state not in (CellState.SKIPPED, CellState.PENDING):
                 await self.journal.record(attempt, index, dict(cell))
-            entry = self._all_cells[index]
-            entry.state = state
-            entry.execution_count = cell.get("execution_count")
-            entry.duration_ms = duration_ms
-            entry.summary = cellstatus.summarize_outputs(cell.get("outputs", []))
             if result.duration_ms is not None:
                 cell_duration.labels(state).observe(result.duration_ms / 1000)
-            self._refresh_cells()
+            self._mark_from_cell(index, cell, state)
             self._publish()
             self._maybe_checkpoint(spec, notebook)
 
@@ -723,11 +719,3 @@ class RunDriver:
             notebook=spec.notebook.file_name(),
             progress=self.status.progress,
         )
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
-    return "; ".join(parts)[:2000]

@@ -99,7 +99,8 @@ async def stream_events(
                         yield event
             elif status.get("result") and results is not None:
                 raw = await results.read_file(status["result"]["path"], status["result"]["commit"])
-                for event in _events_from_notebook(nbformat.reads(raw.decode(), as_version=4)):
+                nb = await asyncio.to_thread(nbformat.reads, raw.decode(), as_version=4)
+                for event in _events_from_notebook(nb):
                     yield event
             yield {"event": "end", "state": status.get("state"), "reason": status.get("reason")}
             return

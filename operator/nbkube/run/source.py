@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
@@ -26,16 +27,17 @@ def from_cells(source: NotebookSource, kernel_name: str) -> NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": kernel_name, "language": "python"}
     for index, cell in enumerate(source.cells or []):
-        make = {
-            "code": nbformat.v4.new_code_cell,
-            "markdown": nbformat.v4.new_markdown_cell,
-            "raw": nbformat.v4.new_raw_cell,
-        }[cell.cell_type]
-        node = make(source=cell.source)
-        node["id"] = cell.id or f"cell-{index}"
-        if cell.tags:
-            node.metadata["tags"] = list(cell.tags)
-        nb.cells.append(node)
+        # Built as plain nbformat 4.5 dicts: the CRD schema already checked them, and nbformat's
+        # new_*_cell helpers run a full JSON-schema validation per cell.
+        node: dict[str, Any] = {
+            "cell_type": cell.cell_type,
+            "id": cell.id or f"cell-{index}",
+            "metadata": {"tags": list(cell.tags)} if cell.tags else {},
+            "source": cell.source,
+        }
+        if cell.cell_type == "code":
+            node.update(outputs=[], execution_count=None)
+        nb.cells.append(nbformat.from_dict(node))
     ids = [c["id"] for c in nb.cells]
     if len(set(ids)) != len(ids):
         raise InvalidNotebook("cell ids must be unique")
@@ -77,7 +79,8 @@ async def from_config_map(kube: Kube, namespace: str, name: str, key: str) -> No
         raise NotebookUnavailable(
             f"ConfigMap {namespace}/{name} has no key {key!r} (keys: {', '.join(keys)})"
         )
-    return parse_notebook(raw, f"ConfigMap {namespace}/{name} key {key}")
+    # Parsing and schema validation are CPU work: off the event loop.
+    return await asyncio.to_thread(parse_notebook, raw, f"ConfigMap {namespace}/{name} key {key}")
 
 
 RepoReader = Callable[[str], Awaitable[bytes | None]]
@@ -95,4 +98,4 @@ async def load(
     raw = await read_repo(source.repo_path)
     if raw is None:
         raise NotebookUnavailable(f"{source.repo_path} not found in the results repository")
-    return parse_notebook(raw, f"results repository path {source.repo_path}")
+    return await asyncio.to_thread(parse_notebook, raw, f"results repository path {source.repo_path}")

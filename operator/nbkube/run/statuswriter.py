@@ -48,11 +48,6 @@ class StatusWriter:
             self._timer.cancel()
         self._pending = None
 
-    async def close(self) -> None:
-        if self._timer is not None and not self._timer.done():
-            self._timer.cancel()
-        await self._write()
-
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         await self._write()
