@@ -54,3 +54,22 @@ def test_an_executed_notebook_in_the_repository_runs_again_by_repo_path(kubectl,
     status = wait_run_finished(kubectl, env_namespace, "missing", 90)["status"]
     assert (status["state"], status["reason"]) == ("Failed", "NotebookNotFound")
     assert "nowhere/none.ipynb" in status["message"]
+
+
+def test_a_huge_output_is_truncated_in_the_notebook_and_kept_whole_beside_it(
+    kubectl, env_namespace, operator
+):
+    kubectl.apply(run("huge", ["print('x' * 6_000_000)", "print('after')"]), namespace=env_namespace)
+    status = wait_run_finished(kubectl, env_namespace, "huge", 120)["status"]
+    assert status["state"] == "Succeeded", json.dumps(status, indent=1)
+    result = status["result"]
+    nb = _notebook(operator, result["path"], result["commit"])
+    kept = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+    assert len(kept) < 6_000_000 and "truncated" in kept
+    assert nb.cells[1].outputs[0]["text"] == "after\n"
+    spill_path = result["path"].rsplit("/", 1)[0] + "/outputs/outputs.jsonl"
+    with urllib.request.urlopen(
+        f"{operator.results_url}/files/{spill_path}?ref={result['commit']}", timeout=30
+    ) as r:
+        spilled = [json.loads(line) for line in r.read().splitlines()]
+    assert sum(len(e["output"].get("text", "")) for e in spilled) >= 6_000_000

@@ -57,6 +57,7 @@ from nbkube.kube import Kube, NotFound, resource_path
 from nbkube.metrics import cell_duration, reconcile_total, status_patches
 from nbkube.metrics import runs as runs_gauge
 from nbkube.results.checkpoint import CheckpointPolicy
+from nbkube.results.store import DEFAULT_MAX_SPILL_BYTES
 from nbkube.run import cellstatus, source
 from nbkube.run.journal import RunJournal, merge_streams
 from nbkube.run.outcome import Outcome, cancelled, failed, succeeded
@@ -563,7 +564,8 @@ class RunDriver:
             lease.connection,
             cell_timeout=spec.timeouts.cell_seconds,
             allow_errors=spec.allow_errors,
-            limits=OutputLimits(),
+            # The engine spills no more than the store keeps per run.
+            limits=OutputLimits(spill_dir=self.journal.spill_dir, spill_bytes=DEFAULT_MAX_SPILL_BYTES),
             on_cell_start=on_cell_start,
             on_output=on_output,
             on_cell_end=on_cell_end,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ MAX_OUTPUT_BYTES_PER_CELL = 4 * 1024 * 1024
 class RunJournal:
     def __init__(self, directory: Path, uid: str) -> None:
         self.path = directory / f"{uid}.jsonl"
+        # Full outputs of truncated cells, beside the journal on the results volume (not the
+        # operator's /tmp), until they are committed with the result.
+        self.spill_dir = directory / f"{uid}.spill"
         self._output_bytes: dict[tuple[int, int], int] = {}
 
     def _append(self, line: str) -> None:
@@ -82,6 +86,7 @@ class RunJournal:
 
     async def remove(self) -> None:
         await asyncio.to_thread(self.path.unlink, True)
+        await asyncio.to_thread(shutil.rmtree, self.spill_dir, True)
 
 
 @dataclass
