@@ -1,7 +1,10 @@
 """Per-cell overhead of five ways to execute a notebook, side by side in one run (`make bench-engine`).
 
 Paths: raw jupyter_client over ZMQ (the floor), nbclient, papermill, the Kernel Gateway as shipped
-(driven by nbkube's engine), and nbkube's engine through nbkube's tuned gateway. Notebooks: 100 trivial
+(driven by nbkube's engine), and nbkube's engine through nbkube's tuned gateway. The tuned gateway
+also starts IPython kernels with batch options (nbkube.gateway.kernels.IPYKERNEL_BATCH_ARGUMENTS), so
+one more path runs raw ZMQ on a kernel with those same options: nbkube against it is the cost of the
+engine and gateway alone, with the kernel's own speed-up taken out. Notebooks: 100 trivial
 cells, and 100 cells with real outputs (text every cell, a matplotlib PNG every 10th).
 
 Each cell is timed from request to completion (reply and idle) and a run reports its median cell (and
@@ -10,7 +13,7 @@ is part of its cost), so its figure is the marginal mean (T(notebook) - T(one tr
 Each path runs on a fresh kernel per repetition; the table shows medians over repetitions. The last line
 is one JSON object with the trivial notebook's per-cell medians in ms.
 
-Environment: BENCH_REPEATS (default 3), BENCH_CELLS (default 100).
+Environment: BENCH_REPEATS (default 5), BENCH_CELLS (default 100).
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from nbformat.v4 import new_code_cell, new_notebook
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from nbkube.engine import CellState, GatewayClient, NotebookExecutor
+from nbkube.gateway.kernels import IPYKERNEL_BATCH_ARGUMENTS
 from nbkube.gateway.local import LocalGateway
 
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 CELLS = int(os.environ.get("BENCH_CELLS", "100"))
 KERNEL = "python3"
 
@@ -72,12 +76,12 @@ def check_outputs(nb: nbformat.NotebookNode, path: str) -> None:
 # -- the paths: each returns seconds spent executing the notebook's cells ---------------------------------
 
 
-def run_raw_zmq(nb: nbformat.NotebookNode) -> list[float]:
+def run_raw_zmq(nb: nbformat.NotebookNode, kernel_arguments: tuple[str, ...] = ()) -> list[float]:
     """The floor: a BlockingKernelClient sending execute_request and reading iopub until idle and the
     shell reply (no event loop, no polling helpers)."""
     from jupyter_client.manager import start_new_kernel
 
-    km, kc = start_new_kernel(kernel_name=KERNEL)
+    km, kc = start_new_kernel(kernel_name=KERNEL, extra_arguments=list(kernel_arguments))
     times: list[float] = []
     try:
         for cell in nb.cells:
@@ -179,6 +183,7 @@ def main() -> None:
     tuned = LocalGateway(token, tuned=True, log_path=tmp / "tuned.log").start()
     paths: dict[str, Callable[[nbformat.NotebookNode], list[float]]] = {
         "raw_zmq": run_raw_zmq,
+        "raw_zmq_batch_kernel": lambda nb: run_raw_zmq(nb, IPYKERNEL_BATCH_ARGUMENTS),
         "nbclient": run_nbclient,
         "papermill": lambda nb: run_papermill(nb, tmp),
         "stock_gateway": lambda nb: asyncio.run(run_gateway(stock.url, token, nb)),
@@ -186,6 +191,7 @@ def main() -> None:
     }
     labels = {
         "raw_zmq": "jupyter_client over ZMQ",
+        "raw_zmq_batch_kernel": "  same, kernel with batch options",
         "nbclient": "nbclient",
         "papermill": "papermill (marginal)",
         "stock_gateway": "Kernel Gateway as shipped",
@@ -230,6 +236,11 @@ def main() -> None:
         f"trivial notebook: nbkube/raw = {nbkube / floor['trivial']:.2f} (target <= 1.5), "
         f"papermill/nbkube = {medians[('papermill', 'trivial')] / nbkube:.1f} (target >= 3), "
         f"stock/nbkube = {medians[('stock_gateway', 'trivial')] / nbkube:.1f} (target >= 8)"
+    )
+    same_kernel = medians[("raw_zmq_batch_kernel", "trivial")]
+    print(
+        f"engine + gateway alone (against raw ZMQ on a kernel with the same options): "
+        f"{nbkube - same_kernel:+.2f} ms per cell, {nbkube / same_kernel:.2f}x"
     )
     print(json.dumps({f"{path}_ms": round(medians[(path, "trivial")], 3) for path in paths}))
 

@@ -35,6 +35,7 @@ def test_tuned_config_contents() -> None:
         c.KernelGatewayApp.kernel_websocket_connection_class
         == "nbkube.gateway.connection.NoDelayWebsocketConnection"
     )
+    assert c.KernelGatewayApp.kernel_manager_class == "nbkube.gateway.kernels.TunedMappingKernelManager"
     assert c.KernelGatewayApp.ip == "10.1.2.3"
     assert c.KernelGatewayApp.port_retries == 0
     assert c.JupyterWebsocketPersonality.list_kernels is True
@@ -65,6 +66,7 @@ def test_config_file_is_loadable_by_traitlets() -> None:
 def test_the_gateway_module_imports_no_operator_dependencies() -> None:
     code = (
         "import sys, nbkube.gateway, nbkube.gateway.__main__, nbkube.gateway.connection\n"
+        "import nbkube.gateway.kernels\n"
         "import nbkube.gateway.local\n"
         "operator_side = ('kopf', 'kubernetes', 'kubernetes_asyncio', 'aiohttp', 'pydantic',"
         " 'nbkube.engine')\n"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from traitlets.config import Config
 
 CONNECTION_CLASS = "nbkube.gateway.connection.NoDelayWebsocketConnection"
+KERNEL_MANAGER_CLASS = "nbkube.gateway.kernels.TunedMappingKernelManager"
 
 # How often the restarter polls the kernel process. A dead kernel is reported (iopub status
 # "restarting") at most this long after it died; the poll is a cheap waitpid, so 0.25 s costs nothing.
@@ -21,6 +22,8 @@ def tuned_config(environ: Mapping[str, str] | None = None) -> Config:
     """The configuration every nbkube gateway runs with; command-line options override it.
 
     - TCP_NODELAY on the kernel websocket and no iopub rate limit (see NoDelayWebsocketConnection);
+    - IPython kernels keep their history in memory, and activity tracking reads only the JSON it needs
+      (see TunedMappingKernelManager);
     - a dead kernel is detected within TIME_TO_DEAD_SECONDS;
     - kernel listing enabled (the operator finds reusable kernels by listing);
     - auth token from KG_AUTH_TOKEN (read by the gateway itself);
@@ -30,6 +33,7 @@ def tuned_config(environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     c = Config()
     c.KernelGatewayApp.kernel_websocket_connection_class = CONNECTION_CLASS
+    c.KernelGatewayApp.kernel_manager_class = KERNEL_MANAGER_CLASS
     if not env.get("KG_PORT_RETRIES"):
         c.KernelGatewayApp.port_retries = 0
     if not env.get("KG_IP") and env.get("POD_IP"):
