@@ -22,6 +22,7 @@ KERNEL_SIDE_PACKAGES = {
     "kernel_gateway",
     "jupyter_client",
     "tornado",
+    "zmq",  # pyzmq: required by jupyter_client, ipykernel and jupyter_server
     "nbkube",
 }
 
