@@ -20,6 +20,9 @@ from nbkube.environment.objects import ENVIRONMENT_LABEL, TOKEN_KEY
 
 log = logging.getLogger(__name__)
 
+# How long close() waits for kernels being released in the background (the gateway culls the rest).
+RELEASE_WAIT_SECONDS = 10.0
+
 TokenReader = Callable[[str, str], Awaitable[str | None]]  # (namespace, environment) -> token
 
 
@@ -107,6 +110,7 @@ class GatewayRegistry:
         self._settings: dict[tuple[str, str], EnvironmentSettings] = {}
         self._changed = asyncio.Condition()
         self._lock = asyncio.Lock()
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def configure(self, namespace: str, environment: str, settings: EnvironmentSettings) -> None:
         """Records an environment's kernel settings; pods already known get (or lose) their warm pool."""
@@ -242,11 +246,21 @@ class GatewayRegistry:
         kernels.in_use.add(kernel_id)
         return KernelLease(namespace, environment, pod, kernels.pod.address, connection, kernels.client)
 
-    async def release(self, lease: KernelLease) -> None:
-        """A used kernel is never handed to another run: it is shut down."""
+    def release(self, lease: KernelLease) -> None:
+        """A used kernel is never handed to another run: it is shut down, in the background (a run's
+        outcome need not wait for the kernel process to exit, a few hundred milliseconds); close()
+        waits for these."""
+        self._forget(lease)
+        task = asyncio.create_task(self._shut_down(lease), name=f"release-kernel-{lease.kernel_id}")
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    def _forget(self, lease: KernelLease) -> None:
         kernels = self._pods.get((lease.namespace, lease.environment), {}).get(lease.pod)
         if kernels is not None:
             kernels.in_use.discard(lease.kernel_id)
+
+    async def _shut_down(self, lease: KernelLease) -> None:
         try:
             await lease.connection.close()
             await lease.client.delete_kernel(lease.kernel_id)
@@ -254,6 +268,8 @@ class GatewayRegistry:
             log.info("kernel %s on %s was already gone: %s", lease.kernel_id, lease.pod, exc)
 
     async def close(self) -> None:
+        if self._releasing:
+            await asyncio.wait(set(self._releasing), timeout=RELEASE_WAIT_SECONDS)
         async with self._lock:
             for pods in self._pods.values():
                 for kernels in pods.values():

@@ -1,8 +1,10 @@
+import base64
 import json
 import urllib.request
 
 import nbformat
-from helpers import condition, environment, events, run, wait_env_ready, wait_for, wait_run_finished
+from helpers import condition, environment, events, get, run, wait_env_ready, wait_for, wait_run_finished
+from nbkube.environment.objects import GATEWAY_PORT
 
 
 def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kubectl, namespace, operator):
@@ -99,3 +101,28 @@ def test_a_finished_run_is_deleted_after_its_ttl_and_its_result_stays(kubectl, e
             == "2"
         )
     assert 'nbkube_runs{state="Succeeded"}' in operator.metrics()
+
+
+def _gateway_kernel_ids(kubectl, namespace, pod_name):
+    pod_ip = get(kubectl, "pod", pod_name, namespace)["status"]["podIP"]
+    token = base64.b64decode(get(kubectl, "secret", "py-gateway-token", namespace)["data"]["token"]).decode()
+    request = urllib.request.Request(
+        f"http://{pod_ip}:{GATEWAY_PORT}/api/kernels", headers={"Authorization": f"token {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return {k["id"] for k in json.load(response)}
+
+
+def test_a_finished_runs_kernel_is_shut_down_on_its_gateway_pod(kubectl, env_namespace, operator):
+    kubectl.apply(run("kernel-released", ["1 + 1"]), namespace=env_namespace)
+    assert wait_run_finished(kubectl, env_namespace, "kernel-released")["status"]["state"] == "Succeeded"
+    started = next(e for e in events(kubectl, env_namespace, "kernel-released") if e["reason"] == "Started")
+    # "attempt 1: kernel 76f2db62 on gateway pod py-gateway-b775f6657-zwwxs"
+    kernel_prefix = started["message"].split("kernel ")[1].split()[0]
+    pod_name = started["message"].rsplit(" ", 1)[1]
+
+    def run_kernel_gone():
+        kernel_ids = _gateway_kernel_ids(kubectl, env_namespace, pod_name)
+        return not any(k.startswith(kernel_prefix) for k in kernel_ids)
+
+    wait_for("the finished run's kernel to be shut down", run_kernel_gone, timeout=60)

@@ -460,7 +460,7 @@ class RunDriver:
             return outcome, executed
         finally:
             if release:
-                await self.service.registry.release(lease)
+                self.service.registry.release(lease)
             else:
                 with contextlib.suppress(Exception):
                     await lease.connection.close()
