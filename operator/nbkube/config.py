@@ -30,6 +30,15 @@ class Settings(BaseModel):
     )
     checkpoint_every_cells: int = 20
     checkpoint_every_seconds: float = 30.0
+    janitor_interval_seconds: float = Field(
+        300.0, gt=0, description="How often kernels and journals nothing holds any more are reclaimed."
+    )
+    janitor_first_sweep_seconds: float = Field(60.0, ge=0)
+    orphan_kernel_idle_seconds: float = Field(
+        120.0, ge=0, description="A kernel no run holds and nobody is connected to is shut down after this."
+    )
+    journal_grace_seconds: float = Field(60.0, ge=0)
+    unknown_journal_seconds: float = Field(3600.0, ge=0)
 
     @property
     def results_dir(self) -> Path:
@@ -54,6 +63,11 @@ class Settings(BaseModel):
             "environment_wait_seconds": ("NBKUBE_ENVIRONMENT_WAIT_SECONDS",),
             "checkpoint_every_cells": ("NBKUBE_CHECKPOINT_EVERY_CELLS",),
             "checkpoint_every_seconds": ("NBKUBE_CHECKPOINT_EVERY_SECONDS",),
+            "janitor_interval_seconds": ("NBKUBE_JANITOR_INTERVAL_SECONDS",),
+            "janitor_first_sweep_seconds": ("NBKUBE_JANITOR_FIRST_SWEEP_SECONDS",),
+            "orphan_kernel_idle_seconds": ("NBKUBE_ORPHAN_KERNEL_IDLE_SECONDS",),
+            "journal_grace_seconds": ("NBKUBE_JOURNAL_GRACE_SECONDS",),
+            "unknown_journal_seconds": ("NBKUBE_UNKNOWN_JOURNAL_SECONDS",),
         }
         for field, names in mapping.items():
             for name in names:

@@ -81,6 +81,10 @@ class NoGatewayAvailable(Exception):
     pass
 
 
+class GatewaysAtCapacity(NoGatewayAvailable):
+    """Every gateway pod of the environment holds maxKernelsPerPod kernels: wait for one to be released."""
+
+
 def pod_from_body(body: dict[str, Any]) -> GatewayPod | None:
     meta = body.get("metadata", {})
     env = (meta.get("labels") or {}).get(ENVIRONMENT_LABEL)
@@ -178,6 +182,13 @@ class GatewayRegistry:
         warm = sum(p.pool.ready_count if p.pool is not None else 0 for p in pods.values())
         return in_use, warm
 
+    def clients(self) -> list[tuple[str, GatewayClient]]:
+        """(pod name, client) of every known gateway pod."""
+        return [(k.pod.name, k.client) for pods in self._pods.values() for k in pods.values()]
+
+    def kernels_in_use(self) -> set[str]:
+        return {kernel_id for pods in self._pods.values() for k in pods.values() for kernel_id in k.in_use}
+
     def has_ready_pod(self, namespace: str, environment: str) -> bool:
         return bool(self._pods.get((namespace, environment)))
 
@@ -204,7 +215,7 @@ class GatewayRegistry:
         pods.sort(key=lambda p: (-(p.pool.ready_count if p.pool else 0), len(p.in_use)))
         chosen = pods[0]
         if len(chosen.in_use) >= settings.max_kernels_per_pod:
-            raise NoGatewayAvailable(f"every gateway pod of {namespace}/{environment} is at maxKernelsPerPod")
+            raise GatewaysAtCapacity(f"every gateway pod of {namespace}/{environment} is at maxKernelsPerPod")
         connection = None
         if chosen.pool is not None:
             with contextlib.suppress(EngineError):  # a pool being replaced; start a kernel instead

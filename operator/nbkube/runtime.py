@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,7 @@ from nbkube.config import Settings
 from nbkube.environment.objects import token_secret_name
 from nbkube.environment.service import EnvironmentService
 from nbkube.gateways import GatewayRegistry, decode_token
+from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
 from nbkube.kube import Kube, resource_path
 from nbkube.run.driver import RunService
 
@@ -26,6 +29,7 @@ class OperatorContext:
     environments: EnvironmentService
     runs: RunService
     http: web.AppRunner | None = None
+    janitor: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, logger: logging.Logger) -> OperatorContext:
@@ -50,6 +54,7 @@ class OperatorContext:
             environments=EnvironmentService(kube, settings, registry),
             runs=RunService(kube, settings, registry, results),
         )
+        ctx.janitor = asyncio.create_task(_janitor(ctx).run_forever(), name="janitor")
         if settings.metrics_port:
             metrics.serve(settings.metrics_port)
         if results is not None and settings.results_port:
@@ -63,12 +68,32 @@ class OperatorContext:
         return ctx
 
     async def stop(self) -> None:
+        if self.janitor is not None:
+            self.janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.janitor
         if self.http is not None:
             await self.http.cleanup()
         await self.registry.close()
         if self.results is not None and hasattr(self.results, "close"):
             await self.results.close()
         await self.kube.close()
+
+
+def _janitor(ctx: OperatorContext) -> Janitor:
+    s = ctx.settings
+    return Janitor(
+        RunView(is_active=ctx.runs.is_active, held_kernels=ctx.runs.held_kernels),
+        GatewayView(clients=ctx.registry.clients, in_use=ctx.registry.kernels_in_use),
+        s.journal_dir,
+        JanitorSettings(
+            interval_seconds=s.janitor_interval_seconds,
+            first_sweep_seconds=s.janitor_first_sweep_seconds,
+            kernel_idle_seconds=s.orphan_kernel_idle_seconds,
+            journal_grace_seconds=s.journal_grace_seconds,
+            unknown_journal_seconds=s.unknown_journal_seconds,
+        ),
+    )
 
 
 async def _open_results(settings: Settings, logger: logging.Logger) -> Any:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from nbkube.environment.objects import GATEWAY_APP_NAME, GATEWAY_PORT
 from nbkube_testenv.operator_fixtures import environment_manifest
 from nbkube_testenv.wait import wait_for as shared_wait_for
 
@@ -65,3 +68,27 @@ def events(kubectl: Any, namespace: str, name: str) -> list[dict[str, Any]]:
         ).stdout
     )["items"]
     return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def gateway_pods(kubectl: Any, namespace: str) -> list[str]:
+    pods = kubectl.json(
+        "get", "pods", "-l", f"app.kubernetes.io/name={GATEWAY_APP_NAME}", namespace=namespace
+    )
+    return [p["metadata"]["name"] for p in pods["items"] if (p.get("status") or {}).get("podIP")]
+
+
+def gateway_api(
+    kubectl: Any, namespace: str, pod: str, path: str, body: dict[str, Any] | None = None, env: str = "py"
+) -> Any:
+    """A request to the Kernel Gateway REST API of a gateway pod, with its environment's token."""
+    pod_ip = get(kubectl, "pod", pod, namespace)["status"]["podIP"]  # type: ignore[index]
+    secret = get(kubectl, "secret", f"{env}-gateway-token", namespace)
+    token = base64.b64decode(secret["data"]["token"]).decode()  # type: ignore[index]
+    request = urllib.request.Request(
+        f"http://{pod_ip}:{GATEWAY_PORT}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)

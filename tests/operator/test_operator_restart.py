@@ -1,11 +1,12 @@
 """The operator dies mid-run (SIGKILL) and the next one picks the run up where it was."""
 
 import json
+import os
 import time
 import urllib.request
 
 import nbformat
-from helpers import events, get, run, wait_for, wait_run_finished
+from helpers import events, gateway_api, gateway_pods, get, run, wait_for, wait_run_finished
 
 
 def test_a_run_survives_the_operator_being_killed_mid_cell_with_no_cell_run_twice(
@@ -47,3 +48,61 @@ def test_a_run_survives_the_operator_being_killed_mid_cell_with_no_cell_run_twic
     ticks = "".join(o.get("text", "") for o in nb.cells[2].outputs if o["output_type"] == "stream")
     assert ticks.splitlines() == [f"tick {i}" for i in range(10)]
     assert [c.execution_count for c in nb.cells] == [1, 2, 3, 4]
+
+
+JANITOR_EVERY_SECOND = {
+    "NBKUBE_JANITOR_FIRST_SWEEP_SECONDS": "1",
+    "NBKUBE_JANITOR_INTERVAL_SECONDS": "1",
+    "NBKUBE_ORPHAN_KERNEL_IDLE_SECONDS": "2",
+    "NBKUBE_JOURNAL_GRACE_SECONDS": "1",
+    "NBKUBE_UNKNOWN_JOURNAL_SECONDS": "5",
+}
+
+
+def test_what_a_killed_operator_left_behind_is_reclaimed_and_live_runs_keep_their_kernels(
+    kubectl, env_namespace, operator
+):
+    pod = gateway_pods(kubectl, env_namespace)[0]
+    # Left behind: a kernel no run holds and nobody is connected to, and the journal (with spilled
+    # outputs) of a run deleted while no operator ran.
+    leaked = gateway_api(kubectl, env_namespace, pod, "/api/kernels", {"name": "python3"})["id"]
+    journal_dir = operator.data_dir / "journal"
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    stale = journal_dir / "deleted-run-uid.jsonl"
+    stale.write_text('{"attempt":1,"index":0,"msgId":"m"}\n')
+    stale_spill = journal_dir / "deleted-run-uid.spill"
+    stale_spill.mkdir(exist_ok=True)
+    (stale_spill / "outputs.jsonl").write_text("{}\n")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    os.utime(stale_spill, (an_hour_ago, an_hour_ago))
+
+    operator.kill()
+    operator.extra_env.update(JANITOR_EVERY_SECOND)
+    operator.start()
+    try:
+        # Swept every second while this run's kernel works for 6 s: it must keep it (attempt 1).
+        kubectl.apply(
+            run("keeps-its-kernel", ["import time\ntime.sleep(6)\n'slept'"]), namespace=env_namespace
+        )
+
+        def leaked_kernel_gone():
+            return leaked not in {k["id"] for k in gateway_api(kubectl, env_namespace, pod, "/api/kernels")}
+
+        wait_for("the leaked kernel to be shut down", leaked_kernel_gone, 60)
+        wait_for(
+            "the deleted run's journal to be removed",
+            lambda: not stale.exists() and not stale_spill.exists(),
+            60,
+        )
+
+        obj = wait_run_finished(kubectl, env_namespace, "keeps-its-kernel", 120)
+        status = obj["status"]
+        assert status["state"] == "Succeeded", json.dumps(status, indent=1)
+        assert status["attempt"] == 1
+        assert "janitor: shut down kernel " + leaked in operator.log_tail(400)
+    finally:
+        operator.kill()
+        for name in JANITOR_EVERY_SECOND:
+            operator.extra_env.pop(name, None)
+        operator.start()

@@ -2,7 +2,7 @@
 
 import json
 
-from helpers import condition, events, get, run, wait_for, wait_run_finished
+from helpers import condition, environment, events, get, run, wait_env_ready, wait_for, wait_run_finished
 
 
 def _finished(kubectl, ns, manifest, timeout=120):
@@ -126,3 +126,27 @@ def test_a_notebook_from_a_configmap_runs(kubectl, env_namespace, tmp_path):
     assert obj["status"]["state"] == "Succeeded"
     assert obj["status"]["cells"][-1]["summary"] == "3.0"
     assert obj["status"]["result"]["path"].endswith("/from-cm/analysis.ipynb")
+
+
+def test_a_run_waits_for_a_free_kernel_when_every_gateway_pod_is_at_its_limit(kubectl, namespace, operator):
+    kubectl.apply(environment("one", maxKernelsPerPod=1, warmKernels=0), namespace=namespace)
+    wait_env_ready(kubectl, namespace, "one")
+    kubectl.apply(run("first", ["import time\ntime.sleep(5)\n'first'"], env="one"), namespace=namespace)
+    first_running = lambda: _state(kubectl, namespace, "first") == "Running"  # noqa: E731
+    wait_for("the first run to hold the only kernel", first_running)
+
+    kubectl.apply(run("second", ["'second'"], env="one"), namespace=namespace)
+
+    def waiting():
+        status = (get(kubectl, "nbrun", "second", namespace) or {}).get("status") or {}
+        return status.get("state") == "Pending" and status.get("reason") == "WaitingForKernel"
+
+    wait_for("the second run to wait for a kernel", waiting, 30, 0.2)
+    assert _state(kubectl, namespace, "first") == "Running"
+    second = wait_run_finished(kubectl, namespace, "second")["status"]
+    assert (second["state"], second["attempt"]) == ("Succeeded", 1), json.dumps(second, indent=1)
+    assert wait_run_finished(kubectl, namespace, "first")["status"]["state"] == "Succeeded"
+
+
+def _state(kubectl, namespace, name):
+    return ((get(kubectl, "nbrun", name, namespace) or {}).get("status") or {}).get("state")

@@ -1,10 +1,17 @@
-import base64
 import json
 import urllib.request
 
 import nbformat
-from helpers import condition, environment, events, get, run, wait_env_ready, wait_for, wait_run_finished
-from nbkube.environment.objects import GATEWAY_PORT
+from helpers import (
+    condition,
+    environment,
+    events,
+    gateway_api,
+    run,
+    wait_env_ready,
+    wait_for,
+    wait_run_finished,
+)
 
 
 def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kubectl, namespace, operator):
@@ -103,16 +110,6 @@ def test_a_finished_run_is_deleted_after_its_ttl_and_its_result_stays(kubectl, e
     assert 'nbkube_runs{state="Succeeded"}' in operator.metrics()
 
 
-def _gateway_kernel_ids(kubectl, namespace, pod_name):
-    pod_ip = get(kubectl, "pod", pod_name, namespace)["status"]["podIP"]
-    token = base64.b64decode(get(kubectl, "secret", "py-gateway-token", namespace)["data"]["token"]).decode()
-    request = urllib.request.Request(
-        f"http://{pod_ip}:{GATEWAY_PORT}/api/kernels", headers={"Authorization": f"token {token}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return {k["id"] for k in json.load(response)}
-
-
 def test_a_finished_runs_kernel_is_shut_down_on_its_gateway_pod(kubectl, env_namespace, operator):
     kubectl.apply(run("kernel-released", ["1 + 1"]), namespace=env_namespace)
     assert wait_run_finished(kubectl, env_namespace, "kernel-released")["status"]["state"] == "Succeeded"
@@ -122,7 +119,7 @@ def test_a_finished_runs_kernel_is_shut_down_on_its_gateway_pod(kubectl, env_nam
     pod_name = started["message"].rsplit(" ", 1)[1]
 
     def run_kernel_gone():
-        kernel_ids = _gateway_kernel_ids(kubectl, env_namespace, pod_name)
-        return not any(k.startswith(kernel_prefix) for k in kernel_ids)
+        kernels = gateway_api(kubectl, env_namespace, pod_name, "/api/kernels")
+        return not any(k["id"].startswith(kernel_prefix) for k in kernels)
 
     wait_for("the finished run's kernel to be shut down", run_kernel_gone, timeout=60)

@@ -37,6 +37,7 @@ class Reason(StrEnum):
     # NotebookRun
     PENDING = "Pending"
     WAITING_FOR_ENVIRONMENT = "WaitingForEnvironment"
+    WAITING_FOR_KERNEL = "WaitingForKernel"
     RUNNING = "Running"
     RETRYING = "Retrying"
     SUCCEEDED = "Succeeded"
@@ -45,6 +46,7 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     KERNEL_DIED = "KernelDied"
     GATEWAY_LOST = "GatewayLost"
+    KERNEL_LIMIT_REACHED = "KernelLimitReached"
     CANCELLED = "Cancelled"
     ENVIRONMENT_NOT_FOUND = "EnvironmentNotFound"
     ENVIRONMENT_NOT_ALLOWED = "EnvironmentNotAllowed"

@@ -44,6 +44,7 @@ from nbkube.engine import (
     EngineError,
     ExecutionLost,
     GatewayUnavailable,
+    KernelLimitReached,
     KernelNotFound,
     NotebookExecutor,
     NotebookResult,
@@ -52,7 +53,7 @@ from nbkube.engine import (
     inject_parameters,
     upgrade_notebook,
 )
-from nbkube.gateways import GatewayRegistry, KernelLease, NoGatewayAvailable
+from nbkube.gateways import GatewayRegistry, GatewaysAtCapacity, KernelLease, NoGatewayAvailable
 from nbkube.kube import Kube, NotFound, resource_path
 from nbkube.metrics import cell_duration, reconcile_total, status_patches
 from nbkube.metrics import runs as runs_gauge
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 ResultsCommit = Callable[..., Awaitable[RunResult | None]]
 NOTEBOOK_WAIT_SECONDS = 30.0
 JOURNAL_GRACE_SECONDS = 30.0
+KERNEL_WAIT_FIRST_DELAY = 0.5
+KERNEL_WAIT_MAX_DELAY = 5.0
 TERMINAL = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
 
 
@@ -96,6 +99,7 @@ class RunService:
         self.results = results
         self.active: dict[str, RunDriver] = {}
         self._states: dict[str, str] = {}
+        self._held_kernels: dict[str, str] = {}
         self._counts: dict[str, int] = dict.fromkeys([s.value for s in RunState], 0)
         self._cleanups: set[asyncio.Task[None]] = set()
 
@@ -127,15 +131,32 @@ class RunService:
         previous = self._states.pop(uid, None)
         if previous is not None:
             self._counts[previous] -= 1
+        self._held_kernels.pop(uid, None)
         if event_type != "DELETED":
-            state = (body.get("status") or {}).get("state") or RunState.PENDING
+            status = body.get("status") or {}
+            state = status.get("state") or RunState.PENDING
             self._states[uid] = state
+            kernel_id = (status.get("kernel") or {}).get("kernelId")
+            if kernel_id and state not in TERMINAL:
+                self._held_kernels[uid] = kernel_id
             self._counts[state] = self._counts.get(state, 0) + 1
             driver = self.active.get(uid)
             if driver is not None and (body.get("spec") or {}).get("cancel"):
                 driver.cancel_requested.set()  # from the watch stream: no per-run polling
         for state, count in self._counts.items():
             runs_gauge.labels(state).set(count)
+
+    def is_active(self, uid: str) -> bool | None:
+        """Whether a run is not finished: None when the watch never reported it (deleted)."""
+        if uid in self.active:
+            return True
+        state = self._states.get(uid)
+        return None if state is None else state not in TERMINAL
+
+    def held_kernels(self) -> set[str]:
+        """Kernels that unfinished runs hold (as their status says), including runs waiting to be
+        reattached after an operator restart."""
+        return set(self._held_kernels.values())
 
     async def expire_if_due(self, body: kopf.Body) -> None:
         ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
@@ -416,10 +437,37 @@ class RunDriver:
                     f"environment {name} had no ready gateway pod "
                     f"for {self.settings.environment_wait_seconds:.0f}s",
                 )
-        try:
-            return await self.service.registry.acquire(self.namespace, name)
-        except (NoGatewayAvailable, EngineError) as exc:
-            return failed(Reason.GATEWAY_LOST, f"no kernel could be started: {exc}")
+        return await self._acquire_free_kernel(name)
+
+    async def _acquire_free_kernel(self, name: str) -> KernelLease | Outcome | None:
+        """When every gateway pod is at its kernel limit, the run waits (Pending, WaitingForKernel) for
+        one to be released, up to environment_wait_seconds, instead of failing at once."""
+        wait_seconds = self.settings.environment_wait_seconds
+        deadline = time.monotonic() + wait_seconds
+        delay = KERNEL_WAIT_FIRST_DELAY
+        waiting = False
+        while True:
+            try:
+                return await self.service.registry.acquire(self.namespace, name)
+            except (GatewaysAtCapacity, KernelLimitReached) as exc:
+                if time.monotonic() + delay > deadline:
+                    return failed(
+                        Reason.KERNEL_LIMIT_REACHED,
+                        f"no kernel of environment {name} became free within {wait_seconds:.0f}s: {exc}",
+                    )
+                if not waiting:
+                    waiting = True
+                    self._set_progress(
+                        RunState.PENDING,
+                        Reason.WAITING_FOR_KERNEL,
+                        f"every gateway pod of {name} is at its kernel limit; waiting for a free kernel",
+                    )
+                    await self._flush()
+                if await self._interruptible(asyncio.sleep(delay, True)) is None:
+                    return self._interrupted()
+                delay = min(delay * 2, KERNEL_WAIT_MAX_DELAY)
+            except (NoGatewayAvailable, EngineError) as exc:
+                return failed(Reason.GATEWAY_LOST, f"no kernel could be started: {exc}")
 
     async def _attempt(
         self, spec: NotebookRunSpec, env_spec: NotebookEnvironmentSpec, notebook: NotebookNode

@@ -1,0 +1,175 @@
+"""Reclaims what an operator that died left behind: kernels no run holds, and journals of runs that are
+finished or gone.
+
+A run's kernel is released, and its journal removed, by the operator that drives it. When that
+operator is killed at the wrong moment (after the final status, before the release; during the
+journal's grace period; between starting a kernel and recording it in status), those are left over.
+The gateway's idle culling would stop such kernels after its timeout; the journals would stay forever.
+The janitor sweeps both periodically, keeping anything a live run might still use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nbkube.engine import EngineError, GatewayClient
+
+log = logging.getLogger(__name__)
+
+JOURNAL_SUFFIXES = (".jsonl", ".spill")
+
+
+@dataclass(frozen=True)
+class JanitorSettings:
+    interval_seconds: float = 300.0
+    first_sweep_seconds: float = 60.0
+    """After start-up: time for the watch to report every run before anything is judged unknown."""
+    kernel_idle_seconds: float = 120.0
+    """A kernel with no connection is reclaimed only after this long without activity (one being
+    started for a run has no connection for a moment)."""
+    journal_grace_seconds: float = 60.0
+    """Journals of finished runs are kept this long after their last write (the /logs stream reads them)."""
+    unknown_journal_seconds: float = 3600.0
+    """Journals of runs the watch never reported (deleted while no operator ran) are kept this long."""
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What the janitor needs to know of the runs, from the operator's watch."""
+
+    is_active: Callable[[str], bool | None]
+    """uid -> True (not finished), False (finished), None (unknown)."""
+    held_kernels: Callable[[], set[str]]
+    """Kernel ids that runs (running, or waiting to be reattached) hold."""
+
+
+@dataclass(frozen=True)
+class GatewayView:
+    """What the janitor needs to know of the gateway pods."""
+
+    clients: Callable[[], Iterable[tuple[str, GatewayClient]]]
+    """(pod name, client) for every known gateway pod."""
+    in_use: Callable[[], set[str]]
+    """Kernel ids this operator holds (leased to runs)."""
+
+
+def _age_seconds(timestamp: str | None, now: float) -> float:
+    if not timestamp:
+        return 0.0
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return now - then.timestamp()
+
+
+def reclaimable_kernels(
+    kernels: list[dict[str, object]], keep: set[str], idle_seconds: float, now: float
+) -> list[str]:
+    """Kernels nobody holds: not kept, no open connection, idle for idle_seconds."""
+    reclaim = []
+    for kernel in kernels:
+        kernel_id = str(kernel.get("id") or "")
+        if not kernel_id or kernel_id in keep:
+            continue
+        connections = kernel.get("connections")
+        if not isinstance(connections, int) or connections > 0:
+            continue
+        if kernel.get("execution_state") == "busy":
+            continue
+        if _age_seconds(str(kernel.get("last_activity") or ""), now) < idle_seconds:
+            continue
+        reclaim.append(kernel_id)
+    return reclaim
+
+
+def reclaimable_journals(
+    journal_dir: Path, is_active: Callable[[str], bool | None], settings: JanitorSettings, now: float
+) -> list[Path]:
+    """Journal files and spill directories of runs that are finished, or unknown for long enough."""
+    if not journal_dir.is_dir():
+        return []
+    reclaim = []
+    for path in journal_dir.iterdir():
+        if path.suffix not in JOURNAL_SUFFIXES:
+            continue
+        active = is_active(path.stem)
+        if active:
+            continue
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        limit = settings.journal_grace_seconds if active is False else settings.unknown_journal_seconds
+        if age >= limit:
+            reclaim.append(path)
+    return sorted(reclaim)
+
+
+class Janitor:
+    def __init__(
+        self, runs: RunView, gateways: GatewayView, journal_dir: Path, settings: JanitorSettings
+    ) -> None:
+        self.runs = runs
+        self.gateways = gateways
+        self.journal_dir = journal_dir
+        self.settings = settings
+        self.kernels_reclaimed = 0
+        self.journals_reclaimed = 0
+
+    async def run_forever(self) -> None:
+        await asyncio.sleep(self.settings.first_sweep_seconds)
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("janitor sweep failed; trying again in %ss", self.settings.interval_seconds)
+            await asyncio.sleep(self.settings.interval_seconds)
+
+    async def sweep(self) -> None:
+        await self.sweep_kernels()
+        await self.sweep_journals()
+
+    async def sweep_kernels(self) -> int:
+        reclaimed = 0
+        for pod, client in list(self.gateways.clients()):
+            try:
+                kernels = await client.list_kernels()
+            except EngineError as exc:
+                log.debug("janitor: cannot list kernels on %s: %s", pod, exc)
+                continue
+            # Read what is held after listing: a kernel leased meanwhile is then in the set.
+            keep = self.gateways.in_use() | self.runs.held_kernels()
+            idle = self.settings.kernel_idle_seconds
+            for kernel_id in reclaimable_kernels(kernels, keep, idle, time.time()):
+                try:
+                    await client.delete_kernel(kernel_id)
+                except EngineError as exc:
+                    log.debug("janitor: kernel %s on %s: %s", kernel_id, pod, exc)
+                    continue
+                reclaimed += 1
+                log.info("janitor: shut down kernel %s on %s, which no run holds", kernel_id, pod)
+        self.kernels_reclaimed += reclaimed
+        return reclaimed
+
+    async def sweep_journals(self) -> int:
+        paths = await asyncio.to_thread(
+            reclaimable_journals, self.journal_dir, self.runs.is_active, self.settings, time.time()
+        )
+        for path in paths:
+            if path.is_dir():
+                await asyncio.to_thread(shutil.rmtree, path, True)
+            else:
+                await asyncio.to_thread(path.unlink, True)
+            log.info("janitor: removed %s of a run that is finished or gone", path.name)
+        self.journals_reclaimed += len(paths)
+        return len(paths)
