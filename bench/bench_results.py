@@ -27,9 +27,8 @@ from pathlib import Path
 
 import aiohttp
 import nbformat
-from aiohttp import web
 from nbkube.results import ResultsStore, RunRecord
-from nbkube.results.http import results_http_app
+from nbkube.results.http import serve_results
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "NO_PROXY": "127.0.0.1"}
 
@@ -80,17 +79,6 @@ async def commits_per_s(store: ResultsStore, first: int, count: int, concurrency
             )
         )
     return count / (time.perf_counter() - start)
-
-
-async def serve(store: ResultsStore) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.add_subapp("/results", results_http_app(store))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}/results"
 
 
 async def fetch_times(base: str, path: str, commit: str, repeat: int = 20) -> tuple[float, int]:
@@ -146,7 +134,7 @@ async def main(runs: int, commits: int) -> dict[str, float]:
             list_s = time.perf_counter() - start
             target = await store.find_final(f"bench-uid-{runs // 2}")
             assert target is not None
-            runner, base = await serve(store)
+            runner, base = await serve_results(store)
             try:
                 fetch_s, fetch_bytes = await fetch_times(base, target.path, target.commit)
                 clone_s = await clone_time(base, Path(tmp) / "clone")

@@ -92,25 +92,11 @@ def test_the_api_server_rejects_malformed_manifests_with_a_readable_message(
 
 def test_a_cancelled_run_cannot_be_resumed_and_its_notebook_is_immutable(kubectl, namespace, operator):
     kubectl.apply(_with(run("frozen", ["1"], env="nowhere"), ["spec", "cancel"], True), namespace=namespace)
-    done = kubectl(
-        "patch",
-        "nbrun",
-        "frozen",
-        "--type=merge",
-        "-p",
-        '{"spec":{"cancel":false}}',
-        namespace=namespace,
-        check=False,
-    )
+    done = _merge_patch(kubectl, namespace, "frozen", '{"spec":{"cancel":false}}')
     assert done.returncode != 0 and "a cancelled run cannot be resumed" in done.stderr
-    done = kubectl(
-        "patch",
-        "nbrun",
-        "frozen",
-        "--type=merge",
-        "-p",
-        '{"spec":{"notebook":{"cells":[{"source":"2"}]}}}',
-        namespace=namespace,
-        check=False,
-    )
+    done = _merge_patch(kubectl, namespace, "frozen", '{"spec":{"notebook":{"cells":[{"source":"2"}]}}}')
     assert done.returncode != 0 and "is immutable" in done.stderr
+
+
+def _merge_patch(kubectl, namespace, name, patch):
+    return kubectl("patch", "nbrun", name, "--type=merge", "-p", patch, namespace=namespace, check=False)

@@ -10,10 +10,9 @@ from pathlib import Path
 import aiohttp
 import nbformat
 import pytest
-from aiohttp import web
 from conftest import executed_notebook, git, record
 from nbkube.results import ResultsStore
-from nbkube.results.http import results_http_app
+from nbkube.results.http import serve_results
 
 CLIENT_ENV = {
     **os.environ,
@@ -27,14 +26,8 @@ CLIENT_ENV = {
 @pytest.fixture
 async def base_url(store: ResultsStore) -> AsyncIterator[str]:
     """The operator's HTTP app with the results app mounted at /results, on a loopback port."""
-    app = web.Application()
-    app.add_subapp("/results", results_http_app(store))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield f"http://{host}:{port}/results"
+    runner, url = await serve_results(store)
+    yield url
     await runner.cleanup()
 
 
@@ -132,16 +125,10 @@ async def test_large_files_are_streamed_intact(tmp_path: Path) -> None:
     payload = os.urandom(3 * 1024 * 1024 + 17)
     async with ResultsStore(tmp_path / "r", fsync=False) as store:
         info = await store.commit_run(record(1), executed_notebook(), {"big.bin": payload}, final=True)
-        app = web.Application()
-        app.add_subapp("/results", results_http_app(store))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
+        runner, base_url = await serve_results(store)
         try:
             async with aiohttp.ClientSession() as http:
-                url = f"http://{host}:{port}/results/files/default/analysis-1/outputs/big.bin"
+                url = f"{base_url}/files/default/analysis-1/outputs/big.bin"
                 async with http.get(url, params={"ref": info.commit}) as resp:
                     assert resp.status == 200
                     assert resp.content_type == "application/octet-stream"

@@ -51,6 +51,21 @@ def results_http_app(store: ResultsStore) -> web.Application:
     return app
 
 
+async def serve_results(
+    store: ResultsStore, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
+    """The results app alone, mounted at /results on host:port (0: a free port), as the operator mounts
+    it. Returns the runner (clean it up to stop) and the base URL. For tools and tests; the operator
+    serves /results beside /logs on one port."""
+    app = web.Application()
+    app.add_subapp("/results", results_http_app(store))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    return runner, f"http://{bound_host}:{bound_port}/results"
+
+
 def _protocol_env(request: web.Request) -> dict[str, str]:
     version = request.headers.get("Git-Protocol", "")
     return {"GIT_PROTOCOL": version} if version and _PROTOCOL_RE.match(version) else {}
