@@ -2,7 +2,7 @@
 
 import json
 
-from helpers import get, run, wait_run_finished
+from helpers import events, get, run, wait_for, wait_run_finished
 
 
 def test_a_sweep_runs_every_combination_as_a_child_and_aggregates_their_states(kubectl, env_namespace):
@@ -30,3 +30,39 @@ def test_a_sweep_with_a_failing_child_fails_and_says_how_many(kubectl, env_names
     assert parent["status"]["state"] == "Failed"
     assert parent["status"]["reason"] == "ChildRunsFailed"
     assert parent["status"]["message"] == "1 of 2 child runs failed"
+
+
+def test_a_changed_matrix_is_ignored_with_a_warning_even_across_an_operator_restart(
+    kubectl, env_namespace, operator
+):
+    manifest = run("sweep-fixed", ["import time\ntime.sleep(1.5)\nx"], matrix={"x": [1, 2]}, parallelism=1)
+    kubectl.apply(manifest, namespace=env_namespace)
+
+    def started():
+        return ((get(kubectl, "nbrun", "sweep-fixed", env_namespace) or {}).get("status") or {}).get("state")
+
+    wait_for("the sweep to start", lambda: started() == "Running")
+    kubectl(
+        "patch",
+        "nbrun",
+        "sweep-fixed",
+        "--type=merge",
+        "-p",
+        '{"spec":{"matrix":{"x":[1,2,3],"y":[0,1]}}}',
+        namespace=env_namespace,
+    )
+    wait_for(
+        "a MatrixChanged warning",
+        lambda: "MatrixChanged" in [e["reason"] for e in events(kubectl, env_namespace, "sweep-fixed")],
+    )
+    # The next operator reads the changed spec: the matrix the sweep started with still rules.
+    operator.kill()
+    operator.start()
+
+    parent = wait_run_finished(kubectl, env_namespace, "sweep-fixed", 180)
+    status = parent["status"]
+    assert status["state"] == "Succeeded", json.dumps(status, indent=1)
+    assert (status["sweep"]["total"], status["sweep"]["succeeded"]) == (2, 2)
+    children = kubectl.json("get", "nbrun", "-l", "nbkube.io/sweep=sweep-fixed", namespace=env_namespace)
+    assert len(children["items"]) == 2
+    assert json.loads(parent["metadata"]["annotations"]["nbkube.io/sweep-matrix"]) == {"x": [1, 2]}

@@ -109,11 +109,13 @@ class NotebookRunSpec(ApiModel):
         json_schema_extra=_IMMUTABLE,
     )
     # No CEL rules over parameters' or matrix' keys: CEL cannot range over free-form maps, so the
-    # identifier check on their keys happens in the operator (InvalidSpec).
+    # identifier check on their keys happens in the operator (InvalidSpec). Nor can an immutability
+    # rule type the matrix (the API server refuses it): the sweep driver keeps the started matrix.
     matrix: dict[str, Annotated[list[Any], Field(min_length=1, max_length=256)]] = Field(
         default_factory=dict,
         max_length=16,
-        description="Each combination of these values becomes a child run.",
+        description="Each combination of these values becomes a child run. Fixed once the sweep has "
+        "started: later changes are ignored, with a MatrixChanged warning event.",
     )
     parallelism: int = Field(4, ge=1, le=64, description="Child runs of a sweep running at once.")
     timeouts: Timeouts = Field(default_factory=Timeouts)

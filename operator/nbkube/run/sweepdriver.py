@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import json
+import logging
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
@@ -16,8 +18,37 @@ from nbkube.run.outcome import Outcome, cancelled, failed
 if TYPE_CHECKING:
     from nbkube.run.driver import RunDriver
 
+log = logging.getLogger(__name__)
+
 POLL_SECONDS = 1.0
 _DONE = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+# The matrix a sweep started with. CEL cannot type a free-form matrix (the API server refuses an
+# immutability rule on it), so the operator keeps the original here and ignores later changes.
+MATRIX_ANNOTATION = "nbkube.io/sweep-matrix"
+
+
+def _canonical(matrix: dict[str, Any]) -> str:
+    return json.dumps(matrix, sort_keys=True, separators=(",", ":"))
+
+
+async def _started_matrix(driver: RunDriver, spec: NotebookRunSpec) -> dict[str, Any]:
+    """The matrix the sweep started with: recorded on the first pass, read back on every later one
+    (after an operator restart too), so a changed spec.matrix never adds or drops children."""
+    annotations = (driver.body.get("metadata") or {}).get("annotations") or {}
+    recorded = annotations.get(MATRIX_ANNOTATION)
+    if recorded is not None:
+        try:
+            matrix: dict[str, Any] = json.loads(recorded)
+            return matrix
+        except ValueError:
+            log.warning("%s/%s: unreadable %s annotation", driver.namespace, driver.name, MATRIX_ANNOTATION)
+    path = resource_path(API_VERSION, "notebookruns", driver.namespace, driver.name)
+    patch = {"metadata": {"annotations": {MATRIX_ANNOTATION: _canonical(spec.matrix)}}}
+    try:
+        await driver.kube.merge_patch(path, patch)
+    except Exception as exc:  # e.g. an annotation past the API's size limit: the sweep still runs
+        log.warning("%s/%s: the sweep's matrix is not recorded: %s", driver.namespace, driver.name, exc)
+    return spec.matrix
 
 
 async def _create(driver: RunDriver, child: dict) -> None:
@@ -28,6 +59,8 @@ async def _create(driver: RunDriver, child: dict) -> None:
 
 
 async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
+    matrix = await _started_matrix(driver, spec)
+    spec = spec.model_copy(update={"matrix": matrix})
     children = sweep.child_runs(driver.name, driver.namespace, driver.uid, spec)
     names = [c["metadata"]["name"] for c in children]
     runs_path = resource_path(API_VERSION, "notebookruns", driver.namespace)
@@ -40,7 +73,17 @@ async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
             message=f"{len(children)} child runs, {spec.parallelism} at a time",
         )
     cancelling = False
+    warned_matrix: str | None = None
     while not driver.stopped:
+        current = _canonical((driver.body.get("spec") or {}).get("matrix") or {})
+        if current != _canonical(matrix) and current != warned_matrix:
+            warned_matrix = current
+            kopf.warn(
+                driver.body,
+                reason="MatrixChanged",
+                message=f"spec.matrix is immutable once a sweep started: the change is ignored and the "
+                f"sweep keeps its {len(children)} child runs",
+            )
         existing = {c["metadata"]["name"]: c for c in await driver.kube.list(runs_path, selector)}
         states = {n: (c.get("status") or {}).get("state") for n, c in existing.items()}
         if driver.cancel_requested.is_set() or (driver.body.get("spec") or {}).get("cancel"):
