@@ -118,6 +118,42 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class _SentAhead:
+    """A cell whose execute request went out while the cell before it was finishing."""
+
+    index: int
+    msg_id: str
+    started_at: str
+    started: float
+
+
+def _execute_content(cell: NotebookNode) -> dict[str, Any]:
+    return {
+        "code": cell.source,
+        "silent": False,
+        "store_history": True,
+        "user_expressions": {},
+        "allow_stdin": True,
+        "stop_on_error": False,
+    }
+
+
+def _runs(cell: NotebookNode) -> bool:
+    """Whether a code cell is executed (not skipped by tag or for being empty)."""
+    return SKIP_TAG not in cell.get("metadata", {}).get("tags", []) and bool(cell.source.strip())
+
+
+def _next_executable(nb: NotebookNode, index: int) -> tuple[int, NotebookNode] | None:
+    """The code cell after `index`, if it runs (a skipped code cell in between ends the look-ahead:
+    its on_cell_end must come in order)."""
+    for later in range(index + 1, len(nb.cells)):
+        cell = nb.cells[later]
+        if cell.cell_type == "code":
+            return (later, cell) if _runs(cell) else None
+    return None
+
+
 def summarize_traceback(lines: list[str]) -> str:
     text = ANSI.sub("", "\n".join(lines))
     return text[-SUMMARY_CHARS:]
@@ -146,6 +182,12 @@ class NotebookExecutor:
     the execute request is sent (store msg_id and connection.session_id to resume later);
     on_output(index, output) gets each new output as it arrives (a stream output carries just the
     new chunk); on_cell_end(index, cell_result).
+
+    With `pipeline` (the default), the next code cell's execute request is sent as soon as the current
+    cell's execute_reply says ok, while the current cell's last iopub messages (its idle status) are
+    still on their way: the kernel runs requests one at a time, so this only saves the round trip
+    between the two. on_cell_start of the next cell then comes before on_cell_end of the current one.
+    A cell that failed, timed out or was interrupted is never followed this way.
     """
 
     def __init__(
@@ -161,6 +203,7 @@ class NotebookExecutor:
         interrupt_grace: float = 5.0,
         watchdog_interval: float = 0.5,
         kernel_info_timeout: float = 60.0,
+        pipeline: bool = True,
     ) -> None:
         self.connection = connection
         self.cell_timeout = cell_timeout
@@ -172,8 +215,11 @@ class NotebookExecutor:
         self.interrupt_grace = interrupt_grace
         self.watchdog_interval = watchdog_interval
         self.kernel_info_timeout = kernel_info_timeout
+        self.pipeline = pipeline
         self._cancelled = False
         self._current: Subscription | None = None
+        self._upcoming: tuple[int, NotebookNode] | None = None
+        self._sent_ahead: _SentAhead | None = None
         # Kernel deaths the gateway reported on this connection before our cells (see _run).
         self._lost_events_seen = connection.kernel_lost_events
 
@@ -218,20 +264,23 @@ class NotebookExecutor:
                 if cell.cell_type != "code" or index < first:
                     continue
                 if result.state is not CellState.SUCCEEDED:
-                    result.cells.append(CellResult(index, cell.id, state=CellState.PENDING))
+                    result.cells.append(await self._not_run(index, cell, CellState.PENDING))
                     continue
                 if self._cancelled:
                     result.state, result.failed_index = CellState.CANCELLED, index
-                    result.cells.append(CellResult(index, cell.id, state=CellState.CANCELLED))
+                    result.cells.append(await self._not_run(index, cell, CellState.CANCELLED))
                     continue
                 if resume is not None and index == resume.index:
+                    self._upcoming = None
                     cell_result = await self.resume_cell(cell, index, resume.msg_id)
                 else:
+                    self._upcoming = _next_executable(nb, index) if self.pipeline else None
                     cell_result = await self.execute_cell(cell, index)
                 result.cells.append(cell_result)
                 if cell_result.blocks_notebook:
                     result.state, result.failed_index = cell_result.state, index
         except GatewayUnavailable as e:
+            self._drop_sent_ahead()
             result.state = CellState.FAILED
             result.duration_ms = (time.monotonic() - started) * 1000
             result.spill_path = self.budget.spill.path
@@ -248,6 +297,37 @@ class NotebookExecutor:
         info = await self.connection.kernel_info(reply_timeout=self.kernel_info_timeout)
         if "language_info" in info:
             nb.metadata["language_info"] = info["language_info"]
+
+    async def _not_run(self, index: int, cell: NotebookNode, state: CellState) -> CellResult:
+        """The result of a cell the notebook stops before. If its request was already sent ahead (its
+        on_cell_start was called), its on_cell_end says so; whatever the kernel does with it is not
+        collected (the notebook is ending, and the kernel with it)."""
+        result = CellResult(index, cell.id, state=state)
+        ahead = self._sent_ahead
+        if ahead is not None and ahead.index == index:
+            self._drop_sent_ahead()
+            result.msg_id = ahead.msg_id
+            await _call(self.on_cell_end, index, result)
+        return result
+
+    def _drop_sent_ahead(self) -> None:
+        if self._sent_ahead is not None:
+            self.connection.unsubscribe(self._sent_ahead.msg_id)
+            self._sent_ahead = None
+
+    async def _send_ahead(self) -> None:
+        """Sends the next cell's execute request now (called when the running cell's reply said ok)."""
+        upcoming, self._upcoming = self._upcoming, None
+        if upcoming is None or self._sent_ahead is not None or self._cancelled:
+            return
+        if self.connection.kernel_lost_events > self._lost_events_seen:
+            return
+        index, cell = upcoming
+        msg_id = new_id()
+        self.connection.subscribe(msg_id)
+        self._sent_ahead = _SentAhead(index, msg_id, _now(), time.monotonic())
+        await _call(self.on_cell_start, index, cell, msg_id)
+        await self.connection.send("shell", "execute_request", _execute_content(cell), msg_id=msg_id)
 
     # -- cells -----------------------------------------------------------------------------------------
 
@@ -268,13 +348,15 @@ class NotebookExecutor:
         if not cell.get("id"):
             cell["id"] = uuid.uuid4().hex[:8]
         result = CellResult(index, cell["id"])
-        tags = cell.get("metadata", {}).get("tags", [])
-        if SKIP_TAG in tags or not cell.source.strip():
+        if not _runs(cell):
             result.state = CellState.SKIPPED
             await _call(self.on_cell_end, index, result)
             return result
         connection = self.connection
+        ahead = self._sent_ahead if self._sent_ahead is not None and self._sent_ahead.index == index else None
         if connection.kernel_lost_events > self._lost_events_seen:
+            if ahead is not None:
+                self._drop_sent_ahead()
             # The kernel died and was restarted between cells: running on would execute the rest of
             # the notebook in a fresh kernel without the state of the cells before.
             result.state = CellState.KERNEL_DIED
@@ -282,32 +364,29 @@ class NotebookExecutor:
             result.error_value = "the kernel died between cells (restarted by the gateway; its state is lost)"
             await _call(self.on_cell_end, index, result)
             return result
-        msg_id = resume_msg_id or new_id()
+        msg_id = ahead.msg_id if ahead is not None else resume_msg_id or new_id()
         subscription = connection.subscribe(msg_id)
         outputs = CellOutputs(self.budget, index, cell["id"])
         run = _CellRun(self, cell, index, result, subscription, outputs)
         result.msg_id = msg_id
         result.resumed = resume_msg_id is not None
         result.state = CellState.RUNNING
-        result.started_at = _now()
-        started = time.monotonic()
+        result.started_at = ahead.started_at if ahead is not None else _now()
+        started = ahead.started if ahead is not None else time.monotonic()
+        if ahead is not None:
+            self._sent_ahead = None
         cell.outputs = []
         self._current = subscription
         error: BaseException | None = None
         try:
-            await _call(self.on_cell_start, index, cell, msg_id)
+            if ahead is None:
+                await _call(self.on_cell_start, index, cell, msg_id)
             if self._cancelled:
                 subscription.push({"nbkube": "cancel"})
-            if resume_msg_id is None:
-                content = {
-                    "code": cell.source,
-                    "silent": False,
-                    "store_history": True,
-                    "user_expressions": {},
-                    "allow_stdin": True,
-                    "stop_on_error": False,
-                }
-                await connection.send("shell", "execute_request", content, msg_id=msg_id)
+            if ahead is not None:
+                pass  # sent while the previous cell finished
+            elif resume_msg_id is None:
+                await connection.send("shell", "execute_request", _execute_content(cell), msg_id=msg_id)
             else:
                 await run.send_probe()
             await run.collect()
@@ -476,6 +555,14 @@ class _CellRun:
                     self.result.execution_count = content["execution_count"]
                 if self.reply_status == "error" and self.result.error_name is None:
                     self.note_error(content)
+                if (
+                    self.reply_status == "ok"
+                    and not self.got_idle
+                    and self.final_state is None
+                    and self.interrupted_at is None
+                    and self.probe_id is None
+                ):
+                    await executor._send_ahead()
             elif channel == "stdin" and msg_type == "input_request" and ours:
                 self.result.input_requested = True
                 await self.connection.send("stdin", "input_reply", {"value": ""}, parent=header)

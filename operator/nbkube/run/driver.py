@@ -546,6 +546,14 @@ class RunDriver:
             if index < len(executed.cells):
                 executed.cells[index] = nbformat.from_dict(cell)
                 self._mark_from_cell(index, executed.cells[index])
+        if progress.replied is not None:
+            # It replied ok before the next cell was sent: done, with the outputs the journal has.
+            index, outputs = progress.replied
+            cell = executed.cells[index]
+            cell.outputs = [nbformat.from_dict(o) for o in merge_streams(outputs)]
+            cell.setdefault("metadata", {})["nbkube"] = {"state": "succeeded", "resumed": True}
+            self._mark_from_cell(index, cell, "succeeded")
+            finished = {**finished, index: dict(cell)}
         start = max(finished) + 1 if finished else 0
         resume = ResumePoint(in_flight[0], in_flight[1]) if in_flight and in_flight[0] >= start else None
         self._partial_outputs = {}

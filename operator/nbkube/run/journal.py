@@ -75,14 +75,25 @@ class RunJournal:
         """Where one attempt was: its finished cells, and the cell in flight with its outputs so far."""
         entries = [e for e in await asyncio.to_thread(self._read) if e.get("attempt") == attempt]
         finished = {e["index"]: e["cell"] for e in entries if "cell" in e}
-        in_flight = None
+        # Started cells without a result, in order. The engine sends a cell's request ahead only after
+        # the cell before it replied ok, so there are at most two, and then the first one has replied.
+        unfinished: list[tuple[int, str]] = []
         for entry in entries:
             if "msgId" in entry and entry["index"] not in finished:
-                in_flight = (entry["index"], entry["msgId"])
-        partial: list[dict[str, Any]] = []
-        if in_flight is not None:
-            partial = [e["output"] for e in entries if "output" in e and e["index"] == in_flight[0]]
-        return JournalProgress(finished, in_flight, partial)
+                if all(index != entry["index"] for index, _ in unfinished):
+                    unfinished.append((entry["index"], entry["msgId"]))
+
+        def outputs_of(index: int) -> list[dict[str, Any]]:
+            return [e["output"] for e in entries if "output" in e and e["index"] == index]
+
+        if not unfinished:
+            return JournalProgress(finished, None)
+        if len(unfinished) == 1:
+            return JournalProgress(finished, unfinished[0], outputs_of(unfinished[0][0]))
+        (replied, _), in_flight = unfinished[0], unfinished[-1]
+        return JournalProgress(
+            finished, in_flight, outputs_of(in_flight[0]), replied=(replied, outputs_of(replied))
+        )
 
     async def remove(self) -> None:
         await asyncio.to_thread(self.path.unlink, True)
@@ -94,6 +105,9 @@ class JournalProgress:
     finished: dict[int, dict[str, Any]]
     in_flight: tuple[int, str] | None
     partial_outputs: list[dict[str, Any]] = field(default_factory=list)
+    replied: tuple[int, list[dict[str, Any]]] | None = None
+    """A cell that replied ok but whose end was not recorded when the next one was sent ahead: its
+    index and the outputs the journal holds (the cell itself ran once and is not run again)."""
 
 
 def merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
