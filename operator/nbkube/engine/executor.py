@@ -383,12 +383,10 @@ class NotebookExecutor:
                 await _call(self.on_cell_start, index, cell, msg_id)
             if self._cancelled:
                 subscription.push({"nbkube": "cancel"})
-            if ahead is not None:
-                pass  # sent while the previous cell finished
-            elif resume_msg_id is None:
-                await connection.send("shell", "execute_request", _execute_content(cell), msg_id=msg_id)
-            else:
+            if resume_msg_id is not None:
                 await run.send_probe()
+            elif ahead is None:  # (a cell sent ahead went out while the previous one finished)
+                await connection.send("shell", "execute_request", _execute_content(cell), msg_id=msg_id)
             await run.collect()
         except (GatewayUnavailable, ExecutionLost) as e:
             error = e
