@@ -106,3 +106,46 @@ def test_what_a_killed_operator_left_behind_is_reclaimed_and_live_runs_keep_thei
         for name in JANITOR_EVERY_SECOND:
             operator.extra_env.pop(name, None)
         operator.start()
+
+
+def test_a_cell_sent_ahead_is_resumed_and_the_replied_cell_before_it_keeps_its_outputs(
+    kubectl, env_namespace, operator, tmp_path
+):
+    """The crash the engine's pipelining opens: the next cell was started (journaled and sent) while the
+    cell before it had replied but was not recorded yet. Made on purpose by removing that record from
+    the journal of a killed operator."""
+    marker = tmp_path / "executions.log"
+    write = f"open({str(marker)!r}, 'a').write"
+    cells = [
+        f"{write}('cell 0\\n')\nprint('zero')",
+        f"import time\ntime.sleep(4)\n{write}('cell 1\\n')\nprint('one')",
+    ]
+    kubectl.apply(run("sent-ahead", cells), namespace=env_namespace)
+
+    def second_cell_running():
+        cells = ((get(kubectl, "nbrun", "sent-ahead", env_namespace) or {}).get("status") or {}).get(
+            "cells", []
+        )
+        return len(cells) == 2 and cells[1]["state"] == "running"
+
+    wait_for("the second cell to run", second_cell_running, 60, 0.1)
+    uid = get(kubectl, "nbrun", "sent-ahead", env_namespace)["metadata"]["uid"]
+    operator.kill()
+    journal = operator.data_dir / "journal" / f"{uid}.jsonl"
+    lines = journal.read_text().splitlines()
+    recorded = [line for line in lines if '"cell":' in line and '"index":0,' in line]
+    assert len(recorded) == 1
+    journal.write_text("".join(line + "\n" for line in lines if line not in recorded))
+    operator.start()
+
+    obj = wait_run_finished(kubectl, env_namespace, "sent-ahead", 120)
+    status = obj["status"]
+    assert status["state"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["attempt"] == 1
+    assert marker.read_text().splitlines() == ["cell 0", "cell 1"]
+    result = status["result"]
+    url = f"{operator.results_url}/files/{result['path']}?ref={result['commit']}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        nb = nbformat.reads(response.read().decode(), as_version=4)
+    texts = ["".join(o.get("text", "") for o in c.outputs if o["output_type"] == "stream") for c in nb.cells]
+    assert texts == ["zero\n", "one\n"]
