@@ -16,9 +16,9 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from nbkube.api.common import parse_timestamp
 from nbkube.engine import EngineError, GatewayClient
 
 log = logging.getLogger(__name__)
@@ -60,18 +60,6 @@ class GatewayView:
     """Kernel ids this operator holds (leased to runs)."""
 
 
-def _age_seconds(timestamp: str | None, now: float) -> float:
-    if not timestamp:
-        return 0.0
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    return now - then.timestamp()
-
-
 def reclaimable_kernels(
     kernels: list[dict[str, object]], keep: set[str], idle_seconds: float, now: float
 ) -> list[str]:
@@ -86,33 +74,50 @@ def reclaimable_kernels(
             continue
         if kernel.get("execution_state") == "busy":
             continue
-        if _age_seconds(str(kernel.get("last_activity") or ""), now) < idle_seconds:
+        last_activity = parse_timestamp(str(kernel.get("last_activity") or ""))
+        if last_activity is None or now - last_activity < idle_seconds:
             continue
         reclaim.append(kernel_id)
     return reclaim
 
 
-def reclaimable_journals(
-    journal_dir: Path, is_active: Callable[[str], bool | None], settings: JanitorSettings, now: float
-) -> list[Path]:
-    """Journal files and spill directories of runs that are finished, or unknown for long enough."""
+def journal_files(journal_dir: Path) -> list[tuple[Path, float]]:
+    """(path, mtime) of the journal files and spill directories. Blocking: call it in a thread."""
     if not journal_dir.is_dir():
         return []
-    reclaim = []
+    files = []
     for path in journal_dir.iterdir():
-        if path.suffix not in JOURNAL_SUFFIXES:
-            continue
+        if path.suffix in JOURNAL_SUFFIXES:
+            try:
+                files.append((path, path.stat().st_mtime))
+            except FileNotFoundError:
+                continue
+    return files
+
+
+def reclaimable_journals(
+    files: list[tuple[Path, float]],
+    is_active: Callable[[str], bool | None],
+    settings: JanitorSettings,
+    now: float,
+) -> list[Path]:
+    """Those of `files` that belong to runs that are finished, or unknown for long enough."""
+    reclaim = []
+    for path, mtime in files:
         active = is_active(path.stem)
         if active:
             continue
-        try:
-            age = now - path.stat().st_mtime
-        except FileNotFoundError:
-            continue
         limit = settings.journal_grace_seconds if active is False else settings.unknown_journal_seconds
-        if age >= limit:
+        if now - mtime >= limit:
             reclaim.append(path)
     return sorted(reclaim)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class Janitor:
@@ -123,8 +128,6 @@ class Janitor:
         self.gateways = gateways
         self.journal_dir = journal_dir
         self.settings = settings
-        self.kernels_reclaimed = 0
-        self.journals_reclaimed = 0
 
     async def run_forever(self) -> None:
         await asyncio.sleep(self.settings.first_sweep_seconds)
@@ -158,18 +161,13 @@ class Janitor:
                     continue
                 reclaimed += 1
                 log.info("janitor: shut down kernel %s on %s, which no run holds", kernel_id, pod)
-        self.kernels_reclaimed += reclaimed
         return reclaimed
 
     async def sweep_journals(self) -> int:
-        paths = await asyncio.to_thread(
-            reclaimable_journals, self.journal_dir, self.runs.is_active, self.settings, time.time()
-        )
+        files = await asyncio.to_thread(journal_files, self.journal_dir)
+        # Decided here, on the event loop, where the watch updates what is_active reads.
+        paths = reclaimable_journals(files, self.runs.is_active, self.settings, time.time())
         for path in paths:
-            if path.is_dir():
-                await asyncio.to_thread(shutil.rmtree, path, True)
-            else:
-                await asyncio.to_thread(path.unlink, True)
+            await asyncio.to_thread(_remove, path)
             log.info("janitor: removed %s of a run that is finished or gone", path.name)
-        self.journals_reclaimed += len(paths)
         return len(paths)

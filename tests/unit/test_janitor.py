@@ -13,6 +13,7 @@ from nbkube.janitor import (
     Janitor,
     JanitorSettings,
     RunView,
+    journal_files,
     reclaimable_journals,
     reclaimable_kernels,
 )
@@ -70,10 +71,10 @@ def test_journals_of_finished_runs_go_after_the_grace_and_of_unknown_runs_much_l
     touch(tmp_path / "notes.txt", 7200)
     settings = JanitorSettings(journal_grace_seconds=60, unknown_journal_seconds=3600)
 
-    found = reclaimable_journals(tmp_path, states.get, settings, NOW)
+    found = reclaimable_journals(journal_files(tmp_path), states.get, settings, NOW)
 
     assert found == sorted([finished, finished_spill, deleted_long_ago])
-    assert reclaimable_journals(tmp_path / "missing", states.get, settings, NOW) == []
+    assert journal_files(tmp_path / "missing") == []
 
 
 async def test_a_journal_sweep_removes_files_and_spill_directories(tmp_path: Path) -> None:

@@ -65,6 +65,18 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def parse_timestamp(value: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 / ISO 8601 time (a missing zone means UTC); None for
+    nothing or something unreadable."""
+    if not value:
+        return None
+    try:
+        then = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (then if then.tzinfo is not None else then.replace(tzinfo=UTC)).timestamp()
+
+
 class Condition(StatusModel):
     """A metav1.Condition."""
 

@@ -30,7 +30,7 @@ IPYKERNEL_BATCH_ARGUMENTS = ("--HistoryManager.hist_file=:memory:", "--IPythonKe
 
 def runs_ipykernel(argv: list[str]) -> bool:
     """Whether a kernel spec's argv starts an IPython kernel (only those understand its options)."""
-    return any(arg in ("ipykernel", "ipykernel_launcher") or "ipykernel_launcher" in arg for arg in argv)
+    return any(arg == "ipykernel" or "ipykernel_launcher" in arg for arg in argv)
 
 
 class BatchKernelManager(KernelGatewayIOLoopKernelManager):

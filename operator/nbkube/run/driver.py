@@ -15,7 +15,6 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from nbkube.api import (
     RunResult,
     RunState,
 )
-from nbkube.api.common import now_rfc3339, set_condition, validation_message
+from nbkube.api.common import now_rfc3339, parse_timestamp, set_condition, validation_message
 from nbkube.config import Settings
 from nbkube.engine import (
     CellResult,
@@ -77,12 +76,6 @@ TERMINAL = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
 
 def run_path(namespace: str, name: str, sub: str | None = None) -> str:
     return resource_path(API_VERSION, "notebookruns", namespace, name, sub)
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class RunService:
@@ -160,7 +153,7 @@ class RunService:
 
     async def expire_if_due(self, body: kopf.Body) -> None:
         ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
-        finished = _parse_time((body.get("status") or {}).get("completionTime"))
+        finished = parse_timestamp((body.get("status") or {}).get("completionTime"))
         if ttl is None or finished is None:
             return
         if time.time() >= finished + ttl:
@@ -237,9 +230,9 @@ class RunDriver:
         self._touch_duration()
 
     def _touch_duration(self) -> None:
-        started = _parse_time(self.status.start_time)
+        started = parse_timestamp(self.status.start_time)
         if started is not None:
-            end = _parse_time(self.status.completion_time) or time.time()
+            end = parse_timestamp(self.status.completion_time) or time.time()
             self.status.duration = cellstatus.format_duration(end - started)
 
     async def _finish(self, outcome: Outcome) -> None:
@@ -295,7 +288,7 @@ class RunDriver:
     async def _watch_deadline(self, spec: NotebookRunSpec) -> None:
         if spec.timeouts.run_seconds is None:
             return
-        started = _parse_time(self.status.start_time) or time.time()
+        started = parse_timestamp(self.status.start_time) or time.time()
         await asyncio.sleep(max(0.0, started + spec.timeouts.run_seconds - time.time()))
         self.deadline_passed.set()
 

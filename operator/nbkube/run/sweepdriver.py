@@ -73,10 +73,10 @@ async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
             message=f"{len(children)} child runs, {spec.parallelism} at a time",
         )
     cancelling = False
-    warned_matrix: str | None = None
+    started_matrix = warned_matrix = _canonical(matrix)
     while not driver.stopped:
         current = _canonical((driver.body.get("spec") or {}).get("matrix") or {})
-        if current != _canonical(matrix) and current != warned_matrix:
+        if current not in (started_matrix, warned_matrix):
             warned_matrix = current
             kopf.warn(
                 driver.body,
