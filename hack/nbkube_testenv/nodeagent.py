@@ -641,7 +641,9 @@ class PodWorker(threading.Thread):
 
     def build_env(self, spec: dict[str, Any]) -> dict[str, str]:
         meta = self.pod["metadata"]
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        # A container sees the node's environment, as a process would, but not the test run's own markers:
+        # ipykernel turns its file-descriptor capture off when it sees PYTEST_CURRENT_TEST.
+        env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTEST_CURRENT_TEST")}
         env.update(self.agent.service_env)
         env["HOSTNAME"] = meta["name"]
         env["NBKUBE_POD_IP"] = self.ip

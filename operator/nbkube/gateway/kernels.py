@@ -7,6 +7,9 @@ kernel image installs nbkube without the operator's dependencies).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +30,20 @@ from traitlets import List, Unicode
 #   the iopub idle status (which follows every output), so for it the sleep is pure latency.
 IPYKERNEL_BATCH_ARGUMENTS = ("--HistoryManager.hist_file=:memory:", "--IPythonKernel._execute_sleep=0")
 
+# Options naming nbkube's kernel-side classes (see nbkube.gateway.iostream). They are added only for
+# kernels run by the gateway's own interpreter, the one Python where nbkube is sure to be importable.
+NBKUBE_KERNEL_ARGUMENTS = ("--IPKernelApp.outstream_class=nbkube.gateway.iostream.BatchOutStream",)
+
+
+def same_interpreter(command: str, executable: str) -> bool:
+    """Whether a kernel command runs the given Python by the same path.
+
+    Not by resolved symlinks: a virtualenv's python links to the base interpreter, which cannot import
+    what the virtualenv installed.
+    """
+    found = shutil.which(command)
+    return found is not None and os.path.abspath(found) == os.path.abspath(executable)
+
 
 def runs_ipykernel(argv: list[str]) -> bool:
     """Whether a kernel spec's argv starts an IPython kernel (only those understand its options)."""
@@ -43,11 +60,21 @@ class BatchKernelManager(KernelGatewayIOLoopKernelManager):
         help="Extra command-line options for kernels whose spec runs ipykernel; [] starts them as specified.",
     )
 
+    nbkube_kernel_arguments = List(
+        Unicode(),
+        default_value=list(NBKUBE_KERNEL_ARGUMENTS),
+        config=True,
+        help="Extra options for IPython kernels run by the gateway's own Python; [] leaves them out.",
+    )
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         extra = list(extra_arguments or [])
-        if self.kernel_spec is not None and runs_ipykernel(self.kernel_spec.argv):
+        ipython = self.kernel_spec is not None and runs_ipykernel(self.kernel_spec.argv)
+        if ipython:
             extra += [arg for arg in self.ipykernel_arguments if arg not in extra]
         cmd: list[str] = super().format_kernel_cmd(extra_arguments=extra)
+        if ipython and cmd and same_interpreter(cmd[0], sys.executable):
+            cmd += [arg for arg in self.nbkube_kernel_arguments if arg not in cmd]
         return cmd
 
 

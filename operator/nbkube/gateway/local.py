@@ -61,7 +61,10 @@ class LocalGateway:
         return args + self.extra_args
 
     def start(self, timeout: float = 60.0) -> LocalGateway:
-        env = {**os.environ, "KG_AUTH_TOKEN": self.token, **self.env}
+        # Kernels started from a test run would see PYTEST_CURRENT_TEST and not capture fd 1 and 2, as no
+        # real gateway pod does.
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+        env = {**inherited, "KG_AUTH_TOKEN": self.token, **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
