@@ -23,6 +23,7 @@ KERNEL_SIDE_PACKAGES = {
     "jupyter_client",
     "tornado",
     "zmq",  # pyzmq: required by jupyter_client, ipykernel and jupyter_server
+    "ipykernel",  # iostream.py is imported inside kernels only
     "nbkube",
 }
 

@@ -98,6 +98,13 @@ async def test_tuned_gateway_kernels_keep_history_in_memory_and_do_not_sleep_bef
 
 
 @pytest.mark.gateway
+async def test_kernels_pack_messages_with_orjson(kernel: KernelConnection) -> None:
+    # jupyter_client chooses orjson only when it imports; the kernel extra installs it
+    values = await evaluate(kernel, {"packer": "get_ipython().kernel.session.packer"})
+    assert values == {"packer": "'orjson'"}
+
+
+@pytest.mark.gateway
 async def test_tuned_gateway_kernels_write_through_nbkubes_stream(kernel: KernelConnection) -> None:
     values = await evaluate(
         kernel, {"stdout": "type(__import__('sys').stdout)", "stderr": "type(__import__('sys').stderr)"}
