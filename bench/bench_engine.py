@@ -2,10 +2,10 @@
 
 Paths: raw jupyter_client over ZMQ (the floor), nbclient, papermill, the Kernel Gateway as shipped
 (driven by nbkube's engine), and nbkube's engine through nbkube's tuned gateway. The tuned gateway
-also starts IPython kernels with batch options (nbkube.gateway.kernels.IPYKERNEL_BATCH_ARGUMENTS), so
-one more path runs raw ZMQ on a kernel with those same options: nbkube against it is the cost of the
-engine and gateway alone, with the kernel's own speed-up taken out. Notebooks: 100 trivial
-cells, and 100 cells with real outputs (text every cell, a matplotlib PNG every 10th).
+also starts IPython kernels with batch options (nbkube.gateway.kernels: IPYKERNEL_BATCH_ARGUMENTS and
+NBKUBE_KERNEL_ARGUMENTS), so one more path runs raw ZMQ on a kernel with those same options: nbkube
+against it is the cost of the engine and gateway alone, with the kernel's own speed-up taken out.
+Notebooks: 100 trivial cells, and 100 cells with real outputs (text every cell, a matplotlib PNG every 10th).
 
 Each cell is timed by what it adds to the notebook: from the previous cell's completion (reply and
 idle; for the first cell, from its request) to its own completion, so an executor's work between cells
@@ -40,12 +40,14 @@ from nbformat.v4 import new_code_cell, new_notebook
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from nbkube.engine import CellState, GatewayClient, NotebookExecutor
-from nbkube.gateway.kernels import IPYKERNEL_BATCH_ARGUMENTS
+from nbkube.gateway.kernels import IPYKERNEL_BATCH_ARGUMENTS, NBKUBE_KERNEL_ARGUMENTS
 from nbkube.gateway.local import LocalGateway
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 CELLS = int(os.environ.get("BENCH_CELLS", "100"))
 KERNEL = "python3"
+# what the tuned gateway adds for IPython kernels run by its own Python (this one)
+BATCH_KERNEL_ARGUMENTS = IPYKERNEL_BATCH_ARGUMENTS + NBKUBE_KERNEL_ARGUMENTS
 
 
 def trivial_notebook(cells: int = CELLS) -> nbformat.NotebookNode:
@@ -193,7 +195,7 @@ def main() -> None:
     tuned = LocalGateway(token, tuned=True, log_path=tmp / "tuned.log").start()
     paths: dict[str, Callable[[nbformat.NotebookNode], list[float]]] = {
         "raw_zmq": run_raw_zmq,
-        "raw_zmq_batch_kernel": lambda nb: run_raw_zmq(nb, IPYKERNEL_BATCH_ARGUMENTS),
+        "raw_zmq_batch_kernel": lambda nb: run_raw_zmq(nb, BATCH_KERNEL_ARGUMENTS),
         "nbclient": run_nbclient,
         "papermill": lambda nb: run_papermill(nb, tmp),
         "stock_gateway": lambda nb: asyncio.run(run_gateway(stock.url, token, nb)),

@@ -43,6 +43,7 @@ class BatchOutStream(OutStream):
         self._pipe_lock = threading.Lock()
         self._closing = False
         self._io_flushes = 0
+        self._drain_poller: select.poll | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         super().__init__(*args, **kwargs)
         self._exact = all(hasattr(self, name) for name in _INTERNALS)
@@ -80,9 +81,10 @@ class BatchOutStream(OutStream):
             # close() wakes the watcher with one byte; that byte is the watcher's to read.
             if self._closing or not self._should_watch:
                 return
-            poller = select.poll()
-            poller.register(self._fid, select.POLLIN)
-            self._forward_pipe(poller)
+            if self._drain_poller is None:  # one poll object per reader: the watcher has its own
+                self._drain_poller = select.poll()
+                self._drain_poller.register(self._fid, select.POLLIN)
+            self._forward_pipe(self._drain_poller)
 
     def _idle(self) -> bool:
         """Nothing buffered, no timed flush scheduled, no flush running on the IO thread.
