@@ -37,6 +37,11 @@ class Settings(BaseModel):
     orphan_kernel_idle_seconds: float = Field(
         120.0, ge=0, description="A kernel no run holds and nobody is connected to is shut down after this."
     )
+    busy_orphan_kernel_seconds: float = Field(
+        1800.0,
+        ge=0,
+        description="A busy kernel no run holds and nobody is connected to is shut down after this.",
+    )
     journal_grace_seconds: float = Field(60.0, ge=0)
     unknown_journal_seconds: float = Field(3600.0, ge=0)
 
@@ -66,6 +71,7 @@ class Settings(BaseModel):
             "janitor_interval_seconds": ("NBKUBE_JANITOR_INTERVAL_SECONDS",),
             "janitor_first_sweep_seconds": ("NBKUBE_JANITOR_FIRST_SWEEP_SECONDS",),
             "orphan_kernel_idle_seconds": ("NBKUBE_ORPHAN_KERNEL_IDLE_SECONDS",),
+            "busy_orphan_kernel_seconds": ("NBKUBE_BUSY_ORPHAN_KERNEL_SECONDS",),
             "journal_grace_seconds": ("NBKUBE_JOURNAL_GRACE_SECONDS",),
             "unknown_journal_seconds": ("NBKUBE_UNKNOWN_JOURNAL_SECONDS",),
         }

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class JanitorSettings:
     kernel_idle_seconds: float = 120.0
     """A kernel with no connection is reclaimed only after this long without activity (one being
     started for a run has no connection for a moment)."""
+    busy_kernel_seconds: float = 1800.0
+    """A busy kernel (a cell left running) is reclaimed once sweeps have seen it held by no run and with
+    nobody connected for this long."""
     journal_grace_seconds: float = 60.0
     """Journals of finished runs are kept this long after their last write (the /logs stream reads them)."""
     unknown_journal_seconds: float = 3600.0
@@ -60,24 +64,41 @@ class GatewayView:
     """Kernel ids this operator holds (leased to runs)."""
 
 
+def orphaned_kernels(kernels: list[dict[str, object]], keep: set[str]) -> list[str]:
+    """Ids of the kernels no run holds (not in keep) and nobody is connected to."""
+    orphans = []
+    for kernel in kernels:
+        kernel_id = str(kernel.get("id") or "")
+        connections = kernel.get("connections")
+        if kernel_id and kernel_id not in keep and isinstance(connections, int) and connections == 0:
+            orphans.append(kernel_id)
+    return orphans
+
+
 def reclaimable_kernels(
-    kernels: list[dict[str, object]], keep: set[str], idle_seconds: float, now: float
+    kernels: list[dict[str, object]],
+    keep: set[str],
+    idle_seconds: float,
+    now: float,
+    orphaned_since: Mapping[str, float] | None = None,
+    busy_seconds: float = math.inf,
 ) -> list[str]:
-    """Kernels nobody holds: not kept, no open connection, idle for idle_seconds."""
+    """Orphaned kernels to shut down: idle ones after idle_seconds without activity, busy ones after
+    busy_seconds orphaned (orphaned_since: when a sweep first saw each one orphaned)."""
+    orphans = set(orphaned_kernels(kernels, keep))
+    since = orphaned_since or {}
     reclaim = []
     for kernel in kernels:
         kernel_id = str(kernel.get("id") or "")
-        if not kernel_id or kernel_id in keep:
-            continue
-        connections = kernel.get("connections")
-        if not isinstance(connections, int) or connections > 0:
+        if kernel_id not in orphans:
             continue
         if kernel.get("execution_state") == "busy":
+            if kernel_id in since and now - since[kernel_id] >= busy_seconds:
+                reclaim.append(kernel_id)
             continue
         last_activity = parse_timestamp(str(kernel.get("last_activity") or ""))
-        if last_activity is None or now - last_activity < idle_seconds:
-            continue
-        reclaim.append(kernel_id)
+        if last_activity is not None and now - last_activity >= idle_seconds:
+            reclaim.append(kernel_id)
     return reclaim
 
 
@@ -128,6 +149,7 @@ class Janitor:
         self.gateways = gateways
         self.journal_dir = journal_dir
         self.settings = settings
+        self._orphaned_since: dict[str, float] = {}
 
     async def run_forever(self) -> None:
         await asyncio.sleep(self.settings.first_sweep_seconds)
@@ -144,6 +166,7 @@ class Janitor:
 
     async def sweep_kernels(self) -> int:
         reclaimed = 0
+        orphaned_since: dict[str, float] = {}
         for pod, client in list(self.gateways.clients()):
             try:
                 kernels = await client.list_kernels()
@@ -152,15 +175,23 @@ class Janitor:
                 continue
             # Read what is held after listing: a kernel leased meanwhile is then in the set.
             keep = self.gateways.in_use() | self.runs.held_kernels()
-            idle = self.settings.kernel_idle_seconds
-            for kernel_id in reclaimable_kernels(kernels, keep, idle, time.time()):
+            now = time.time()
+            for kernel_id in orphaned_kernels(kernels, keep):
+                orphaned_since[kernel_id] = self._orphaned_since.get(kernel_id, now)
+            settings = self.settings
+            for kernel_id in reclaimable_kernels(
+                kernels, keep, settings.kernel_idle_seconds, now, orphaned_since, settings.busy_kernel_seconds
+            ):
                 try:
                     await client.delete_kernel(kernel_id)
                 except EngineError as exc:
                     log.debug("janitor: kernel %s on %s: %s", kernel_id, pod, exc)
                     continue
                 reclaimed += 1
+                orphaned_since.pop(kernel_id, None)
                 log.info("janitor: shut down kernel %s on %s, which no run holds", kernel_id, pod)
+        # A kernel held or connected again, or gone, starts afresh if it is ever orphaned again.
+        self._orphaned_since = orphaned_since
         return reclaimed
 
     async def sweep_journals(self) -> int:

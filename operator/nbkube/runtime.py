@@ -90,6 +90,7 @@ def _janitor(ctx: OperatorContext) -> Janitor:
             interval_seconds=s.janitor_interval_seconds,
             first_sweep_seconds=s.janitor_first_sweep_seconds,
             kernel_idle_seconds=s.orphan_kernel_idle_seconds,
+            busy_kernel_seconds=s.busy_orphan_kernel_seconds,
             journal_grace_seconds=s.journal_grace_seconds,
             unknown_journal_seconds=s.unknown_journal_seconds,
         ),

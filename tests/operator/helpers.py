@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from nbkube.engine import GatewayClient
 from nbkube.environment.objects import GATEWAY_APP_NAME, GATEWAY_PORT
 from nbkube_testenv.operator_fixtures import environment_manifest
 from nbkube_testenv.wait import wait_for as shared_wait_for
@@ -77,18 +79,49 @@ def gateway_pods(kubectl: Any, namespace: str) -> list[str]:
     return [p["metadata"]["name"] for p in pods["items"] if (p.get("status") or {}).get("podIP")]
 
 
+def gateway_address(kubectl: Any, namespace: str, pod: str, env: str = "py") -> tuple[str, str]:
+    """(base URL, token) of a gateway pod's Kernel Gateway."""
+    pod_ip = get(kubectl, "pod", pod, namespace)["status"]["podIP"]  # type: ignore[index]
+    secret = get(kubectl, "secret", f"{env}-gateway-token", namespace)
+    token = base64.b64decode(secret["data"]["token"]).decode()  # type: ignore[index]
+    return f"http://{pod_ip}:{GATEWAY_PORT}", token
+
+
 def gateway_api(
     kubectl: Any, namespace: str, pod: str, path: str, body: dict[str, Any] | None = None, env: str = "py"
 ) -> Any:
     """A request to the Kernel Gateway REST API of a gateway pod, with its environment's token."""
-    pod_ip = get(kubectl, "pod", pod, namespace)["status"]["podIP"]  # type: ignore[index]
-    secret = get(kubectl, "secret", f"{env}-gateway-token", namespace)
-    token = base64.b64decode(secret["data"]["token"]).decode()  # type: ignore[index]
+    url, token = gateway_address(kubectl, namespace, pod, env)
     request = urllib.request.Request(
-        f"http://{pod_ip}:{GATEWAY_PORT}{path}",
+        url + path,
         data=None if body is None else json.dumps(body).encode(),
         method="GET" if body is None else "POST",
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
+
+
+def leave_kernel_busy(kubectl: Any, namespace: str, pod: str, env: str = "py") -> str:
+    """Starts a kernel on a gateway pod, sets it running a cell that never ends and disconnects, as an
+    operator killed mid-run does when its run is deleted meanwhile. Returns the kernel id."""
+    url, token = gateway_address(kubectl, namespace, pod, env)
+
+    async def leave() -> str:
+        async with GatewayClient(url, token) as client:
+            kernel_id = str((await client.start_kernel("python3"))["id"])
+            connection = await client.connect(kernel_id)
+            subscription = connection.subscribe("forever")
+            code = "import time\nwhile True:\n    time.sleep(0.1)"
+            await connection.send(
+                "shell", "execute_request", {"code": code, "silent": False}, msg_id="forever"
+            )
+            while True:
+                message = await subscription.get(30)
+                assert message is not None, "the kernel never went busy"
+                if message["header"]["msg_type"] == "execute_input":
+                    break
+            await connection.close()
+            return kernel_id
+
+    return asyncio.run(leave())

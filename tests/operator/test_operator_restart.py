@@ -6,7 +6,16 @@ import time
 import urllib.request
 
 import nbformat
-from helpers import events, gateway_api, gateway_pods, get, run, wait_for, wait_run_finished
+from helpers import (
+    events,
+    gateway_api,
+    gateway_pods,
+    get,
+    leave_kernel_busy,
+    run,
+    wait_for,
+    wait_run_finished,
+)
 
 
 def test_a_run_survives_the_operator_being_killed_mid_cell_with_no_cell_run_twice(
@@ -54,6 +63,7 @@ JANITOR_EVERY_SECOND = {
     "NBKUBE_JANITOR_FIRST_SWEEP_SECONDS": "1",
     "NBKUBE_JANITOR_INTERVAL_SECONDS": "1",
     "NBKUBE_ORPHAN_KERNEL_IDLE_SECONDS": "2",
+    "NBKUBE_BUSY_ORPHAN_KERNEL_SECONDS": "3",
     "NBKUBE_JOURNAL_GRACE_SECONDS": "1",
     "NBKUBE_UNKNOWN_JOURNAL_SECONDS": "5",
 }
@@ -63,9 +73,10 @@ def test_what_a_killed_operator_left_behind_is_reclaimed_and_live_runs_keep_thei
     kubectl, env_namespace, operator
 ):
     pod = gateway_pods(kubectl, env_namespace)[0]
-    # Left behind: a kernel no run holds and nobody is connected to, and the journal (with spilled
-    # outputs) of a run deleted while no operator ran.
+    # Left behind: kernels no run holds and nobody is connected to (one idle, one running a cell that
+    # never ends), and the journal (with spilled outputs) of a run deleted while no operator ran.
     leaked = gateway_api(kubectl, env_namespace, pod, "/api/kernels", {"name": "python3"})["id"]
+    leaked_busy = leave_kernel_busy(kubectl, env_namespace, pod)
     journal_dir = operator.data_dir / "journal"
     journal_dir.mkdir(parents=True, exist_ok=True)
     stale = journal_dir / "deleted-run-uid.jsonl"
@@ -86,10 +97,11 @@ def test_what_a_killed_operator_left_behind_is_reclaimed_and_live_runs_keep_thei
             run("keeps-its-kernel", ["import time\ntime.sleep(6)\n'slept'"]), namespace=env_namespace
         )
 
-        def leaked_kernel_gone():
-            return leaked not in {k["id"] for k in gateway_api(kubectl, env_namespace, pod, "/api/kernels")}
+        def leaked_kernels_gone():
+            kernels = {k["id"] for k in gateway_api(kubectl, env_namespace, pod, "/api/kernels")}
+            return not {leaked, leaked_busy} & kernels
 
-        wait_for("the leaked kernel to be shut down", leaked_kernel_gone, 60)
+        wait_for("the leaked kernels to be shut down", leaked_kernels_gone, 60)
         wait_for(
             "the deleted run's journal to be removed",
             lambda: not stale.exists() and not stale_spill.exists(),
@@ -100,7 +112,9 @@ def test_what_a_killed_operator_left_behind_is_reclaimed_and_live_runs_keep_thei
         status = obj["status"]
         assert status["state"] == "Succeeded", json.dumps(status, indent=1)
         assert status["attempt"] == 1
-        assert "janitor: shut down kernel " + leaked in operator.log_tail(400)
+        log_tail = operator.log_tail(400)
+        assert "janitor: shut down kernel " + leaked in log_tail
+        assert "janitor: shut down kernel " + leaked_busy in log_tail
     finally:
         operator.kill()
         for name in JANITOR_EVERY_SECOND:

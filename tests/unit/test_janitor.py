@@ -14,6 +14,7 @@ from nbkube.janitor import (
     JanitorSettings,
     RunView,
     journal_files,
+    orphaned_kernels,
     reclaimable_journals,
     reclaimable_kernels,
 )
@@ -48,6 +49,29 @@ def test_only_unheld_unconnected_idle_kernels_are_reclaimed() -> None:
         {"connections": 0},
     ]
     assert reclaimable_kernels(kernels, {"held-by-a-run"}, idle_seconds=120, now=NOW) == ["orphan"]
+
+
+def test_busy_kernels_are_reclaimed_only_after_sweeps_saw_them_orphaned_for_long_enough() -> None:
+    kernels = [
+        kernel("busy-orphan-for-long", state="busy"),
+        kernel("busy-orphan-lately", state="busy"),
+        kernel("busy-first-seen-now", state="busy"),
+        kernel("busy-but-connected", state="busy", connections=1),
+        kernel("busy-but-held", state="busy"),
+    ]
+    since = {
+        "busy-orphan-for-long": NOW - 1900,
+        "busy-orphan-lately": NOW - 600,
+        "busy-but-connected": NOW - 7200,
+        "busy-but-held": NOW - 7200,
+    }
+    found = reclaimable_kernels(kernels, {"busy-but-held"}, 120, NOW, since, busy_seconds=1800)
+    assert found == ["busy-orphan-for-long"]
+    assert orphaned_kernels(kernels, {"busy-but-held"}) == [
+        "busy-orphan-for-long",
+        "busy-orphan-lately",
+        "busy-first-seen-now",
+    ]
 
 
 def touch(path: Path, age: float, *, directory: bool = False) -> Path:
