@@ -346,8 +346,15 @@ def profiled(pid: int, name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def bench_cluster() -> Iterator[Bench]:
+    """A private cluster and operator, taken down however the bench ends (SIGTERM included: its
+    processes run in their own sessions and would outlive the bench)."""
     bench = Bench()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         bench.up()
         yield bench
@@ -357,6 +364,7 @@ def bench_cluster() -> Iterator[Bench]:
         raise
     finally:
         bench.down()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def load_average() -> str:

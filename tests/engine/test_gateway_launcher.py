@@ -66,7 +66,7 @@ def test_config_file_is_loadable_by_traitlets() -> None:
 def test_the_gateway_module_imports_no_operator_dependencies() -> None:
     code = (
         "import sys, nbkube.gateway, nbkube.gateway.__main__, nbkube.gateway.connection\n"
-        "import nbkube.gateway.kernels\n"
+        "import nbkube.gateway.kernels, nbkube.gateway.iostream\n"
         "import nbkube.gateway.local\n"
         "operator_side = ('kopf', 'kubernetes', 'kubernetes_asyncio', 'aiohttp', 'pydantic',"
         " 'nbkube.engine')\n"
