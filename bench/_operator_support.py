@@ -345,11 +345,11 @@ def profiled(pid: int, name: str) -> Iterator[None]:
             spy.kill()
 
 
-@contextlib.contextmanager
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+@contextlib.contextmanager
 def bench_cluster() -> Iterator[Bench]:
     """A private cluster and operator, taken down however the bench ends (SIGTERM included: its
     processes run in their own sessions and would outlive the bench)."""
