@@ -363,6 +363,7 @@ def bench_cluster() -> Iterator[Bench]:
             print(f"--- operator log tail ---\n{bench.operator.log_tail(40)}", file=sys.stderr)
         raise
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nothing may cut the cleanup short
         bench.down()
         signal.signal(signal.SIGTERM, previous)
 
