@@ -130,7 +130,7 @@ class Kube:
         self.session = session
         self.server = str(configuration.host).rstrip("/")
         self._authorization: str | None = None
-        self._authorized_at = -AUTH_REFRESH_SECONDS
+        self._authorized_at: float | None = None
         self._auth_lock = asyncio.Lock()
 
     @classmethod
@@ -148,8 +148,9 @@ class Kube:
     async def _refresh_authorization(self, *, force: bool = False) -> str | None:
         refreshable = self.configuration.refresh_api_key_hook is not None
         async with self._auth_lock:
-            stale = time.monotonic() - self._authorized_at >= AUTH_REFRESH_SECONDS
-            if force or (refreshable and stale):
+            at = self._authorized_at
+            stale = at is None or (refreshable and time.monotonic() - at >= AUTH_REFRESH_SECONDS)
+            if force or stale:
                 self._authorization = await asyncio.to_thread(authorization, self.configuration)
                 self._authorized_at = time.monotonic()
             return self._authorization

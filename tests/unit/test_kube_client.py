@@ -75,7 +75,7 @@ async def test_an_expired_token_is_refreshed_once_and_the_request_retried(
 async def test_api_errors_carry_status_reason_and_message_even_from_a_proxy_error_page(
     api_server: tuple[str, list[str]],
 ) -> None:
-    url, _ = api_server
+    url, seen = api_server
     configuration = client.Configuration(host=url)
     configuration.api_key["BearerToken"] = "Bearer ok"
     kube = Kube(configuration, aiohttp.ClientSession())
@@ -87,6 +87,7 @@ async def test_api_errors_carry_status_reason_and_message_even_from_a_proxy_erro
             await kube.get("/api/v1/namespaces/behind-a-proxy")
     finally:
         await kube.close()
+    assert seen == ["Bearer ok"] * 3
 
 
 def test_tls_follows_the_configuration() -> None:

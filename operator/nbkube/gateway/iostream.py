@@ -18,7 +18,7 @@ from ipykernel.iostream import OutStream
 # ipykernel's own read size for the captured file descriptor.
 PIPE_READ_BYTES = 1 << 14
 
-# The internals this stream relies on (ipykernel 7). Where one is missing it behaves exactly as OutStream.
+# The internals this stream relies on (ipykernel 6.29 to 7.x). Without one, flush is the stock one.
 _INTERNALS = ("_buffers", "_buffer_lock", "_flush_pending", "_should_watch", "_setup_stream_redirects")
 
 
