@@ -77,23 +77,20 @@ def orphaned_kernels(kernels: list[dict[str, object]], keep: set[str]) -> list[s
 
 def reclaimable_kernels(
     kernels: list[dict[str, object]],
-    keep: set[str],
+    orphaned_since: Mapping[str, float],
     idle_seconds: float,
     now: float,
-    orphaned_since: Mapping[str, float] | None = None,
     busy_seconds: float = math.inf,
 ) -> list[str]:
-    """Orphaned kernels to shut down: idle ones after idle_seconds without activity, busy ones after
-    busy_seconds orphaned (orphaned_since: when a sweep first saw each one orphaned)."""
-    orphans = set(orphaned_kernels(kernels, keep))
-    since = orphaned_since or {}
+    """Orphaned kernels to shut down (orphaned_since: each orphan, with when a sweep first saw it so):
+    idle ones after idle_seconds without activity, busy ones after busy_seconds orphaned."""
     reclaim = []
     for kernel in kernels:
         kernel_id = str(kernel.get("id") or "")
-        if kernel_id not in orphans:
+        if kernel_id not in orphaned_since:
             continue
         if kernel.get("execution_state") == "busy":
-            if kernel_id in since and now - since[kernel_id] >= busy_seconds:
+            if now - orphaned_since[kernel_id] >= busy_seconds:
                 reclaim.append(kernel_id)
             continue
         last_activity = parse_timestamp(str(kernel.get("last_activity") or ""))
@@ -166,6 +163,7 @@ class Janitor:
 
     async def sweep_kernels(self) -> int:
         reclaimed = 0
+        settings = self.settings
         orphaned_since: dict[str, float] = {}
         for pod, client in list(self.gateways.clients()):
             try:
@@ -176,11 +174,10 @@ class Janitor:
             # Read what is held after listing: a kernel leased meanwhile is then in the set.
             keep = self.gateways.in_use() | self.runs.held_kernels()
             now = time.time()
-            for kernel_id in orphaned_kernels(kernels, keep):
-                orphaned_since[kernel_id] = self._orphaned_since.get(kernel_id, now)
-            settings = self.settings
+            orphans = {k: self._orphaned_since.get(k, now) for k in orphaned_kernels(kernels, keep)}
+            orphaned_since.update(orphans)
             for kernel_id in reclaimable_kernels(
-                kernels, keep, settings.kernel_idle_seconds, now, orphaned_since, settings.busy_kernel_seconds
+                kernels, orphans, settings.kernel_idle_seconds, now, settings.busy_kernel_seconds
             ):
                 try:
                     await client.delete_kernel(kernel_id)

@@ -165,30 +165,29 @@ class Kube:
         content_type: str = "application/json",
         timeout: float = 30.0,
     ) -> dict[str, Any]:
-        data = None if body is None else json.dumps(body)
-        for attempt in (1, 2):
-            headers = {"Accept": "application/json", "Content-Type": content_type}
-            auth = await self._refresh_authorization(force=attempt == 2)
-            if auth:
-                headers["Authorization"] = auth
-            async with self.session.request(
-                method,
-                self.server + path,
-                params=query or None,
-                data=data,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                proxy=self.configuration.proxy or None,
-            ) as response:
-                raw = await response.read()
-                # An expired token: ask the configuration for a fresh one, once.
-                if response.status == 401 and attempt == 1:
-                    continue
-                payload = _json_or_message(raw)
-                if response.status >= 400:
-                    raise _status_error(response.status, payload)
-                return payload
-        raise AssertionError("unreachable")
+        request = {
+            "params": query or None,
+            "data": None if body is None else json.dumps(body),
+            "timeout": aiohttp.ClientTimeout(total=timeout),
+            "proxy": self.configuration.proxy or None,
+        }
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        status, raw = await self._send(method, path, headers, await self._refresh_authorization(), request)
+        if status == 401:  # an expired token: ask the configuration for a fresh one, once
+            auth = await self._refresh_authorization(force=True)
+            status, raw = await self._send(method, path, headers, auth, request)
+        payload = _json_or_message(raw)
+        if status >= 400:
+            raise _status_error(status, payload)
+        return payload
+
+    async def _send(
+        self, method: str, path: str, headers: dict[str, str], auth: str | None, request: dict[str, Any]
+    ) -> tuple[int, bytes]:
+        if auth:
+            headers = {**headers, "Authorization": auth}
+        async with self.session.request(method, self.server + path, headers=headers, **request) as response:
+            return response.status, await response.read()
 
     async def get(self, path: str) -> dict[str, Any]:
         return await self.call("GET", path)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
+from nbkube.kube import Kube, KubeError, load_configuration, resource_path, ssl_context
 from nbkube_testenv.cluster import ClusterInfo
 from nbkube_testenv.pytest_plugin import Kubectl
 
@@ -71,3 +73,27 @@ def test_token_request_kubeconfig_authenticates_as_the_service_account(
     assert denied.returncode != 0
     assert f'User "{reader}" cannot delete resource "configmaps"' in denied.stderr
     assert kubectl("get", "configmap", "visible", namespace=namespace).returncode == 0
+
+
+async def test_the_operators_client_replaces_a_refused_token_once_and_reports_api_errors(
+    cluster: ClusterInfo, reader: str, namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = cluster.service_account_kubeconfig(namespace, "reader", tmp_path / "reader.kubeconfig")
+    configuration = load_configuration(str(kubeconfig))
+    valid = configuration.api_key["BearerToken"]
+    # The first token the client is handed has expired (as exec plugins and in-cluster tokens do).
+    handed = iter(["Bearer expired-token", valid])
+    configuration.refresh_api_key_hook = lambda c: c.api_key.update(BearerToken=next(handed))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(configuration)))
+    kube = Kube(configuration, session)
+    try:
+        visible = await kube.get(resource_path("v1", "configmaps", namespace, "visible"))
+        assert visible["data"] == {"a": "1"}
+        # the fresh token is kept (the hook has nothing more to hand out)
+        assert await kube.get_or_none(resource_path("v1", "configmaps", namespace, "missing")) is None
+        with pytest.raises(KubeError) as denied:
+            await kube.list(resource_path("v1", "secrets", namespace))
+    finally:
+        await kube.close()
+    assert denied.value.status == 403
+    assert f'User "{reader}" cannot list resource "secrets"' in denied.value.message

@@ -48,7 +48,8 @@ def test_only_unheld_unconnected_idle_kernels_are_reclaimed() -> None:
         {"id": "no-connection-count", "last_activity": iso_ago(600)},
         {"connections": 0},
     ]
-    assert reclaimable_kernels(kernels, {"held-by-a-run"}, idle_seconds=120, now=NOW) == ["orphan"]
+    orphans = dict.fromkeys(orphaned_kernels(kernels, {"held-by-a-run"}), NOW)
+    assert reclaimable_kernels(kernels, orphans, idle_seconds=120, now=NOW) == ["orphan"]
 
 
 def test_busy_kernels_are_reclaimed_only_after_sweeps_saw_them_orphaned_for_long_enough() -> None:
@@ -59,19 +60,18 @@ def test_busy_kernels_are_reclaimed_only_after_sweeps_saw_them_orphaned_for_long
         kernel("busy-but-connected", state="busy", connections=1),
         kernel("busy-but-held", state="busy"),
     ]
-    since = {
+    # when earlier sweeps first saw them orphaned (the connected and the held one were, long ago)
+    first_seen = {
         "busy-orphan-for-long": NOW - 1900,
         "busy-orphan-lately": NOW - 600,
         "busy-but-connected": NOW - 7200,
         "busy-but-held": NOW - 7200,
     }
-    found = reclaimable_kernels(kernels, {"busy-but-held"}, 120, NOW, since, busy_seconds=1800)
+    orphans = orphaned_kernels(kernels, {"busy-but-held"})
+    assert orphans == ["busy-orphan-for-long", "busy-orphan-lately", "busy-first-seen-now"]
+    since = {k: first_seen.get(k, NOW) for k in orphans}
+    found = reclaimable_kernels(kernels, since, 120, NOW, busy_seconds=1800)
     assert found == ["busy-orphan-for-long"]
-    assert orphaned_kernels(kernels, {"busy-but-held"}) == [
-        "busy-orphan-for-long",
-        "busy-orphan-lately",
-        "busy-first-seen-now",
-    ]
 
 
 def touch(path: Path, age: float, *, directory: bool = False) -> Path:
