@@ -129,6 +129,9 @@ def run_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
         _ctx(memo).runs.observe(event.get("type"), event.get("object") or {})
 
 
-@kopf.timer(*RUNS, interval=10, when=_finished_with_ttl, idle=0)
+TTL_CHECK_SECONDS = 10
+
+
+@kopf.timer(*RUNS, interval=TTL_CHECK_SECONDS, when=_finished_with_ttl, idle=0)
 async def run_ttl(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _ctx(memo).runs.expire_if_due(body)
+    await _ctx(memo).runs.expire_if_due(body, within=TTL_CHECK_SECONDS)

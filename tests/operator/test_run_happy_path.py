@@ -12,6 +12,7 @@ from helpers import (
     wait_for,
     wait_run_finished,
 )
+from nbkube_testenv.rest import Rest
 
 
 def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kubectl, namespace, operator):
@@ -93,15 +94,24 @@ def test_operator_metrics_follow_controller_runtime_names(operator):
 
 
 def test_a_finished_run_is_deleted_after_its_ttl_and_its_result_stays(kubectl, env_namespace, operator):
+    # Watched rather than polled: with a 1 s TTL the finished object can be gone before a poll sees it.
+    api = Rest(operator.info.kubeconfig)
+    runs = f"/apis/nbkube.io/v1alpha1/namespaces/{env_namespace}/notebookruns"
+    since = api.get(runs)["metadata"]["resourceVersion"]
     kubectl.apply(run("short-lived", ["1 + 1"], ttlSecondsAfterFinished=1), namespace=env_namespace)
-    status = wait_run_finished(kubectl, env_namespace, "short-lived")["status"]
-    assert status["state"] == "Succeeded"
-    wait_for(
-        "the run to be deleted after its TTL",
-        lambda: kubectl("get", "nbrun", "short-lived", namespace=env_namespace, check=False).returncode != 0,
-        60,
-    )
-    url = f"{operator.results_url}/files/{status['result']['path']}?ref={status['result']['commit']}"
+    finished: dict | None = None
+    deleted = False
+    for event in api.watch(f"{runs}?fieldSelector=metadata.name%3Dshort-lived", since, timeout_seconds=120):
+        status = event["object"].get("status") or {}
+        if event["type"] == "MODIFIED" and status.get("state") in ("Succeeded", "Failed", "Cancelled"):
+            finished = finished or status
+        if event["type"] == "DELETED":
+            deleted = True
+            break
+    assert finished is not None and finished["state"] == "Succeeded", finished
+    assert deleted, "the run was not deleted after its TTL"
+    assert any(e["reason"] == "Expired" for e in events(kubectl, env_namespace, "short-lived"))
+    url = f"{operator.results_url}/files/{finished['result']['path']}?ref={finished['result']['commit']}"
     with urllib.request.urlopen(url, timeout=10) as response:
         assert (
             nbformat.reads(response.read().decode(), as_version=4).cells[0].outputs[0]["data"]["text/plain"]

@@ -2,7 +2,9 @@ import asyncio
 import json
 
 from nbkube.api import CellStatus, NotebookRunStatus
+from nbkube.api.common import parse_timestamp
 from nbkube.run import cellstatus, sweep
+from nbkube.run.driver import ttl_remaining
 from nbkube.run.statuswriter import StatusWriter
 
 
@@ -114,3 +116,13 @@ async def test_status_writer_flush_writes_at_once():
     assert written == [{"state": "Succeeded"}]
     await writer.flush()
     assert written == [{"state": "Succeeded"}]
+
+
+def test_a_runs_ttl_counts_from_its_completion_time_and_only_once_it_finished():
+    spec = {"ttlSecondsAfterFinished": 5}
+    done = {"completionTime": "2026-01-01T00:00:00Z"}
+    finished_at = parse_timestamp(done["completionTime"])
+    assert ttl_remaining(spec, done, finished_at + 2) == 3
+    assert ttl_remaining(spec, done, finished_at + 7) == -2
+    assert ttl_remaining(spec, {"state": "Running"}, finished_at) is None
+    assert ttl_remaining({}, done, finished_at) is None

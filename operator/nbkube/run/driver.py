@@ -151,15 +151,28 @@ class RunService:
         reattached after an operator restart."""
         return set(self._held_kernels.values())
 
-    async def expire_if_due(self, body: kopf.Body) -> None:
-        ttl = (body.get("spec") or {}).get("ttlSecondsAfterFinished")
-        finished = parse_timestamp((body.get("status") or {}).get("completionTime"))
-        if ttl is None or finished is None:
+    async def expire_if_due(self, body: kopf.Body, within: float) -> None:
+        """Deletes a finished run once its TTL has passed. A run due within the next `within` seconds (the
+        timer's interval) is waited for here, so it goes on time rather than up to one interval late."""
+        remaining = ttl_remaining(body.get("spec") or {}, body.get("status") or {}, time.time())
+        if remaining is None or remaining > within:
             return
-        if time.time() >= finished + ttl:
-            meta = body["metadata"]
-            kopf.info(body, reason="Expired", message=f"deleted {ttl}s after it finished")
-            await self.kube.delete(run_path(meta["namespace"], meta["name"]))
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        meta = body["metadata"]
+        ttl = body["spec"]["ttlSecondsAfterFinished"]
+        kopf.info(body, reason="Expired", message=f"deleted {ttl}s after it finished")
+        await self.kube.delete(run_path(meta["namespace"], meta["name"]))
+
+
+def ttl_remaining(spec: dict[str, Any], status: dict[str, Any], now: float) -> float | None:
+    """Seconds until a finished run's ttlSecondsAfterFinished has passed (≤ 0: due now); None when it
+    has no TTL or has not finished."""
+    ttl = spec.get("ttlSecondsAfterFinished")
+    finished = parse_timestamp(status.get("completionTime"))
+    if ttl is None or finished is None:
+        return None
+    return finished + ttl - now
 
 
 class RunDriver:
