@@ -146,7 +146,8 @@ class Janitor:
         self.gateways = gateways
         self.journal_dir = journal_dir
         self.settings = settings
-        self._orphaned_since: dict[str, float] = {}
+        # pod -> kernel id -> when a sweep first saw that kernel orphaned
+        self._orphaned_since: dict[str, dict[str, float]] = {}
 
     async def run_forever(self) -> None:
         await asyncio.sleep(self.settings.first_sweep_seconds)
@@ -164,18 +165,19 @@ class Janitor:
     async def sweep_kernels(self) -> int:
         reclaimed = 0
         settings = self.settings
-        orphaned_since: dict[str, float] = {}
+        orphaned_since: dict[str, dict[str, float]] = {}
         for pod, client in list(self.gateways.clients()):
+            seen = self._orphaned_since.get(pod, {})
             try:
                 kernels = await client.list_kernels()
             except EngineError as exc:
                 log.debug("janitor: cannot list kernels on %s: %s", pod, exc)
+                orphaned_since[pod] = seen  # a pod out of reach for a sweep keeps its orphans' clocks
                 continue
             # Read what is held after listing: a kernel leased meanwhile is then in the set.
             keep = self.gateways.in_use() | self.runs.held_kernels()
             now = time.time()
-            orphans = {k: self._orphaned_since.get(k, now) for k in orphaned_kernels(kernels, keep)}
-            orphaned_since.update(orphans)
+            orphans = {k: seen.get(k, now) for k in orphaned_kernels(kernels, keep)}
             for kernel_id in reclaimable_kernels(
                 kernels, orphans, settings.kernel_idle_seconds, now, settings.busy_kernel_seconds
             ):
@@ -185,9 +187,10 @@ class Janitor:
                     log.debug("janitor: kernel %s on %s: %s", kernel_id, pod, exc)
                     continue
                 reclaimed += 1
-                orphaned_since.pop(kernel_id, None)
+                del orphans[kernel_id]
                 log.info("janitor: shut down kernel %s on %s, which no run holds", kernel_id, pod)
-        # A kernel held or connected again, or gone, starts afresh if it is ever orphaned again.
+            orphaned_since[pod] = orphans
+        # A kernel held or connected again, or gone (or its pod), starts afresh if ever orphaned again.
         self._orphaned_since = orphaned_since
         return reclaimed
 

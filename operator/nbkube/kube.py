@@ -135,7 +135,11 @@ class Kube:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
-        configuration = await asyncio.to_thread(load_configuration, kubeconfig)
+        return await cls.open(await asyncio.to_thread(load_configuration, kubeconfig))
+
+    @classmethod
+    async def open(cls, configuration: Any) -> Kube:
+        """A client for an official-client Configuration (its host, TLS and credentials)."""
         context = await asyncio.to_thread(ssl_context, configuration)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16, ssl=context))
         kube = cls(configuration, session)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
 import pytest
-from nbkube.kube import Kube, KubeError, load_configuration, resource_path, ssl_context
+from nbkube.kube import Kube, KubeError, load_configuration, resource_path
 from nbkube_testenv.cluster import ClusterInfo
 from nbkube_testenv.pytest_plugin import Kubectl
 
@@ -84,8 +83,7 @@ async def test_the_operators_client_replaces_a_refused_token_once_and_reports_ap
     # The first token the client is handed has expired (as exec plugins and in-cluster tokens do).
     handed = iter(["Bearer expired-token", valid])
     configuration.refresh_api_key_hook = lambda c: c.api_key.update(BearerToken=next(handed))
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context(configuration)))
-    kube = Kube(configuration, session)
+    kube = await Kube.open(configuration)
     try:
         visible = await kube.get(resource_path("v1", "configmaps", namespace, "visible"))
         assert visible["data"] == {"a": "1"}

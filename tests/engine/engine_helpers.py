@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbkube.engine import GatewayClient
 from nbkube.gateway.local import LocalGateway
 
 
@@ -34,3 +36,13 @@ def notebook(*sources: str, tags: dict[int, list[str]] | None = None) -> Noteboo
 
 def stream_text(cell: NotebookNode, name: str = "stdout") -> str:
     return "".join(o["text"] for o in cell.outputs if o["output_type"] == "stream" and o["name"] == name)
+
+
+async def wait_for_state(client: GatewayClient, kernel_id: str, state: str) -> dict[str, str]:
+    """The kernel model once the gateway reports `state` (its watcher reads iopub on its own socket)."""
+    for _ in range(50):
+        model = await client.get_kernel(kernel_id)
+        if model["execution_state"] == state:
+            return dict(model)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"kernel {kernel_id} stayed {model['execution_state']}, expected {state}")

@@ -8,7 +8,7 @@ import os
 import sys
 
 import pytest
-from engine_helpers import notebook, stream_text
+from engine_helpers import notebook, stream_text, wait_for_state
 from jupyter_client.kernelspec import KernelSpec
 from nbkube.engine import KernelConnection
 from nbkube.engine.client import GatewayClient
@@ -169,16 +169,6 @@ async def test_stream_output_keeps_its_order_across_print_fd_writes_and_flushes(
     await NotebookExecutor(kernel).execute_notebook(nb)
 
     assert stream_text(nb.cells[0]) == "a\nb\ncd é\ne\n"
-
-
-async def wait_for_state(client: GatewayClient, kernel_id: str, state: str) -> dict[str, str]:
-    """The kernel model once the gateway reports `state` (its watcher reads iopub on its own socket)."""
-    for _ in range(50):
-        model = await client.get_kernel(kernel_id)
-        if model["execution_state"] == state:
-            return dict(model)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"kernel {kernel_id} stayed {model['execution_state']}, expected {state}")
 
 
 @pytest.mark.gateway

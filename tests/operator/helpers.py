@@ -50,11 +50,14 @@ def wait_env_ready(kubectl: Any, namespace: str, name: str = "py", timeout: floa
     return wait_for(f"environment {namespace}/{name} Ready", ready, timeout)
 
 
+FINISHED_STATES = ("Succeeded", "Failed", "Cancelled")
+
+
 def wait_run_finished(kubectl: Any, namespace: str, name: str, timeout: float = 180) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         obj = get(kubectl, "nbrun", name, namespace)
         state = ((obj or {}).get("status") or {}).get("state")
-        return obj if state in ("Succeeded", "Failed", "Cancelled") else None
+        return obj if state in FINISHED_STATES else None
 
     return wait_for(f"run {namespace}/{name} to finish", finished, timeout)
 

@@ -3,6 +3,7 @@ import urllib.request
 
 import nbformat
 from helpers import (
+    FINISHED_STATES,
     condition,
     environment,
     events,
@@ -103,7 +104,7 @@ def test_a_finished_run_is_deleted_after_its_ttl_and_its_result_stays(kubectl, e
     deleted = False
     for event in api.watch(f"{runs}?fieldSelector=metadata.name%3Dshort-lived", since, timeout_seconds=120):
         status = event["object"].get("status") or {}
-        if event["type"] == "MODIFIED" and status.get("state") in ("Succeeded", "Failed", "Cancelled"):
+        if event["type"] == "MODIFIED" and status.get("state") in FINISHED_STATES:
             finished = finished or status
         if event["type"] == "DELETED":
             deleted = True

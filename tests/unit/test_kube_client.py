@@ -7,7 +7,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 from kubernetes import client
@@ -35,7 +34,7 @@ async def proxy() -> AsyncIterator[str]:
 
 
 async def test_a_proxy_error_page_becomes_a_readable_api_error(proxy: str) -> None:
-    kube = Kube(client.Configuration(host=proxy), aiohttp.ClientSession())
+    kube = await Kube.open(client.Configuration(host=proxy))
     try:
         with pytest.raises(KubeError, match="502 : <html>502 Bad Gateway</html>"):
             await kube.get("/api/v1/namespaces/default")

@@ -154,13 +154,14 @@ class RunService:
     async def expire_if_due(self, body: kopf.Body, within: float) -> None:
         """Deletes a finished run once its TTL has passed. A run due within the next `within` seconds (the
         timer's interval) is waited for here, so it goes on time rather than up to one interval late."""
-        remaining = ttl_remaining(body.get("spec") or {}, body.get("status") or {}, time.time())
+        spec = body.get("spec") or {}
+        remaining = ttl_remaining(spec, body.get("status") or {}, time.time())
         if remaining is None or remaining > within:
             return
         if remaining > 0:
             await asyncio.sleep(remaining)
         meta = body["metadata"]
-        ttl = body["spec"]["ttlSecondsAfterFinished"]
+        ttl = spec["ttlSecondsAfterFinished"]
         kopf.info(body, reason="Expired", message=f"deleted {ttl}s after it finished")
         await self.kube.delete(run_path(meta["namespace"], meta["name"]))
 
