@@ -77,6 +77,12 @@ class ClusterInfo:
         """See LocalCluster.service_account_kubeconfig."""
         return LocalCluster(self.dir).service_account_kubeconfig(namespace, name, path, expiration_seconds)
 
+    def client_certificate_kubeconfig(
+        self, user: str, groups: tuple[str, ...], path: str | os.PathLike[str], namespace: str = "default"
+    ) -> Path:
+        """See LocalCluster.client_certificate_kubeconfig."""
+        return LocalCluster(self.dir).client_certificate_kubeconfig(user, groups, path, namespace)
+
 
 def find_assets(quiet: bool = True) -> Path:
     """The directory holding the control-plane binaries: KUBEBUILDER_ASSETS, else the cached build."""
@@ -375,6 +381,17 @@ class LocalCluster:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
+                # The aggregation layer: the API server authenticates every caller, then forwards the
+                # request to an aggregated API server (nbkube's operator) over mTLS with this front-proxy
+                # client certificate and the caller's identity in X-Remote-* headers.
+                f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
+                f"--requestheader-allowed-names={pki_mod.FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-uid-headers=X-Remote-Uid",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.front_proxy_client_crt}",
+                f"--proxy-client-key-file={pki.front_proxy_client_key}",
             ],
         )
         wait("kube-apiserver", lambda: self._api(server, "/readyz")[0] == 200, "ready")
@@ -554,6 +571,26 @@ class LocalCluster:
                 f"TokenRequest for {namespace}/{name} failed ({status}): {resp.get('message')}"
             )
         user = f"system:serviceaccount:{namespace}:{name}"
+        return self._user_kubeconfig(user, {"token": resp["status"]["token"]}, namespace, Path(path))
+
+    def client_certificate_kubeconfig(
+        self, user: str, groups: tuple[str, ...], path: str | os.PathLike[str], namespace: str = "default"
+    ) -> Path:
+        """Writes a kubeconfig authenticating as `user` (in `groups`) with a client certificate of the
+        cluster CA: the kind of user an admin or an OIDC-less cluster hands out."""
+        from nbkube_testenv import pki as pki_mod
+
+        out = Path(path)
+        pki = pki_mod.Pki(self.dir / "pki")
+        crt, key = pki.client_certificate(user, groups, out.parent / f"{out.name}.certs")
+        entry = {
+            "client-certificate-data": base64.b64encode(crt.read_bytes()).decode(),
+            "client-key-data": base64.b64encode(key.read_bytes()).decode(),
+        }
+        return self._user_kubeconfig(user, entry, namespace, out)
+
+    def _user_kubeconfig(self, user: str, entry: dict[str, str], namespace: str, out: Path) -> Path:
+        info = self.info()
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -566,13 +603,12 @@ class LocalCluster:
                     },
                 }
             ],
-            "users": [{"name": user, "user": {"token": resp["status"]["token"]}}],
+            "users": [{"name": user, "user": entry}],
             "contexts": [
                 {"name": user, "context": {"cluster": "nbkube-local", "user": user, "namespace": namespace}}
             ],
             "current-context": user,
         }
-        out = Path(path)
         out.write_text(json.dumps(cfg, indent=2))
         out.chmod(0o600)
         return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from nbkube.userapi.paths import APISERVICE, GROUP, PREFIX, VERSION
 
 from nbkube_testenv.cluster import ClusterInfo, free_port
 
@@ -62,8 +63,44 @@ def rbac_manifests(namespace: str = OPERATOR_NAMESPACE, name: str = SERVICE_ACCO
     ]
 
 
+API_SERVICE_NAME = "nbkube-api"
+
+
+def user_api_manifests(namespace: str = OPERATOR_NAMESPACE, port: int = 443) -> list[dict[str, Any]]:
+    """The chart's APIService, routed to the operator running as a local process: the Service is an
+    ExternalName for `localhost`, which the aggregator resolves as the chart's ClusterIP Service would be
+    (kube-apiserver rejects loopback addresses in EndpointSlices, and this cluster has no Service proxy).
+    The operator writes its serving CA into the caBundle itself, as it does under the chart."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": API_SERVICE_NAME, "namespace": namespace},
+            "spec": {"type": "ExternalName", "externalName": "localhost"},
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": APISERVICE},
+            "spec": {
+                "group": GROUP,
+                "version": VERSION,
+                "service": {"namespace": namespace, "name": API_SERVICE_NAME, "port": port},
+                "groupPriorityMinimum": 1000,
+                "versionPriority": 15,
+            },
+        },
+    ]
+
+
+def user_role_manifests() -> list[dict[str, Any]]:
+    """The chart's ClusterRoles for the user-facing API, aggregated into view, edit and admin."""
+    docs = yaml.safe_load_all((REPO / "charts" / "nbkube" / "files" / "user-roles.yaml").read_text())
+    return [d for d in docs if d]
+
+
 def install(info: ClusterInfo) -> None:
-    """CRDs and the operator's RBAC (idempotent)."""
+    """CRDs, the operator's RBAC, the user-facing APIService and roles (idempotent)."""
     kubectl(info, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl(info, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     kubectl(
@@ -71,7 +108,13 @@ def install(info: ClusterInfo) -> None:
         "apply",
         "-f",
         "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac_manifests()}),
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [*rbac_manifests(), *user_api_manifests(), *user_role_manifests()],
+            }
+        ),
     )
 
 
@@ -90,7 +133,7 @@ class OperatorProcess:
     data_dir: Path = field(init=False)
     log_path: Path = field(init=False)
     metrics_port: int = field(default_factory=free_port)
-    results_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -106,13 +149,9 @@ class OperatorProcess:
         self.log_path = self.workdir / "operator.log"
 
     @property
-    def http_url(self) -> str:
-        """The operator's user-facing HTTP port (/results, /logs)."""
-        return f"http://127.0.0.1:{self.results_port}"
-
-    @property
-    def results_url(self) -> str:
-        return f"{self.http_url}/results"
+    def api_url(self) -> str:
+        """The operator's own user-facing TLS port: only the API server's front proxy gets through."""
+        return f"https://127.0.0.1:{self.api_port}"
 
     def start(self, timeout: float = 60) -> None:
         """Starts the operator; any other operator this process runs on the same cluster is paused until
@@ -129,7 +168,7 @@ class OperatorProcess:
             except _PortTaken:
                 if attempt == 2:
                     raise
-                self.metrics_port, self.results_port, self.health_port = free_port(), free_port(), free_port()
+                self.metrics_port, self.api_port, self.health_port = free_port(), free_port(), free_port()
         if self not in _RUNNING:
             _RUNNING.append(self)
 
@@ -147,8 +186,10 @@ class OperatorProcess:
             "NBKUBE_NAMESPACE": self.namespace,
             "NBKUBE_DATA_DIR": str(self.data_dir),
             "NBKUBE_METRICS_PORT": str(self.metrics_port),
-            "NBKUBE_RESULTS_PORT": str(self.results_port),
-            "NBKUBE_RESULTS_HOST": "127.0.0.1",
+            "NBKUBE_METRICS_HOST": "127.0.0.1",
+            "NBKUBE_API_PORT": str(self.api_port),
+            "NBKUBE_API_HOST": "127.0.0.1",
+            "NBKUBE_API_SERVICE": API_SERVICE_NAME,
             **self.extra_env,
         }
         argv = [
@@ -177,11 +218,35 @@ class OperatorProcess:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
                     if r.status == 200:
-                        return
+                        break
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"the operator did not become healthy in {timeout}s:\n{self.log_tail()}")
+        else:
+            raise RuntimeError(f"the operator did not become healthy in {timeout}s:\n{self.log_tail()}")
+        self._route_user_api(deadline)
+
+    def _route_user_api(self, deadline: float) -> None:
+        """Points the APIService at this operator's port and waits until the API server reaches it (the
+        operator writes its CA into the caBundle when its user-facing API starts)."""
+        patch = {"spec": {"service": {"port": self.api_port}}}
+        kubectl(self.info, "patch", "apiservice", APISERVICE, "--type=merge", "-p", json.dumps(patch))
+        last = ""
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                [str(self.info.kubectl), f"--kubeconfig={self.info.kubeconfig}", "get", "--raw", PREFIX],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if done.returncode == 0 and "APIResourceList" in done.stdout:
+                return
+            last = done.stderr.strip()
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"the API server did not reach the operator's user-facing API: {last}\n{self.log_tail()}"
+        )
 
     def kill(self) -> None:
         """SIGKILL: the operator dies mid-whatever, as on a node failure."""

@@ -1,5 +1,7 @@
 """Certificates and keys of a local cluster: one CA, the API server's serving certificate, an admin
-client certificate (O=system:masters) and the service-account signing key."""
+client certificate (O=system:masters), the service-account signing key, and the aggregation layer's
+front proxy: a CA of its own (as kubeadm makes it, separate from the cluster CA) and the client
+certificate the API server presents to aggregated API servers (CN=front-proxy-client)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,31 @@ class Pki:
     @property
     def sa_pub(self) -> Path:
         return self.dir / "sa.pub"
+
+    @property
+    def front_proxy_ca_crt(self) -> Path:
+        return self.dir / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_client_crt(self) -> Path:
+        return self.dir / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.dir / "front-proxy-client.key"
+
+    def client_certificate(self, cn: str, orgs: tuple[str, ...], directory: Path) -> tuple[Path, Path]:
+        """A client certificate of the cluster CA for user `cn` in groups `orgs` (a client-certificate
+        user, as an admin would issue one): returns (certificate, key) written under `directory`."""
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_name = x509.load_pem_x509_certificate(self.ca_crt.read_bytes()).subject
+        key = _key()
+        directory.mkdir(parents=True, exist_ok=True)
+        crt_path, key_path = directory / f"{cn}.crt", directory / f"{cn}.key"
+        _write_key(key_path, key)
+        _write_cert(crt_path, _issue(key, _name(cn, orgs), ca_key, ca_name, client=True))
+        return crt_path, key_path
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -142,6 +171,16 @@ def create(directory: Path, service_ip: str) -> Pki:
     admin = _issue(admin_key, _name("nbkube-admin", ("system:masters",)), ca_key, ca_name, client=True)
     _write_key(pki.admin_key, admin_key)
     _write_cert(pki.admin_crt, admin)
+
+    fp_ca_key = _key()
+    fp_ca_name = _name("nbkube-local-front-proxy-ca")
+    _write_cert(pki.front_proxy_ca_crt, _issue(fp_ca_key, fp_ca_name, fp_ca_key, fp_ca_name, ca=True))
+    fp_key = _key()
+    _write_key(pki.front_proxy_client_key, fp_key)
+    _write_cert(
+        pki.front_proxy_client_crt,
+        _issue(fp_key, _name(FRONT_PROXY_CLIENT), fp_ca_key, fp_ca_name, client=True),
+    )
 
     sa_key = _key()
     _write_key(pki.sa_key, sa_key)

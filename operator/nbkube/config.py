@@ -20,8 +20,17 @@ class Settings(BaseModel):
         Path("/var/lib/nbkube"), description="The results PVC: the git repository and run journals."
     )
     metrics_port: int = 8080
-    results_port: int = 8082
-    results_host: str = "0.0.0.0"
+    metrics_host: str = "0.0.0.0"
+    api_port: int = Field(
+        8443, description="The user-facing API's TLS port (results, clones, logs), behind the API server."
+    )
+    api_host: str = "0.0.0.0"
+    api_service: str = Field(
+        "nbkube-api", description="The Service the APIService routes to: the serving certificate's name."
+    )
+    api_manage_ca_bundle: bool = Field(
+        True, description="Write the serving CA into the APIService's caBundle at start-up."
+    )
     status_interval_seconds: float = Field(1.0, gt=0)
     gateway_port: int = 8888
     gateway_request_timeout_seconds: float = 30.0
@@ -61,8 +70,11 @@ class Settings(BaseModel):
             "namespace": ("NBKUBE_NAMESPACE", "POD_NAMESPACE"),
             "data_dir": ("NBKUBE_DATA_DIR",),
             "metrics_port": ("NBKUBE_METRICS_PORT",),
-            "results_port": ("NBKUBE_RESULTS_PORT",),
-            "results_host": ("NBKUBE_RESULTS_HOST",),
+            "metrics_host": ("NBKUBE_METRICS_HOST",),
+            "api_port": ("NBKUBE_API_PORT",),
+            "api_host": ("NBKUBE_API_HOST",),
+            "api_service": ("NBKUBE_API_SERVICE",),
+            "api_manage_ca_bundle": ("NBKUBE_API_MANAGE_CA_BUNDLE",),
             "status_interval_seconds": ("NBKUBE_STATUS_INTERVAL_SECONDS",),
             "gateway_port": ("NBKUBE_GATEWAY_PORT",),
             "environment_wait_seconds": ("NBKUBE_ENVIRONMENT_WAIT_SECONDS",),

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import time
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -53,6 +55,28 @@ class Conflict(KubeError):
     pass
 
 
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SEGMENT_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class InvalidName(ValueError):
+    """A namespace or object name that is not a Kubernetes name: it never reaches a request path."""
+
+
+def check_name(value: str, what: str = "name", *, max_length: int = 253) -> str:
+    """`value` if it is a Kubernetes object name (DNS-1123 subdomain; namespaces: a label, 63), else
+    InvalidName. Every name from a request or a spec goes through here before it reaches a path."""
+    if len(value) > max_length or not _NAME_RE.match(value) or ".." in value:
+        raise InvalidName(f"invalid {what} {value[:80]!r}: not a Kubernetes name")
+    return value
+
+
+def check_namespace(value: str) -> str:
+    if "." in value:
+        raise InvalidName(f"invalid namespace {value[:80]!r}: not a Kubernetes name")
+    return check_name(value, "namespace", max_length=63)
+
+
 def resource_path(
     api_version: str,
     plural: str,
@@ -60,14 +84,18 @@ def resource_path(
     name: str | None = None,
     sub: str | None = None,
 ) -> str:
+    """The API path of a resource; namespace and name are checked as Kubernetes names and quoted as
+    path segments, so no value can add segments, a query or `..` to the request."""
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     parts = [base]
     if namespace:
-        parts.append(f"namespaces/{namespace}")
+        parts.append(f"namespaces/{quote(check_namespace(namespace), safe='')}")
     parts.append(plural)
     if name:
-        parts.append(name)
+        parts.append(quote(check_name(name), safe=""))
     if sub:
+        if not _SEGMENT_RE.match(sub):
+            raise InvalidName(f"invalid subresource {sub[:80]!r}")
         parts.append(sub)
     return "/".join(parts)
 
@@ -125,24 +153,28 @@ def authorization(configuration: Any) -> str | None:
 class Kube:
     """Dict-in, dict-out access to the API server."""
 
-    def __init__(self, configuration: Any, session: aiohttp.ClientSession) -> None:
+    def __init__(self, configuration: Any, session: aiohttp.ClientSession, *, timeout: float = 30.0) -> None:
         self.configuration = configuration
         self.session = session
+        self.timeout = timeout
         self.server = str(configuration.host).rstrip("/")
         self._authorization: str | None = None
         self._authorized_at: float | None = None
         self._auth_lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> Kube:
-        return await cls.open(await asyncio.to_thread(load_configuration, kubeconfig))
+    async def connect(cls, kubeconfig: str | None = None, *, connections: int = 16) -> Kube:
+        return await cls.open(
+            await asyncio.to_thread(load_configuration, kubeconfig), connections=connections
+        )
 
     @classmethod
-    async def open(cls, configuration: Any) -> Kube:
-        """A client for an official-client Configuration (its host, TLS and credentials)."""
+    async def open(cls, configuration: Any, *, connections: int = 16, timeout: float = 30.0) -> Kube:
+        """A client for an official-client Configuration (its host, TLS and credentials), with a pool of
+        `connections` connections of its own and `timeout` seconds per request."""
         context = await asyncio.to_thread(ssl_context, configuration)
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16, ssl=context))
-        kube = cls(configuration, session)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections, ssl=context))
+        kube = cls(configuration, session, timeout=timeout)
         await kube._refresh_authorization(force=True)
         return kube
 
@@ -167,12 +199,12 @@ class Kube:
         *,
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
-        timeout: float = 30.0,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         request = {
             "params": query or None,
             "data": None if body is None else json.dumps(body),
-            "timeout": aiohttp.ClientTimeout(total=timeout),
+            "timeout": aiohttp.ClientTimeout(total=timeout or self.timeout),
             "proxy": self.configuration.proxy or None,
         }
         headers = {"Accept": "application/json", "Content-Type": content_type}

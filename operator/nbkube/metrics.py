@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
 
 from nbkube import __version__
 
@@ -41,6 +43,16 @@ build_info = Info("nbkube_build", "nbkube build information.", registry=REGISTRY
 build_info.info({"version": __version__})
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> None:
-    """Serves /metrics from a daemon thread (prometheus_client's own server)."""
-    start_http_server(port, addr=addr, registry=REGISTRY)
+async def serve(port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Serves /metrics on the operator's event loop: idle connections cost no thread (prometheus_client's
+    own server takes one per connection)."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=30)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

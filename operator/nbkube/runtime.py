@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +28,8 @@ class OperatorContext:
     results: Any
     environments: EnvironmentService
     runs: RunService
-    http: web.AppRunner | None = None
+    servers: list[web.AppRunner] = field(default_factory=list)
+    user_api: asyncio.Task[None] | None = None
     janitor: asyncio.Task[None] | None = None
 
     @classmethod
@@ -56,24 +57,25 @@ class OperatorContext:
         )
         ctx.janitor = asyncio.create_task(_janitor(ctx).run_forever(), name="janitor")
         if settings.metrics_port:
-            metrics.serve(settings.metrics_port)
-        if results is not None and settings.results_port:
-            ctx.http = await _serve_http(kube, results, settings)
+            ctx.servers.append(await metrics.serve(settings.metrics_port, settings.metrics_host))
+        if results is not None and settings.api_port:
+            ctx.user_api = asyncio.create_task(_user_api(ctx, logger), name="user-api")
         logger.info(
-            "nbkube operator started: data in %s, metrics on :%s, results on :%s",
+            "nbkube operator started: data in %s, metrics on :%s, user API on :%s",
             settings.data_dir,
             settings.metrics_port,
-            settings.results_port,
+            settings.api_port,
         )
         return ctx
 
     async def stop(self) -> None:
-        if self.janitor is not None:
-            self.janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.janitor
-        if self.http is not None:
-            await self.http.cleanup()
+        for task in (self.janitor, self.user_api):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for runner in self.servers:
+            await runner.cleanup()
         await self.registry.close()
         if self.results is not None and hasattr(self.results, "close"):
             await self.results.close()
@@ -105,15 +107,24 @@ async def _open_results(settings: Settings, logger: logging.Logger) -> Any:
     return store
 
 
-async def _serve_http(kube: Kube, store: Any, settings: Settings) -> web.AppRunner:
-    """The operator's user-facing HTTP port: /results (git clone, files) and /logs (live outputs)."""
-    from nbkube.results.http import results_http_app
-    from nbkube.run.logs import logs_routes
+USER_API_RETRY_SECONDS = 10.0
 
-    app = web.Application()
-    app.add_subapp("/results", results_http_app(store))
-    app.add_routes(logs_routes(kube, store, settings.journal_dir))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, settings.results_host, settings.results_port).start()
-    return runner
+
+async def _user_api(ctx: OperatorContext, logger: logging.Logger) -> None:
+    """Starts the user-facing API once the API server's front-proxy settings can be read (retrying, with
+    an error in the log, while they cannot: runs go on meanwhile), then keeps it until stopped."""
+    from nbkube.userapi.startup import start_user_api
+
+    while True:
+        try:
+            ctx.servers.append(await start_user_api(ctx.kube, ctx.results, ctx.settings, logger))
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.error(
+                "the user-facing API (results, clones, logs) cannot start yet, retrying in %.0fs: %s",
+                USER_API_RETRY_SECONDS,
+                exc,
+            )
+            await asyncio.sleep(USER_API_RETRY_SECONDS)

@@ -60,6 +60,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-metrics" (include "nbkube.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{- define "nbkube.resultsServiceName" -}}
-{{- printf "%s-results" (include "nbkube.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- define "nbkube.apiServiceName" -}}
+{{- printf "%s-api" (include "nbkube.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -12,7 +12,8 @@ from typing import Any
 
 from nbkube.cli.errors import EXIT_OK, CliError
 from nbkube.cli.kubeclient import TERMINAL_STATES, ClusterOptions, Kube, add_cluster_options, run_state
-from nbkube.cli.operatorhttp import HttpError, OperatorHttp, add_operator_options
+from nbkube.cli.userapi import UserApi, UserApiError
+from nbkube.userapi import paths
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("run", metavar="RUN")
     parser.add_argument("-o", "--output", help="where to write it ('-' for stdout; default: RUN.ipynb)")
     add_cluster_options(parser)
-    add_operator_options(parser)
     parser.set_defaults(handler=cmd_fetch)
 
 
@@ -56,16 +56,19 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     try:
         run = kube.find_run(args.run)
         result = result_of(run)
-        with OperatorHttp(args, cluster) as http:
-            try:
-                data, _ = http.get(f"/results/files/{result['path']}", {"ref": result["commit"]})
-            except HttpError as exc:
-                if exc.status == 404:
-                    raise CliError(
-                        f"{result['path']} at commit {result['commit'][:12]} is not in the results "
-                        f"repository the operator at {http.base} serves"
-                    ) from None
-                raise
+        try:
+            data, _ = UserApi(kube).get(
+                paths.file_path(kube.namespace, result["path"]), {"ref": result["commit"]}
+            )
+        except UserApiError as exc:
+            if exc.status == 404:
+                raise CliError(
+                    f"{result['path']} at commit {result['commit'][:12]} is not in namespace "
+                    f"{kube.namespace}'s results repository"
+                ) from None
+            if exc.status in (401, 403):
+                raise CliError(f"reading {args.run}'s result was refused: {exc.message}") from None
+            raise
     finally:
         kube.close()
     origin = f"{result['path']} at commit {result['commit']} of the results repository"

@@ -11,7 +11,8 @@ from typing import Any, TextIO
 
 from nbkube.cli.errors import EXIT_OK, CliError
 from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options
-from nbkube.cli.operatorhttp import HttpError, OperatorHttp, add_operator_options
+from nbkube.cli.userapi import UserApi, UserApiError
+from nbkube.userapi import paths
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -25,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("run", metavar="RUN")
     parser.add_argument("-f", "--follow", action="store_true", help="stream new outputs until the run ends")
     add_cluster_options(parser)
-    add_operator_options(parser)
     parser.set_defaults(handler=cmd_logs)
 
 
@@ -126,18 +126,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
             return ids.get(index) or None
 
         printer = LogPrinter(sys.stdout, sys.stdout.isatty(), cell_id)
-        with OperatorHttp(args, cluster) as http:
-            query = {"follow": "true"} if args.follow else None
-            try:
-                for line in http.lines(f"/logs/{kube.namespace}/{args.run}", query):
-                    if line.strip():
-                        printer.handle(_event(line))
-            except HttpError as exc:
-                if exc.status == 404:
-                    raise CliError(
-                        f"the operator does not know NotebookRun {kube.namespace}/{args.run}"
-                    ) from None
-                raise
+        query = {"follow": "true"} if args.follow else None
+        try:
+            for line in UserApi(kube).lines(paths.run_log_path(kube.namespace, args.run), query):
+                if line.strip():
+                    printer.handle(_event(line))
+        except UserApiError as exc:
+            if exc.status == 404:
+                raise CliError(f"no logs for {kube.namespace}/{args.run}: {exc.message}") from None
+            if exc.status in (401, 403):
+                raise CliError(f"reading {args.run}'s logs was refused: {exc.message}") from None
+            raise
         return EXIT_OK
     finally:
         kube.close()

@@ -1,23 +1,17 @@
-"""Read-only HTTP access to the results repository, mounted by the operator on its HTTP port.
+"""Serving one results repository over HTTP: git smart HTTP (read only), single files, the run list.
 
-Mount it with `app.add_subapp("/results", results_http_app(store))` (the operator does, on its results
-port, 8082 by default); then, after `kubectl -n nbkube port-forward <operator pod or deployment> 8082`:
+These are the building blocks the user-facing API (`nbkube.userapi`) serves for each namespace, after
+it has authenticated and authorised the caller; nothing here knows who is asking. Every request value
+that reaches git is checked first, and the work one request can cause is bounded:
 
-    git clone http://127.0.0.1:8082/results nbkube-results        # read-only git smart HTTP (v0 and v2)
-    git clone --filter=blob:none http://127.0.0.1:8082/results    # partial clone: blobs fetched on demand
-    git -C nbkube-results pull                                    # later results
-    curl -o out.ipynb 'http://127.0.0.1:8082/results/files/default/analysis-1/analysis.ipynb?ref=<commit>'
+- `ref` is a full commit id or a branch name (never a revision expression such as `HEAD^{/regex}`);
+- `git upload-pack` runs at most `GitLimits.max_concurrent` at a time (callers wait up to
+  `queue_seconds`, then get 503); its request body must arrive within `body_seconds` with no gap longer
+  than `idle_seconds`; the whole exchange is cut after `process_seconds`;
+- files larger than `INLINE_MAX` are streamed from `git cat-file` rather than held in memory.
 
-`nbkube fetch <run> -o out.ipynb` does the last one with `status.result.{commit,path}` of the run; for a
-run that is gone, `GET /runs?namespace=<ns>` lists what the repository still holds.
-
-Routes (relative to the mount point):
-- `GET /info/refs?service=git-upload-pack`, `POST /git-upload-pack`: git smart HTTP, served by
-  `git upload-pack --stateless-rpc`. Pushes (`git-receive-pack`) and the dumb protocol get 403.
-- `GET /files/<path>?ref=<commit|branch>` (ref defaults to HEAD): the file's bytes; headers
-  `X-Nbkube-Commit` (the commit the ref resolved to) and `ETag` (the blob id). 404 when absent.
-- `GET /runs?namespace=<ns>`: the runs at HEAD as JSON (from their `nbkube.json`).
-- `GET /final/<uid>`: `{"commit": ..., "path": ...}` of a run's final result, 404 when there is none.
+`serve_results(store)` serves one repository alone on a loopback port, without authentication: for
+tests and benches (the direct baseline of `make bench-results`), never for users.
 """
 
 from __future__ import annotations
@@ -30,40 +24,64 @@ import re
 from aiohttp import web
 
 from ._git import git_argv, git_env
+from .records import split_path
 from .store import ResultsStore
 
-STORE_KEY = web.AppKey("results_store", ResultsStore)
 INLINE_MAX = 1024 * 1024
 CHUNK = 64 * 1024
 _PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:,._-]{0,200}$")
 _CONTENT_TYPES = {".ipynb": "application/x-ipynb+json", ".json": "application/json", ".txt": "text/plain"}
+_COMMIT_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,7}$")
 
 
-def results_http_app(store: ResultsStore) -> web.Application:
-    app = web.Application()
-    app[STORE_KEY] = store
-    app.router.add_get("/info/refs", _info_refs)
-    app.router.add_post("/git-upload-pack", _upload_pack)
-    app.router.add_post("/git-receive-pack", _read_only)
-    app.router.add_get("/files/{path:.+}", _files)
-    app.router.add_get("/runs", _runs)
-    app.router.add_get("/final/{uid}", _final)
-    return app
+class BadRef(ValueError):
+    pass
 
 
-async def serve_results(
-    store: ResultsStore, host: str = "127.0.0.1", port: int = 0
-) -> tuple[web.AppRunner, str]:
-    """The results app alone, mounted at /results on host:port (0: a free port), as the operator mounts
-    it. Returns the runner (clean it up to stop) and the base URL. For tools and tests; the operator
-    serves /results beside /logs on one port."""
-    app = web.Application()
-    app.add_subapp("/results", results_http_app(store))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    return runner, f"http://{bound_host}:{bound_port}/results"
+def parse_ref(ref: str | None) -> str:
+    """What git is given for a user's `ref`: a full commit id as it is, `refs/heads/<branch>` for a
+    branch name, HEAD when absent. Anything else (abbreviated ids, `^`, `~`, `@{`, `:`, regexes) is
+    refused: git would search history for them."""
+    if ref is None or ref == "" or ref == "HEAD":
+        return "HEAD"
+    if _COMMIT_RE.match(ref):
+        return ref
+    name = ref.removeprefix("refs/heads/")
+    if _BRANCH_RE.match(name) and ".." not in name and not name.endswith((".lock", ".")):
+        return f"refs/heads/{name}"
+    raise BadRef(f"invalid ref {ref!r}: give a full commit id or a branch name")
+
+
+@dataclasses.dataclass
+class GitLimits:
+    max_concurrent: int = 4
+    queue_seconds: float = 30.0
+    idle_seconds: float = 30.0
+    body_seconds: float = 120.0
+    process_seconds: float = 600.0
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+class GitGate:
+    """How many upload-packs run at once, for the whole process."""
+
+    def __init__(self, limits: GitLimits | None = None) -> None:
+        self.limits = limits or GitLimits()
+        self._slots = asyncio.Semaphore(self.limits.max_concurrent)
+
+    @contextlib.asynccontextmanager
+    async def slot(self):  # type: ignore[no-untyped-def]
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.limits.queue_seconds)
+        except TimeoutError:
+            raise web.HTTPServiceUnavailable(
+                text="too many git fetches at once: try again shortly\n", headers={"Retry-After": "5"}
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 def _protocol_env(request: web.Request) -> dict[str, str]:
@@ -71,28 +89,38 @@ def _protocol_env(request: web.Request) -> dict[str, str]:
     return {"GIT_PROTOCOL": version} if version and _PROTOCOL_RE.match(version) else {}
 
 
-async def _read_only(request: web.Request) -> web.Response:
-    raise web.HTTPForbidden(text="the nbkube results repository is read-only\n")
-
-
 def _pkt_line(text: str) -> bytes:
     data = text.encode()
     return f"{len(data) + 4:04x}".encode() + data
 
 
-async def _info_refs(request: web.Request) -> web.Response:
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await proc.wait()
+
+
+async def info_refs(request: web.Request, store: ResultsStore, gate: GitGate) -> web.Response:
     if request.query.get("service") != "git-upload-pack":
         raise web.HTTPForbidden(text="read-only git smart HTTP: only git-upload-pack is served\n")
-    store = request.app[STORE_KEY]
     env = _protocol_env(request)
-    proc = await asyncio.create_subprocess_exec(
-        *git_argv(store.git_dir, "upload-pack", "--stateless-rpc", "--advertise-refs", str(store.git_dir)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        stdin=asyncio.subprocess.DEVNULL,
-        env=git_env(env),
-    )
-    out, _ = await proc.communicate()
+    async with gate.slot():
+        proc = await asyncio.create_subprocess_exec(
+            *git_argv(
+                store.git_dir, "upload-pack", "--stateless-rpc", "--advertise-refs", str(store.git_dir)
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=git_env(env),
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), gate.limits.idle_seconds)
+        except TimeoutError:
+            raise web.HTTPServiceUnavailable(text="git upload-pack did not answer in time\n") from None
+        finally:
+            await _kill(proc)
     if proc.returncode != 0:
         raise web.HTTPInternalServerError(text="git upload-pack failed\n")
     prefix = (
@@ -107,58 +135,78 @@ async def _info_refs(request: web.Request) -> web.Response:
     )
 
 
-async def _upload_pack(request: web.Request) -> web.StreamResponse:
-    store = request.app[STORE_KEY]
-    proc = await asyncio.create_subprocess_exec(
-        *git_argv(store.git_dir, "upload-pack", "--stateless-rpc", str(store.git_dir)),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=git_env(_protocol_env(request)),
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin = proc.stdin
+async def _read_body(request: web.Request, limits: GitLimits) -> bytes:
+    """The whole request body (upload-pack's wants and haves are small), within the limits."""
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(limits.body_seconds):
+        while True:
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(), limits.idle_seconds)
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(text="the request body stalled\n") from None
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise web.HTTPRequestEntityTooLarge(limits.max_body_bytes, size)
+            chunks.append(chunk)
 
-    async def feed() -> None:
-        try:
-            async for chunk in request.content.iter_chunked(CHUNK):  # aiohttp undoes Content-Encoding
-                stdin.write(chunk)
+
+async def upload_pack(request: web.Request, store: ResultsStore, gate: GitGate) -> web.StreamResponse:
+    limits = gate.limits
+    try:
+        body = await _read_body(request, limits)  # aiohttp undoes Content-Encoding
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="the request body took too long\n") from None
+    async with gate.slot():
+        proc = await asyncio.create_subprocess_exec(
+            *git_argv(store.git_dir, "upload-pack", "--stateless-rpc", str(store.git_dir)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=git_env(_protocol_env(request)),
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+
+        async def feed() -> None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                stdin.write(body)
                 await stdin.drain()
-        finally:
             stdin.close()
 
-    feeder = asyncio.create_task(feed())
-    response = web.StreamResponse(
-        headers={"Content-Type": "application/x-git-upload-pack-result", "Cache-Control": "no-cache"}
-    )
-    try:
-        await response.prepare(request)
-        while chunk := await proc.stdout.read(CHUNK):
-            await response.write(chunk)
-        await feeder
-        await proc.wait()
-        await response.write_eof()
-        return response
-    finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await feeder
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        feeder = asyncio.create_task(feed())
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/x-git-upload-pack-result", "Cache-Control": "no-cache"}
+        )
+        try:
+            async with asyncio.timeout(limits.process_seconds):
+                await response.prepare(request)
+                while chunk := await stdout.read(CHUNK):
+                    await response.write(chunk)
+                await feeder
+                await proc.wait()
+            await response.write_eof()
+            return response
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
+            await _kill(proc)
 
 
-async def _files(request: web.Request) -> web.StreamResponse:
-    store = request.app[STORE_KEY]
-    path = request.match_info["path"]
-    ref = request.query.get("ref", "HEAD")
+async def file_response(request: web.Request, store: ResultsStore, path: str) -> web.StreamResponse:
+    """`path` at the request's `ref`: its bytes, with `X-Nbkube-Commit` and the blob id as `ETag`."""
     try:
+        split_path(path)
+        ref = parse_ref(request.query.get("ref"))
         commit = await store.resolve(ref)
         stat = await store.stat_file(path, commit) if commit else None
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from exc
     if commit is None or stat is None:
-        raise web.HTTPNotFound(text=f"{path} not found at {ref}\n")
+        raise web.HTTPNotFound(text=f"{path} not found at {request.query.get('ref') or 'HEAD'}\n")
     blob, size = stat
     suffix = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
     headers = {
@@ -186,18 +234,55 @@ async def _files(request: web.Request) -> web.StreamResponse:
         await response.write_eof()
         return response
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+        await _kill(proc)
 
 
-async def _runs(request: web.Request) -> web.Response:
-    runs = await request.app[STORE_KEY].list_runs(request.query.get("namespace") or None)
-    return web.json_response([dataclasses.asdict(r) for r in runs])
+async def runs_response(store: ResultsStore) -> web.Response:
+    return web.json_response([dataclasses.asdict(r) for r in await store.list_runs()])
 
 
-async def _final(request: web.Request) -> web.Response:
-    found = await request.app[STORE_KEY].find_final(request.match_info["uid"])
-    if found is None:
-        raise web.HTTPNotFound(text="no final result for this uid\n")
-    return web.json_response(dataclasses.asdict(found))
+async def _read_only(request: web.Request) -> web.Response:
+    raise web.HTTPForbidden(text="the nbkube results repository is read-only\n")
+
+
+def repository_routes(store_of, gate: GitGate) -> list[web.RouteDef]:  # type: ignore[no-untyped-def]
+    """The routes of one repository below a prefix; `store_of(request)` is an async function giving the
+    request's ResultsStore (raising an HTTP error when there is none)."""
+
+    async def refs(request: web.Request) -> web.StreamResponse:
+        return await info_refs(request, await store_of(request), gate)
+
+    async def pack(request: web.Request) -> web.StreamResponse:
+        return await upload_pack(request, await store_of(request), gate)
+
+    async def files(request: web.Request) -> web.StreamResponse:
+        return await file_response(request, await store_of(request), request.match_info["path"])
+
+    async def runs(request: web.Request) -> web.StreamResponse:
+        return await runs_response(await store_of(request))
+
+    return [
+        web.get("/git/info/refs", refs),
+        web.post("/git/git-upload-pack", pack),
+        web.post("/git/git-receive-pack", _read_only),
+        web.get("/files/{path:.+}", files),
+        web.get("/runs", runs),
+    ]
+
+
+async def serve_results(
+    store: ResultsStore, host: str = "127.0.0.1", port: int = 0, gate: GitGate | None = None
+) -> tuple[web.AppRunner, str]:
+    """One repository served alone, unauthenticated, on host:port (0: a free port), for tools and
+    tests. Returns the runner (clean it up to stop) and the base URL (`<base>/git` clones)."""
+
+    async def store_of(request: web.Request) -> ResultsStore:
+        return store
+
+    app = web.Application()
+    app.add_routes(repository_routes(store_of, gate or GitGate()))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    return runner, f"http://{bound_host}:{bound_port}"

@@ -1,4 +1,4 @@
-"""`GET /logs/{namespace}/{name}[?follow=true]`: a run's cell outputs as they stream (`nbkube logs`).
+"""A run's cell outputs as they stream (`nbkube logs`), served as `notebookruns/<run>/log`.
 
 The answer is newline-delimited JSON, one event per line:
     {"event": "cellStarted", "index": 3}
@@ -6,24 +6,33 @@ The answer is newline-delimited JSON, one event per line:
     {"event": "cellFinished", "index": 3, "state": "succeeded", "executionCount": 4}
     {"event": "end", "state": "Succeeded", "reason": "Succeeded"}        (only once the run has ended)
 While the run is active the events come from its journal on the results volume; once it has ended,
-from the executed notebook in the results repository.
+from the executed notebook in the namespace's results repository.
+
+Memory stays bounded whatever the size of the result: the journal is read a batch of lines at a time
+and the stored notebook is parsed cell by cell as git streams it (ijson), never loaded whole. A journal
+line that does not parse (a crash tore it mid-write) is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nbformat
-from aiohttp import web
+import ijson
 
-from nbkube.kube import Kube, NotFound
-from nbkube.run.driver import TERMINAL, run_path
+from nbkube.results._git import git_argv, git_env
+from nbkube.run.driver import TERMINAL
 
 POLL_SECONDS = 0.2
+STATUS_EVERY_SECONDS = 1.0
+BATCH_BYTES = 1024 * 1024
+
+# (namespace, name) -> the NotebookRun, or None when there is none.
+RunReader = Callable[[str, str], Awaitable[dict[str, Any] | None]]
 
 
 def _events_from_journal_entry(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -46,89 +55,136 @@ def _events_from_journal_entry(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
-def _events_from_notebook(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        state = cell.get("metadata", {}).get("nbkube", {}).get("state")
-        if state is None and cell.get("execution_count") is None:
-            continue
-        events.append({"event": "cellStarted", "index": index})
-        events += [{"event": "output", "index": index, "output": dict(o)} for o in cell.get("outputs", [])]
-        events.append(
-            {
-                "event": "cellFinished",
-                "index": index,
-                "state": state or "succeeded",
-                "executionCount": cell.get("execution_count"),
-            }
-        )
-    return events
+def _events_from_cell(index: int, cell: dict[str, Any]) -> list[dict[str, Any]]:
+    if cell.get("cell_type") != "code":
+        return []
+    state = (cell.get("metadata") or {}).get("nbkube", {}).get("state")
+    if state is None and cell.get("execution_count") is None:
+        return []
+    return [
+        {"event": "cellStarted", "index": index},
+        *({"event": "output", "index": index, "output": dict(o)} for o in cell.get("outputs", [])),
+        {
+            "event": "cellFinished",
+            "index": index,
+            "state": state or "succeeded",
+            "executionCount": cell.get("execution_count"),
+        },
+    ]
 
 
 async def _tail(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    def read() -> tuple[bytes, int]:
+    """Whole lines from `offset`, about BATCH_BYTES of them (at least one line), and the new offset."""
+
+    def read() -> tuple[list[bytes], int]:
+        lines: list[bytes] = []
+        size, pos = 0, offset
         try:
             with path.open("rb") as fh:
                 fh.seek(offset)
-                data = fh.read()
+                while size < BATCH_BYTES:
+                    line = fh.readline()
+                    if not line.endswith(b"\n"):  # nothing more, or a line still being written
+                        break
+                    lines.append(line)
+                    size += len(line)
+                    pos += len(line)
         except FileNotFoundError:
-            return b"", offset
-        whole = data[: data.rfind(b"\n") + 1]  # never hand out a line still being written
-        return whole, offset + len(whole)
+            pass
+        return lines, pos
 
-    data, new_offset = await asyncio.to_thread(read)
-    entries = [json.loads(line) for line in data.splitlines() if line.strip()]
+    lines, new_offset = await asyncio.to_thread(read)
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # torn by a crash mid-write; the next operator wrote on after it
+        if isinstance(entry, dict) and "index" in entry:
+            entries.append(entry)
     return entries, new_offset
 
 
+async def _notebook_events(git_dir: Path, blob: str) -> AsyncIterator[dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        *git_argv(git_dir, "cat-file", "blob", blob),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL,
+        env=git_env(),
+    )
+    assert proc.stdout is not None
+    try:
+        index = 0
+        async for cell in ijson.items(proc.stdout, "cells.item", use_float=True):
+            for event in _events_from_cell(index, cell):
+                yield event
+            index += 1
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await proc.wait()
+
+
 async def stream_events(
-    kube: Kube, results: Any, journal_dir: Path, namespace: str, name: str, follow: bool
+    read_run: RunReader, results: Any, journal_dir: Path, namespace: str, name: str, follow: bool
 ) -> AsyncIterator[dict[str, Any]]:
     offset = 0
     attempt_seen: int | None = None
+    run: dict[str, Any] | None = None
+    checked = 0.0
+    loop = asyncio.get_running_loop()
     while True:
-        run = await kube.get(run_path(namespace, name))
+        if run is None or loop.time() - checked >= STATUS_EVERY_SECONDS:
+            run = await read_run(namespace, name)
+            checked = loop.time()
+            if run is None:
+                yield {"event": "end", "state": None, "reason": "NotFound"}
+                return
         status = run.get("status") or {}
+        journal = journal_dir / f"{run['metadata']['uid']}.jsonl"
         if status.get("state") in TERMINAL:
             if offset > 0:  # we were following the journal: its last lines first
-                entries, offset = await _tail(journal_dir / f"{run['metadata']['uid']}.jsonl", offset)
-                for entry in entries:
-                    for event in _events_from_journal_entry(entry):
-                        yield event
+                while True:
+                    entries, new_offset = await _tail(journal, offset)
+                    for entry in entries:
+                        for event in _events_from_journal_entry(entry):
+                            yield event
+                    if new_offset == offset:
+                        break
+                    offset = new_offset
             elif status.get("result") and results is not None:
-                raw = await results.read_file(status["result"]["path"], status["result"]["commit"])
-                nb = await asyncio.to_thread(nbformat.reads, raw.decode(), as_version=4)
-                for event in _events_from_notebook(nb):
+                async for event in _result_events(results, namespace, status["result"]):
                     yield event
             yield {"event": "end", "state": status.get("state"), "reason": status.get("reason")}
             return
-        entries, offset = await _tail(journal_dir / f"{run['metadata']['uid']}.jsonl", offset)
+        entries, new_offset = await _tail(journal, offset)
         for entry in entries:
             if attempt_seen is not None and entry.get("attempt") != attempt_seen:
                 yield {"event": "retry", "attempt": entry.get("attempt")}
             attempt_seen = entry.get("attempt")
             for event in _events_from_journal_entry(entry):
                 yield event
-        if not follow:
-            return
-        await asyncio.sleep(POLL_SECONDS)
+        caught_up = new_offset == offset
+        offset = new_offset
+        if caught_up:
+            if not follow:
+                return
+            await asyncio.sleep(POLL_SECONDS)
 
 
-def logs_routes(kube: Kube, results: Any, journal_dir: Path) -> list[web.RouteDef]:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
-        try:
-            await kube.get(run_path(namespace, name))
-        except NotFound:
-            raise web.HTTPNotFound(text=f"NotebookRun {namespace}/{name} not found\n") from None
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        async for event in stream_events(kube, results, journal_dir, namespace, name, follow):
-            await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
-        await response.write_eof()
-        return response
-
-    return [web.get("/logs/{namespace}/{name}", handler)]
+async def _result_events(
+    results: Any, namespace: str, result: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    store = await results.repository(namespace)
+    if store is None:
+        return
+    try:
+        stat = await store.stat_file(str(result.get("path", "")), str(result.get("commit", "")))
+    except ValueError:
+        return
+    if stat is None:
+        return
+    async for event in _notebook_events(store.git_dir, stat[0]):
+        yield event

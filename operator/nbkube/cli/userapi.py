@@ -1,0 +1,90 @@
+"""The user-facing API (results, logs) through the Kubernetes API server, with the user's own kubeconfig.
+
+Requests go to `/apis/subresources.nbkube.io/v1alpha1/...` on the API server with whatever the
+kubeconfig authenticates with (client certificates, tokens, exec plugins); the API server checks RBAC
+and forwards them to the operator. No port-forward, no rights in the operator's namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from nbkube.cli.errors import CliError
+from nbkube.cli.kubeclient import Kube
+from nbkube.userapi import paths
+
+
+class UserApiError(CliError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _message(status: int, body: bytes) -> str:
+    try:
+        payload = json.loads(body)
+        if isinstance(payload, dict) and payload.get("message"):
+            return str(payload["message"])
+    except ValueError:
+        pass
+    text = body.decode(errors="replace").strip()
+    return text.splitlines()[0] if text else f"HTTP {status}"
+
+
+class UserApi:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def _open(self, path: str, query: dict[str, str] | None, stream: bool) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        client = self.kube.api_client
+        try:
+            response = client.call_api(
+                path,
+                "GET",
+                query_params=list((query or {}).items()),
+                header_params={"Accept": "*/*"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=None if stream else 60,
+            )[0]
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            body = exc.body.encode() if isinstance(exc.body, str) else (exc.body or b"")
+            message = _message(status, body)
+            if status == 503 or "the server could not find the requested resource" in message:
+                message += (
+                    f" (is nbkube's APIService {paths.APISERVICE} available? "
+                    f"`kubectl get apiservice {paths.APISERVICE}`)"
+                )
+            raise UserApiError(status, message) from None
+        except HTTPError as exc:
+            host = client.configuration.host
+            raise CliError(f"cannot reach the Kubernetes API server at {host} ({exc})") from None
+        return response
+
+    def get(self, path: str, query: dict[str, str] | None = None) -> tuple[bytes, dict[str, str]]:
+        from urllib3.exceptions import HTTPError
+
+        response = self._open(path, query, stream=False)
+        try:
+            return response.data, dict(response.headers)
+        except HTTPError as exc:
+            raise CliError(f"reading {path} through the API server failed: {exc}") from None
+        finally:
+            response.release_conn()
+
+    def lines(self, path: str, query: dict[str, str] | None = None) -> Iterator[bytes]:
+        from urllib3.exceptions import HTTPError
+
+        response = self._open(path, query, stream=True)
+        try:
+            yield from response
+        except HTTPError as exc:
+            raise CliError(f"the stream from the API server broke: {exc}") from None
+        finally:
+            response.release_conn()

@@ -1,0 +1,31 @@
+"""Names of the user-facing API (the aggregated API group), shared by the operator and the CLI."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+GROUP = "subresources.nbkube.io"
+VERSION = "v1alpha1"
+APISERVICE = f"{VERSION}.{GROUP}"
+PREFIX = f"/apis/{GROUP}/{VERSION}"
+# The one repository of a namespace, as a named object of the `repositories` resource.
+REPOSITORY = "results"
+
+# Subresources, as RBAC names them (resource/subresource).
+RUN_LOG = "notebookruns/log"
+REPOSITORY_GIT = "repositories/git"
+REPOSITORY_FILES = "repositories/files"
+REPOSITORY_RUNS = "repositories/runs"
+
+
+def run_log_path(namespace: str, run: str) -> str:
+    return f"{PREFIX}/namespaces/{quote(namespace, safe='')}/notebookruns/{quote(run, safe='')}/log"
+
+
+def repository_path(namespace: str, sub: str) -> str:
+    """`sub` is git, files or runs."""
+    return f"{PREFIX}/namespaces/{quote(namespace, safe='')}/repositories/{REPOSITORY}/{sub}"
+
+
+def file_path(namespace: str, path: str) -> str:
+    return f"{repository_path(namespace, 'files')}/{quote(path, safe='/')}"

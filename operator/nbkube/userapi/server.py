@@ -1,0 +1,190 @@
+"""The user-facing API server: an aggregated API behind the Kubernetes API server (see the package).
+
+Every request is authenticated by the front proxy's client certificate and headers
+(`frontproxy.identity`), then authorised by a SubjectAccessReview for the verb on the named
+(sub)resource in the request's namespace (`authz.Authorizer`). A refusal says nothing about whether the
+thing asked for exists. Namespace and run names are checked as Kubernetes names before they reach a
+Kubernetes call, git or the filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from nbkube.kube import InvalidName, Kube, check_name, check_namespace
+from nbkube.results.http import GitGate, repository_routes
+from nbkube.run.driver import run_path
+from nbkube.run.logs import stream_events
+from nbkube.userapi import paths
+from nbkube.userapi.authz import SAR_PATH, Attributes, Authorizer
+from nbkube.userapi.frontproxy import NotAuthenticated, RequestHeaderConfig, UserInfo, identity
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+USER_KEY = web.RequestKey("nbkube_user", UserInfo)
+STORE_KEY = web.RequestKey("nbkube_store", object)
+NAMESPACED = f"{paths.PREFIX}/namespaces/{{namespace}}"
+
+
+@dataclass
+class UserApi:
+    """What the routes need. `results` is the per-namespace results (ResultsRepositories)."""
+
+    kube: Kube  # the user-facing client: its own small pool, never the operator's
+    results: Any
+    journal_dir: Path
+    requestheader: RequestHeaderConfig
+    authorizer: Authorizer = field(init=False)
+    gate: GitGate = field(default_factory=GitGate)
+    max_log_streams: int = 64
+    _log_streams: int = 0
+
+    def __post_init__(self) -> None:
+        self.authorizer = Authorizer(lambda body: self.kube.call("POST", SAR_PATH, body))
+
+    async def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.kube.get_or_none(run_path(namespace, name))
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return web.Response(status=code, text=json.dumps(body), content_type="application/json")
+
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}
+
+
+def _middlewares(api: UserApi) -> list[Any]:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            request[USER_KEY] = identity(
+                request.transport.get_extra_info("peercert") if request.transport else None,
+                request.headers,
+                api.requestheader,
+            )
+        except NotAuthenticated as exc:
+            log.info("user API: unauthenticated request to %s: %s", request.path[:200], exc)
+            return _status(401, "Unauthorized", "Unauthorized")
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = (exc.text or exc.reason or "").strip()
+            return _status(exc.status, _REASONS.get(exc.status, exc.reason.replace(" ", "")), message)
+
+    return [authenticate]
+
+
+def _names(request: web.Request, *keys: str) -> list[str]:
+    try:
+        values = [check_namespace(request.match_info["namespace"])]
+        values += [check_name(request.match_info[k]) for k in keys]
+    except InvalidName as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    return values
+
+
+async def _authorize(
+    api: UserApi, request: web.Request, namespace: str, resource: str, name: str, verb: str = "get"
+) -> None:
+    user: UserInfo = request[USER_KEY]
+    res, sub = resource.split("/", 1)
+    allowed, reason = await api.authorizer.check(user, Attributes(namespace, verb, res, sub, name))
+    if not allowed:
+        log.info("user API: %s may not %s %s %s/%s", user.name, verb, resource, namespace, name)
+        raise web.HTTPForbidden(
+            text=f'{user.name} cannot {verb} {resource} "{name}" in namespace "{namespace}"'
+            + (f": {reason}" if reason else "")
+        )
+
+
+def _discovery() -> dict[str, Any]:
+    def resource(name: str, kind: str) -> dict[str, Any]:
+        return {"name": name, "singularName": "", "namespaced": True, "kind": kind, "verbs": ["get"]}
+
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{paths.GROUP}/{paths.VERSION}",
+        "resources": [
+            resource(paths.RUN_LOG, "NotebookRunLog"),
+            resource(paths.REPOSITORY_GIT, "Repository"),
+            resource(paths.REPOSITORY_FILES, "Repository"),
+            resource(paths.REPOSITORY_RUNS, "Repository"),
+        ],
+    }
+
+
+def user_api_app(api: UserApi) -> web.Application:
+    app = web.Application(middlewares=_middlewares(api), client_max_size=1024 * 1024)
+
+    async def discovery(request: web.Request) -> web.Response:
+        return web.json_response(_discovery())
+
+    async def run_log(request: web.Request) -> web.StreamResponse:
+        namespace, name = _names(request, "name")
+        await _authorize(api, request, namespace, paths.RUN_LOG, name)
+        follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+        if api._log_streams >= api.max_log_streams:
+            raise web.HTTPTooManyRequests(text="too many log streams at once: try again shortly")
+        api._log_streams += 1
+        try:
+            if await api.read_run(namespace, name) is None:
+                raise web.HTTPNotFound(text=f'notebookruns.nbkube.io "{name}" not found')
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await response.prepare(request)
+            events = stream_events(api.read_run, api.results, api.journal_dir, namespace, name, follow)
+            async for event in events:
+                await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+            await response.write_eof()
+            return response
+        finally:
+            api._log_streams -= 1
+
+    def repository(sub: str, inner: Handler) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            (namespace,) = _names(request)
+            await _authorize(api, request, namespace, f"repositories/{sub}", paths.REPOSITORY)
+            store = await api.results.repository(namespace)
+            if store is None:  # a namespace with no result yet: as absent as a missing path
+                raise web.HTTPNotFound(text=f'no results in namespace "{namespace}" yet')
+            request[STORE_KEY] = store
+            return await inner(request)
+
+        return handler
+
+    async def store_of(request: web.Request) -> Any:
+        return request[STORE_KEY]
+
+    app.router.add_get(paths.PREFIX, discovery)
+    app.router.add_get(f"{NAMESPACED}/notebookruns/{{name}}/log", run_log)
+    repo_base = f"{NAMESPACED}/repositories/{paths.REPOSITORY}"
+    for route in repository_routes(store_of, api.gate):
+        sub = route.path.strip("/").split("/", 1)[0]
+        app.router.add_route(route.method, repo_base + route.path, repository(sub, route.handler))
+    return app
+
+
+async def serve_user_api(api: UserApi, host: str, port: int, ssl_context: Any) -> web.AppRunner:
+    runner = web.AppRunner(user_api_app(api), access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    return runner

@@ -1,0 +1,199 @@
+"""Tenants on one cluster: results, clones and logs reach only whom RBAC allows, through the API server.
+
+Two namespaces, each with an environment and a finished run whose output holds a secret of its own.
+Users are real: a ServiceAccount token and a client-certificate user, each bound to the built-in `view`
+role in team-a only (nbkube's ClusterRoles aggregate into it); a ServiceAccount with no role; nobody.
+A kernel of a third namespace tries every port of the operator and the API server it can reach.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from helpers import environment, run, wait_env_ready, wait_run_finished
+from nbkube.userapi import paths
+from nbkube_testenv.userapi import ApiUser
+
+
+def _namespace(kubectl: Any, prefix: str) -> str:
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", name)
+    kubectl.apply(environment(warmKernels=1), namespace=name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def tenants(_session_kubectl, operator, cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
+    kubectl = _session_kubectl
+    a, b = _namespace(kubectl, "team-a"), _namespace(kubectl, "team-b")
+    secret = {ns: f"SECRET-{ns}-{secrets.token_hex(8)}" for ns in (a, b)}
+    for ns in (a, b):
+        wait_env_ready(kubectl, ns)
+        cells = [f"print({secret[ns]!r})", "import time\nfor i in range(3):\n    print('tick', i)"]
+        kubectl.apply(run("work", cells, parameters={"db_password": secret[ns]}), namespace=ns)
+    finished = {ns: wait_run_finished(kubectl, ns, "work") for ns in (a, b)}
+    for ns in (a, b):
+        assert finished[ns]["status"]["state"] == "Succeeded", json.dumps(finished[ns]["status"])
+    workdir = tmp_path_factory.mktemp("users")
+    kubectl("create", "serviceaccount", "viewer", namespace=a)
+    kubectl("create", "serviceaccount", "nobody", namespace=a)
+    kubectl(
+        "create", "rolebinding", "viewer", "--clusterrole=view", f"--serviceaccount={a}:viewer", namespace=a
+    )
+    kubectl("create", "rolebinding", "carol", "--clusterrole=view", "--user=carol", namespace=a)
+    users = {
+        "token": ApiUser.from_kubeconfig(
+            cluster.service_account_kubeconfig(a, "viewer", workdir / "viewer.kubeconfig")
+        ),
+        "certificate": ApiUser.from_kubeconfig(
+            cluster.client_certificate_kubeconfig(
+                "carol", ("team-a-people",), workdir / "carol.kubeconfig", a
+            )
+        ),
+        "roleless": ApiUser.from_kubeconfig(
+            cluster.service_account_kubeconfig(a, "nobody", workdir / "nobody.kubeconfig")
+        ),
+        "anonymous": ApiUser.anonymous(cluster),
+    }
+    yield {"a": a, "b": b, "secret": secret, "runs": finished, "users": users, "workdir": workdir}
+    for ns in (a, b):
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("kind", ["token", "certificate"])
+def test_a_viewer_of_team_a_fetches_clones_and_follows_logs_there_and_is_refused_in_team_b(
+    tenants: dict[str, Any], kind: str, tmp_path: Path
+) -> None:
+    user: ApiUser = tenants["users"][kind]
+    a, b, secret = tenants["a"], tenants["b"], tenants["secret"]
+    result = tenants["runs"][a]["status"]["result"]
+
+    status, body = user.file(a, result["path"], result["commit"])
+    assert status == 200, body[:300]
+    nb = nbformat.reads(body.decode(), as_version=4)
+    assert secret[a] in json.dumps(nb.cells[1].outputs)
+
+    clone = user.clone(a, tmp_path / "a")
+    assert clone.returncode == 0, clone.stderr
+    assert (tmp_path / "a" / result["path"]).is_file()
+    assert secret[b] not in _all_objects(tmp_path / "a")  # the clone holds nothing of team-b
+
+    events = list(user.log_events(a, "work", follow=True))
+    outputs = "".join(e["output"].get("text", "") for e in events if e["event"] == "output")
+    assert secret[a] in outputs and "tick 2" in outputs
+    assert events[-1] == {"event": "end", "state": "Succeeded", "reason": "Succeeded"}
+
+    b_result = tenants["runs"][b]["status"]["result"]
+    for status, body in (
+        user.file(b, b_result["path"], b_result["commit"]),
+        user.get(paths.run_log_path(b, "work"), {"follow": "true"}),
+        user.get(paths.repository_path(b, "runs")),
+        user.get(paths.repository_path(b, "git") + "/info/refs", {"service": "git-upload-pack"}),
+    ):
+        assert status == 403, body[:300]
+        assert secret[b].encode() not in body
+    refused = user.clone(b, tmp_path / "b")
+    assert refused.returncode != 0 and "403" in refused.stderr
+    # A path that does not exist in team-b is refused the same way: nothing says what exists there.
+    status, _ = user.file(b, f"{b}/no-such-run/notebook.ipynb")
+    assert status == 403
+
+
+def _all_objects(clone: Path) -> str:
+    listed = subprocess.run(
+        ["git", "-C", str(clone), "cat-file", "--batch-all-objects", "--batch"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return listed.stdout.decode(errors="replace")
+
+
+def test_unauthenticated_and_roleless_callers_get_nothing(tenants: dict[str, Any], tmp_path: Path) -> None:
+    a, secret = tenants["a"], tenants["secret"]
+    result = tenants["runs"][a]["status"]["result"]
+    for kind, expected in (("anonymous", (401, 403)), ("roleless", (403,))):
+        user: ApiUser = tenants["users"][kind]
+        for status, body in (
+            user.file(a, result["path"], result["commit"]),
+            user.get(paths.run_log_path(a, "work")),
+            user.get(paths.repository_path(a, "runs")),
+        ):
+            assert status in expected, (kind, status, body[:200])
+            assert secret[a].encode() not in body
+        assert user.clone(a, tmp_path / kind).returncode != 0
+
+
+def test_the_run_list_is_per_namespace_and_the_cross_namespace_list_is_gone(tenants: dict[str, Any]) -> None:
+    a, b = tenants["a"], tenants["b"]
+    viewer: ApiUser = tenants["users"]["token"]
+    status, body = viewer.get(paths.repository_path(a, "runs"))
+    assert status == 200
+    listed = json.loads(body)
+    assert {r["namespace"] for r in listed} == {a}
+    assert tenants["secret"][b] not in body.decode()
+    status, _ = viewer.get(f"{paths.PREFIX}/runs")
+    assert status == 404
+
+
+def test_a_ref_that_would_make_git_search_history_is_refused(tenants: dict[str, Any]) -> None:
+    user: ApiUser = tenants["users"]["token"]
+    a = tenants["a"]
+    path = tenants["runs"][a]["status"]["result"]["path"]
+    for ref in ("HEAD^{/(.*)*(.*)*(.*)*\\1\\2\\3z}", "HEAD~1", "main@{0}", "abc123", "--output=/tmp/x"):
+        status, body = user.file(a, path, ref)
+        assert status == 400, (ref, status, body[:200])
+    status, _ = user.file(a, path, "main")
+    assert status == 200
+
+
+def test_a_kernel_of_another_namespace_gets_no_byte_of_a_tenants_results(
+    tenants: dict[str, Any], _session_kubectl, operator, cluster
+) -> None:  # type: ignore[no-untyped-def]
+    kubectl = _session_kubectl
+    a = tenants["a"]
+    secret = tenants["secret"][a]
+    result = tenants["runs"][a]["status"]["result"]
+    evil = _namespace(kubectl, "evil")
+    try:
+        wait_env_ready(kubectl, evil)
+        api_port = int(cluster.server.rsplit(":", 1)[1])
+        ports = [operator.metrics_port, operator.health_port, operator.api_port, api_port]
+        probe = f"""
+import ssl, urllib.request, urllib.error
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+targets = ["/results/files/{result["path"]}?ref={result["commit"]}", "/results/runs", "/logs/{a}/work",
+           "{paths.file_path(a, result["path"])}", "{paths.run_log_path(a, "work")}",
+           "{paths.repository_path(a, "git")}/info/refs?service=git-upload-pack", "/metrics"]
+for port in {ports!r}:
+    for scheme in ("http", "https"):
+        for target in targets:
+            url = f"{{scheme}}://127.0.0.1:{{port}}{{target}}"
+            try:
+                with urllib.request.urlopen(url, timeout=5, context=ctx if scheme == "https" else None) as r:
+                    print(url, r.status, r.read(100000).decode(errors="replace"))
+            except urllib.error.HTTPError as e:
+                print(url, e.code, e.read(100000).decode(errors="replace"))
+            except Exception as e:
+                print(url, type(e).__name__)
+"""
+        kubectl.apply(run("probe", [probe]), namespace=evil)
+        finished = wait_run_finished(kubectl, evil, "probe", timeout=300)
+        assert finished["status"]["state"] == "Succeeded", json.dumps(finished["status"])
+        admin = ApiUser.admin(cluster)
+        status, body = admin.file(
+            evil, finished["status"]["result"]["path"], finished["status"]["result"]["commit"]
+        )
+        assert status == 200
+        printed = "".join(o.get("text", "") for o in nbformat.reads(body.decode(), 4).cells[0].outputs)
+        assert "nbkube_build_info" in printed  # the probe ran and reached what it may reach
+        assert secret not in printed
+        assert "db_password" not in printed
+    finally:
+        kubectl("delete", "namespace", evil, "--wait=false", check=False)
