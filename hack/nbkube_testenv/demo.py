@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         result = status.get("result")
         if result:
             out = workdir / f"{name}.ipynb"
-            url = f"{operator.results_url}/files/{result['path']}?ref={result['commit']}"
-            with urllib.request.urlopen(url, timeout=30) as response:
-                out.write_bytes(response.read())
+            out.write_bytes(operator.result(result["path"], result["commit"]))
             nb = nbformat.read(out, as_version=4)
-            say("Results")
+            say("Results (through the API server, as any user with view rights in the namespace)")
             print(f"   commit {result['commit']} path {result['path']}")
             print(f"   executed notebook ({len(nb.cells)} cells) saved to {out}")
-            print(f"   results repository: {operator.data_dir / 'results'} (git log / git clone it)")
+            print(f"   KUBECONFIG={info.kubeconfig} nbkube fetch {name} -n {NAMESPACE}")
+            print(f"   KUBECONFIG={info.kubeconfig} nbkube clone -n {NAMESPACE}  # its results repository")
         if status.get("state") != "Succeeded":
             print(f"\nthe run ended {status.get('state')}: {status.get('message')}", file=sys.stderr)
             return 1

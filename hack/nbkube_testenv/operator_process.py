@@ -22,6 +22,7 @@ import yaml
 from nbkube.userapi.paths import APISERVICE, GROUP, PREFIX, VERSION
 
 from nbkube_testenv.cluster import ClusterInfo, free_port
+from nbkube_testenv.userapi import ApiUser
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "nbkube-system"
@@ -153,6 +154,17 @@ class OperatorProcess:
         """The operator's own user-facing TLS port: only the API server's front proxy gets through."""
         return f"https://127.0.0.1:{self.api_port}"
 
+    def result(self, path: str, commit: str | None = None) -> bytes:
+        """A file of the results repository (of the namespace `path` starts with), read as the cluster
+        admin through the API server: the path every user takes."""
+        status, body = ApiUser.admin(self.info).file(path.split("/", 1)[0], path, commit)
+        if status != 200:
+            raise AssertionError(f"{path} at {commit}: {status} {body[:300]!r}")
+        return body
+
+    def log_events(self, namespace: str, name: str, follow: bool = False) -> list[dict[str, Any]]:
+        return list(ApiUser.admin(self.info).log_events(namespace, name, follow))
+
     def start(self, timeout: float = 60) -> None:
         """Starts the operator; any other operator this process runs on the same cluster is paused until
         this one stops, because two operators must never drive the same runs."""
@@ -228,9 +240,11 @@ class OperatorProcess:
 
     def _route_user_api(self, deadline: float) -> None:
         """Points the APIService at this operator's port and waits until the API server reaches it (the
-        operator writes its CA into the caBundle when its user-facing API starts)."""
-        patch = {"spec": {"service": {"port": self.api_port}}}
-        kubectl(self.info, "patch", "apiservice", APISERVICE, "--type=merge", "-p", json.dumps(patch))
+        operator writes its CA into the caBundle when its user-facing API starts). An APIService a
+        `helm install` of the chart made is routed here too: the chart's ClusterIP Service has no proxy
+        on this cluster."""
+        routed = {"apiVersion": "v1", "kind": "List", "items": user_api_manifests(port=self.api_port)}
+        kubectl(self.info, "apply", "-f", "-", input=json.dumps(routed))
         last = ""
         while time.monotonic() < deadline:
             done = subprocess.run(

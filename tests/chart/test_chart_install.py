@@ -5,12 +5,12 @@ upgrades the CRDs, and `helm uninstall` keeps the CRDs and the results claim."""
 import json
 import shutil
 import subprocess
-import urllib.request
 
 import nbformat
 import yaml
 from chart_helpers import ALL_OPTIONS, CHART, REPO, environment_ready, run_helm, run_state, template
 from nbkube_testenv.operator_process import OperatorProcess
+from nbkube_testenv.userapi import ApiUser
 from nbkube_testenv.wait import wait_for
 
 RELEASE = "nbkube"
@@ -45,11 +45,11 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     install(helm, cluster, namespace)
     manifest = run_helm(helm, "get", "manifest", RELEASE, *helm_args(cluster, namespace)).stdout
     objects = [o for o in yaml.safe_load_all(manifest) if o]
-    assert len(objects) == 9
+    assert len(objects) == 12
     for obj in objects:
         scope = (
             []
-            if obj["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding")
+            if obj["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "APIService")
             else [f"--namespace={namespace}"]
         )
         live = json.loads(kubectl("get", obj["kind"], obj["metadata"]["name"], "-o", "json", *scope).stdout)
@@ -93,9 +93,7 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
         assert status["state"] == "Succeeded", json.dumps(status, indent=1)
 
         result = status["result"]
-        url = f"{operator.results_url}/files/{result['path']}?ref={result['commit']}"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            notebook = nbformat.reads(response.read().decode(), as_version=4)
+        notebook = nbformat.reads(operator.result(result["path"], result["commit"]).decode(), as_version=4)
         injected = next(c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", []))
         assert "alpha = 0.3" in injected.source
         outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
@@ -103,7 +101,8 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
         assert any("alpha=0.3 seed=7: fitted slope 0.3" in o.get("text", "") for o in outputs)
 
         clone = tmp_path / "results"
-        subprocess.run(["git", "clone", "-q", operator.results_url, str(clone)], check=True, timeout=120)
+        cloned = ApiUser.admin(cluster).clone(workloads, clone)
+        assert cloned.returncode == 0, cloned.stderr
         shown = subprocess.run(
             ["git", "-C", str(clone), "show", f"{result['commit']}:{result['path']}"],
             capture_output=True,

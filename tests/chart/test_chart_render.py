@@ -4,6 +4,7 @@ import pytest
 import yaml
 from chart_helpers import ALL_OPTIONS, CHART, REPO, by_kind, env_of, one, run_helm, template
 from nbkube.config import Settings
+from nbkube.userapi.paths import APISERVICE
 
 
 def operator_container(objects):
@@ -21,6 +22,9 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(
         [
+            "APIService",
+            "ClusterRole",
+            "ClusterRole",  # nbkube-view and nbkube-edit, aggregated into view, edit and admin
             "ClusterRole",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
@@ -45,9 +49,10 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
 def test_rendered_cluster_role_rules_are_exactly_the_rules_file(helm):
     rules = yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
     objects = template(helm)
-    assert one(objects, "ClusterRole")["rules"] == rules
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == "nbkube"]
+    assert role["rules"] == rules
     binding = one(objects, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
     account = one(objects, "ServiceAccount")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": "nbkube"}]
 
@@ -73,7 +78,7 @@ def test_operator_deployment_is_one_hardened_replica_recreated_never_rolled(helm
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": 8080, "health": 8081, "results": 8082}
+    assert ports == {"metrics": 8080, "health": 8081, "api": 8443}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "--liveness=http://0.0.0.0:8081/healthz" in container["command"]
@@ -108,26 +113,44 @@ def test_operator_environment_configures_what_the_services_and_probes_expect(hel
         )
         assert settings.namespace == "nbkube"
         assert str(settings.data_dir) == "/var/lib/nbkube"
-        assert settings.results_host == "0.0.0.0"
+        assert settings.api_host == "0.0.0.0"
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports["metrics"] == settings.metrics_port and ports["results"] == settings.results_port
+        assert ports["metrics"] == settings.metrics_port and ports["api"] == settings.api_port
         assert f"--liveness=http://0.0.0.0:{ports['health']}/healthz" in container["command"]
         services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
         selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
         for service in services.values():
             assert service["spec"]["selector"] == selector
             (port,) = service["spec"]["ports"]
-            assert port["port"] == ports[port["targetPort"]]
+            assert port["targetPort"] in ports
         assert sorted(p["targetPort"] for s in services.values() for p in s["spec"]["ports"]) == [
+            "api",
             "metrics",
-            "results",
         ]
+        # The APIService routes to the API Service, whose name the serving certificate carries.
+        (apiservice,) = by_kind(objects, "APIService")
+        assert apiservice["metadata"]["name"] == APISERVICE
+        routed = services[apiservice["spec"]["service"]["name"]]
+        assert routed["spec"]["ports"][0] == {
+            "name": "api",
+            "port": 443,
+            "targetPort": "api",
+            "protocol": "TCP",
+        }
+        assert apiservice["spec"]["service"]["name"] == settings.api_service
 
 
 def test_every_option_flipped_renders_the_optional_objects_and_drops_the_disabled_ones(helm):
     objects = template(helm, [ALL_OPTIONS])
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == ["Deployment", "NetworkPolicy", "Service", "Service", "ServiceMonitor"]
+    assert kinds == [
+        "APIService",
+        "Deployment",
+        "NetworkPolicy",
+        "Service",
+        "Service",
+        "ServiceMonitor",
+    ]
     deployment = one(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["metadata"]["name"] == "nb-operator"
@@ -150,7 +173,7 @@ def test_every_option_flipped_renders_the_optional_objects_and_drops_the_disable
     policy = one(objects, "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     ingress_ports = sorted(rule["ports"][0]["port"] for rule in policy["ingress"])
-    assert ingress_ports == [9090, 9091, 9092]
+    assert ingress_ports == [9090, 9091, 9443]
     gateway_rule = policy["egress"][-1]
     assert gateway_rule["ports"] == [{"port": 8888, "protocol": "TCP"}]
     assert gateway_rule["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "nbkube-gateway"}
@@ -193,8 +216,8 @@ def test_notes_tell_the_next_commands(helm):
     notes = done.stdout.split("NOTES:", 1)[1]
     assert "kubectl apply -f examples/run.yaml" in notes
     assert "kubectl get nbrun -w" in notes
-    assert "port-forward svc/nbkube-results 8082" in notes
-    assert "git clone http://127.0.0.1:8082/results nbkube-results" in notes
-    assert "http://127.0.0.1:8082/results/files/$FILE?ref=$COMMIT" in notes
+    assert "port-forward" not in notes  # results come through the API server with the user's rights
+    assert "nbkube fetch analysis-1" in notes and "nbkube logs analysis-1 -f" in notes
+    assert "kubectl get apiservice v1alpha1.subresources.nbkube.io" in notes
     for path in ("examples/environment.yaml", "examples/analysis.ipynb", "examples/run.yaml"):
         assert (REPO / path).is_file(), path

@@ -13,14 +13,9 @@ from nbkube_testenv.cluster import ClusterInfo
 class Cli:
     """Runs `python -m nbkube.cli` as a user would, against the test cluster and operator."""
 
-    def __init__(self, cluster: ClusterInfo, operator_url: str, namespace: str) -> None:
+    def __init__(self, cluster: ClusterInfo, namespace: str) -> None:
         self.namespace = namespace
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "NBKUBE_OPERATOR_URL": operator_url,
-            "NBKUBE_KUBECTL": str(cluster.kubectl),
-        }
+        self.env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "nbkube.cli", *args, "-n", self.namespace]

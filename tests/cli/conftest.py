@@ -11,4 +11,4 @@ from nbkube_testenv.operator_process import OperatorProcess
 
 @pytest.fixture(scope="module")
 def cli(cluster: ClusterInfo, operator: OperatorProcess, env_namespace: str) -> Cli:
-    return Cli(cluster, operator.http_url, env_namespace)
+    return Cli(cluster, env_namespace)

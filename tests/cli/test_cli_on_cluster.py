@@ -114,6 +114,18 @@ def test_fetch_defaults_to_the_run_name_in_the_current_directory(
     nbformat.validate(nbformat.read(tmp_path / "param-run.ipynb", as_version=4))
 
 
+def test_clone_and_pull_get_the_namespaces_results_repository_with_stock_git(
+    parameter_run: subprocess.CompletedProcess[str], cli: Cli, tmp_path: Path
+) -> None:
+    done = cli("clone", "results", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    clone = tmp_path / "results"
+    nbformat.validate(nbformat.read(clone / cli.namespace / "param-run" / "params.ipynb", as_version=4))
+    assert "token" not in (clone / ".git" / "config").read_text().lower()  # no credential kept
+    again = cli("pull", str(clone))
+    assert again.returncode == 0, again.stderr
+
+
 def test_get_and_describe_show_the_run_and_its_cells(
     parameter_run: subprocess.CompletedProcess[str], cli: Cli
 ) -> None:
@@ -210,8 +222,7 @@ def test_cancel_makes_a_long_run_cancelled_and_ends_run_and_logs_followers(
 def test_user_mistakes_are_one_line_errors(
     cli: Cli, workdir: Path, kubectl: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for key in ("KUBECONFIG", "NBKUBE_OPERATOR_URL", "NBKUBE_KUBECTL"):
-        monkeypatch.setenv(key, cli.env[key])
+    monkeypatch.setenv("KUBECONFIG", cli.env["KUBECONFIG"])
     ns = ["-n", cli.namespace]
     good = notebook(workdir / "tiny.ipynb", nbformat.v4.new_code_cell("1", id="one"))
 
@@ -227,28 +238,48 @@ def test_user_mistakes_are_one_line_errors(
     assert "invalid.ipynb" in error(["run", str(invalid), "--env", "py", *ns], code=2)
 
 
-def test_unreachable_operator_and_missing_results_are_one_line_errors(
+def test_refused_reads_and_missing_results_are_one_line_errors(
     cli: Cli,
     parameter_run: subprocess.CompletedProcess[str],
     kubectl: Any,
+    cluster: Any,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for key in ("KUBECONFIG", "NBKUBE_KUBECTL"):
-        monkeypatch.setenv(key, cli.env[key])
-    monkeypatch.delenv("NBKUBE_OPERATOR_URL", raising=False)
     ns = ["-n", cli.namespace]
 
     def error(argv: list[str]) -> str:
         assert main(argv) == 1
         return one_line_error(capsys.readouterr().err)
 
-    message = error(["logs", "param-run", "--operator-url", "http://127.0.0.1:9", *ns])
-    assert "cannot reach the nbkube operator at http://127.0.0.1:9" in message
-    # No URL: the CLI port-forwards with kubectl, and says so when there is no results Service to reach.
-    message = error(["fetch", "param-run", "--operator-namespace", cli.namespace, *ns])
-    assert f"kubectl port-forward to svc/nbkube-results in namespace {cli.namespace} failed" in message
-    assert "--operator-url" in message
+    # A user who may read NotebookRuns but not their logs or results: the API server refuses, in words.
+    kubectl("create", "serviceaccount", "runs-only", namespace=cli.namespace)
+    kubectl(
+        "create",
+        "role",
+        "runs-only",
+        "--verb=get,list,watch",
+        "--resource=notebookruns.nbkube.io",
+        namespace=cli.namespace,
+    )
+    kubectl(
+        "create",
+        "rolebinding",
+        "runs-only",
+        "--role=runs-only",
+        f"--serviceaccount={cli.namespace}:runs-only",
+        namespace=cli.namespace,
+    )
+    limited = cluster.service_account_kubeconfig(
+        cli.namespace, "runs-only", tmp_path / "runs-only.kubeconfig"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(limited))
+    message = error(["logs", "param-run", *ns])
+    assert "reading param-run's logs was refused" in message and "notebookruns/log" in message
+    message = error(["fetch", "param-run", *ns])
+    assert "reading param-run's result was refused" in message and "repositories/files" in message
+    monkeypatch.setenv("KUBECONFIG", cli.env["KUBECONFIG"])
     # A run that cannot start (its environment does not exist) has no result to fetch.
     kubectl.apply(
         {
@@ -259,7 +290,7 @@ def test_unreachable_operator_and_missing_results_are_one_line_errors(
         },
         namespace=cli.namespace,
     )
-    message = error(["fetch", "no-env-run", "--operator-url", "http://127.0.0.1:9", *ns])
+    message = error(["fetch", "no-env-run", *ns])
     assert "no-env-run has no result" in message
 
 
@@ -278,8 +309,7 @@ def test_run_with_a_matrix_follows_the_sweep_and_names_its_children(
     assert len(children) == 2
     outputs = sorted(cli("logs", child).stdout.splitlines()[-2] for child in children)
     assert outputs == ["1", "2"]
-    for key in ("KUBECONFIG", "NBKUBE_OPERATOR_URL"):
-        monkeypatch.setenv(key, cli.env[key])
+    monkeypatch.setenv("KUBECONFIG", cli.env["KUBECONFIG"])
     assert main(["fetch", "sweep-run", "-n", cli.namespace]) == 1
     message = one_line_error(capsys.readouterr().err)
     assert "sweep-run is a sweep" in message and all(child in message for child in children)

@@ -10,7 +10,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbkube.cli import main
-from nbkube.cli.operatorhttp import parse_forwarding_line
 from nbkube.cli.run import (
     build_spec,
     config_map_key,
@@ -158,9 +157,3 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert main([]) == 2
     assert "usage: nbkube" in capsys.readouterr().err
-
-
-def test_port_forward_output_gives_the_local_port() -> None:
-    assert parse_forwarding_line("Forwarding from 127.0.0.1:40123 -> 8082\n") == 40123
-    assert parse_forwarding_line("Forwarding from [::1]:40123 -> 8082\n") == 40123
-    assert parse_forwarding_line("Handling connection for 40123\n") is None

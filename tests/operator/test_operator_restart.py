@@ -3,7 +3,6 @@
 import json
 import os
 import time
-import urllib.request
 
 import nbformat
 from helpers import (
@@ -51,9 +50,7 @@ def test_a_run_survives_the_operator_being_killed_mid_cell_with_no_cell_run_twic
     assert "Reattached" in [e["reason"] for e in events(kubectl, env_namespace, "survivor")]
 
     result = status["result"]
-    url = f"{operator.results_url}/files/{result['path']}?ref={result['commit']}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        nb = nbformat.reads(response.read().decode(), as_version=4)
+    nb = nbformat.reads(operator.result(result["path"], result["commit"]).decode(), as_version=4)
     ticks = "".join(o.get("text", "") for o in nb.cells[2].outputs if o["output_type"] == "stream")
     assert ticks.splitlines() == [f"tick {i}" for i in range(10)]
     assert [c.execution_count for c in nb.cells] == [1, 2, 3, 4]
@@ -158,8 +155,6 @@ def test_a_cell_sent_ahead_is_resumed_and_the_replied_cell_before_it_keeps_its_o
     assert status["attempt"] == 1
     assert marker.read_text().splitlines() == ["cell 0", "cell 1"]
     result = status["result"]
-    url = f"{operator.results_url}/files/{result['path']}?ref={result['commit']}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        nb = nbformat.reads(response.read().decode(), as_version=4)
+    nb = nbformat.reads(operator.result(result["path"], result["commit"]).decode(), as_version=4)
     texts = ["".join(o.get("text", "") for o in c.outputs if o["output_type"] == "stream") for c in nb.cells]
     assert texts == ["zero\n", "one\n"]

@@ -1,15 +1,13 @@
 """What lands in the results repository: checkpoints of long runs, and notebooks run again from it."""
 
 import json
-import urllib.request
 
 import nbformat
 from helpers import get, run, wait_for, wait_run_finished
 
 
 def _notebook(operator, path, commit):
-    with urllib.request.urlopen(f"{operator.results_url}/files/{path}?ref={commit}", timeout=10) as response:
-        return nbformat.reads(response.read().decode(), as_version=4)
+    return nbformat.reads(operator.result(path, commit).decode(), as_version=4)
 
 
 def test_a_long_run_commits_a_checkpoint_before_it_ends(kubectl, env_namespace, operator):
@@ -68,8 +66,5 @@ def test_a_huge_output_is_truncated_in_the_notebook_and_kept_whole_beside_it(
     assert len(kept) < 6_000_000 and "truncated" in kept
     assert nb.cells[1].outputs[0]["text"] == "after\n"
     spill_path = result["path"].rsplit("/", 1)[0] + "/outputs/outputs.jsonl"
-    with urllib.request.urlopen(
-        f"{operator.results_url}/files/{spill_path}?ref={result['commit']}", timeout=30
-    ) as r:
-        spilled = [json.loads(line) for line in r.read().splitlines()]
+    spilled = [json.loads(line) for line in operator.result(spill_path, result["commit"]).splitlines()]
     assert sum(len(e["output"].get("text", "")) for e in spilled) >= 6_000_000

@@ -1,5 +1,4 @@
 import json
-import urllib.request
 
 import nbformat
 from helpers import (
@@ -43,9 +42,7 @@ def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kube
 
     result = status["result"]
     assert result["path"] == f"{namespace}/hello/notebook.ipynb"
-    url = f"{operator.results_url}/files/{result['path']}?ref={result['commit']}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        nb = nbformat.reads(response.read().decode(), as_version=4)
+    nb = nbformat.reads(operator.result(result["path"], result["commit"]).decode(), as_version=4)
     nbformat.validate(nb)
     assert nb.cells[0].metadata["tags"] == ["injected-parameters"]
     assert 'greeting = "hi"' in nb.cells[0].source
@@ -58,9 +55,7 @@ def test_a_notebook_run_executes_every_cell_for_real_and_commits_the_result(kube
 
 
 def _log_events(operator, namespace, name, follow):
-    url = f"{operator.http_url}/logs/{namespace}/{name}?follow={'true' if follow else 'false'}"
-    with urllib.request.urlopen(url, timeout=120) as response:
-        return [json.loads(line) for line in response]
+    return operator.log_events(namespace, name, follow)
 
 
 def test_cell_outputs_stream_while_the_run_executes_and_stay_readable_after(kubectl, env_namespace, operator):
@@ -112,12 +107,8 @@ def test_a_finished_run_is_deleted_after_its_ttl_and_its_result_stays(kubectl, e
     assert finished is not None and finished["state"] == "Succeeded", finished
     assert deleted, "the run was not deleted after its TTL"
     assert any(e["reason"] == "Expired" for e in events(kubectl, env_namespace, "short-lived"))
-    url = f"{operator.results_url}/files/{finished['result']['path']}?ref={finished['result']['commit']}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert (
-            nbformat.reads(response.read().decode(), as_version=4).cells[0].outputs[0]["data"]["text/plain"]
-            == "2"
-        )
+    nb = nbformat.reads(operator.result(finished["result"]["path"], finished["result"]["commit"]).decode(), 4)
+    assert nb.cells[0].outputs[0]["data"]["text/plain"] == "2"
     assert 'nbkube_runs{state="Succeeded"}' in operator.metrics()
 
 

@@ -3,6 +3,7 @@
     nbkube run analysis.ipynb --env py -p alpha=0.3     upload, create a NotebookRun, follow it
     nbkube logs RUN [-f]                                 cell outputs, as they stream with -f
     nbkube fetch RUN [-o FILE]                           the executed notebook from the results repo
+    nbkube clone [DIR] | pull [DIR]                      git clone / pull the namespace's results
     nbkube cancel RUN | get [RUN] | describe RUN
     nbkube cells list|insert|replace|delete NB.ipynb     edit a local notebook by cell id
 
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from nbkube import __version__
-from nbkube.cli import cells, fetch, logs, run, runs
+from nbkube.cli import cells, clone, fetch, logs, run, runs
 from nbkube.cli.errors import EXIT_USAGE, CliError
 
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(subparsers)
     logs.register(subparsers)
     fetch.register(subparsers)
+    clone.register(subparsers)
     runs.register(subparsers)
     cells.register(subparsers)
     return parser
