@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -18,6 +19,9 @@ from nbkube.gateways import GatewayRegistry, decode_token
 from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
 from nbkube.kube import Kube, resource_path
 from nbkube.run.driver import RunService
+
+if TYPE_CHECKING:
+    from nbkube.results import ResultsRepositories
 
 
 @dataclass
@@ -97,23 +101,54 @@ def _janitor(ctx: OperatorContext) -> Janitor:
     )
 
 
-async def _open_results(settings: Settings, logger: logging.Logger) -> Any:
-    from nbkube.results import ResultsStore
+async def _open_results(settings: Settings, logger: logging.Logger) -> ResultsRepositories:
+    """One results repository per namespace below the results directory (a single repository of an
+    earlier version is migrated on open)."""
+    from nbkube.results import ResultsRepositories
 
-    store = ResultsStore(settings.results_dir)
-    await store.open()
-    return store
+    repositories = ResultsRepositories(settings.results_dir)
+    await repositories.open()
+    logger.info(
+        "results: %d namespace repositories in %s", len(repositories.namespaces()), settings.results_dir
+    )
+    return repositories
 
 
-async def _serve_http(kube: Kube, store: Any, settings: Settings) -> web.AppRunner:
-    """The operator's user-facing HTTP port: /results (git clone, files) and /logs (live outputs)."""
-    from nbkube.results.http import results_http_app
+async def _serve_http(kube: Kube, results: ResultsRepositories, settings: Settings) -> web.AppRunner:
+    """The operator's user-facing HTTP port: /results/files/<namespace>/... and /logs (live outputs)."""
     from nbkube.run.logs import logs_routes
 
     app = web.Application()
-    app.add_subapp("/results", results_http_app(store))
-    app.add_routes(logs_routes(kube, store, settings.journal_dir))
+    app.add_routes([web.get("/results/files/{namespace}/{rest:.+}", _results_file_handler(results))])
+    app.add_routes(logs_routes(kube, results, settings.journal_dir))
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, settings.results_host, settings.results_port).start()
     return runner
+
+
+def _results_file_handler(results: ResultsRepositories) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Interim, until the per-namespace HTTP layer (nbkube.results.http) lands: `GET /results/files/<path>
+    ?ref=<commit>` answered from the repository of the namespace `<path>` starts with (what `nbkube fetch`
+    asks for). git clone over HTTP is not served here meanwhile."""
+
+    async def handler(request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        path = f"{namespace}/{request.match_info['rest']}"
+        ref = request.query.get("ref", "HEAD")
+        store = await results.repository(namespace)
+        try:
+            commit = await store.resolve(ref) if store is not None else None
+            stat = await store.stat_file(path, commit) if store is not None and commit else None
+            data = await store.read_file(path, commit) if store is not None and commit and stat else None
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from exc
+        except FileNotFoundError:
+            data = None
+        if data is None or stat is None or commit is None:
+            raise web.HTTPNotFound(text=f"{path} not found at {ref}\n")
+        content_type = "application/x-ipynb+json" if path.endswith(".ipynb") else "application/octet-stream"
+        headers = {"X-Nbkube-Commit": commit, "ETag": f'"{stat[0]}"'}
+        return web.Response(body=data, headers=headers, content_type=content_type)
+
+    return handler

@@ -27,13 +27,15 @@ through is finished by the next `open()`: a namespace already imported is skippe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ LEGACY_NAME = "legacy-single-repository.git"
 LEGACY_PARTIAL = f"{LEGACY_NAME}.partial"
 REPO_SUFFIX = ".git"
 DEFAULT_PIPE_IDLE_SECONDS = 30.0
+DEFAULT_MAX_ACTIVE = 16
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _IMPORTED = "Nbkube-Imported-From"
 
@@ -62,11 +65,20 @@ class ResultsRepositories:
     """Every namespace's results repository below `root`. `await open()` before use, `await close()` after.
 
     `store_kwargs` go to each `ResultsStore` (fsync, max_spill_bytes_per_run, pipe_idle_seconds, ...);
-    `lock_timeout` also bounds the wait for the root's writer lock.
+    `lock_timeout` also bounds the wait for the root's writer lock. At most `max_active` namespaces are
+    worked on at once through this object (others wait their turn) and at most that many keep their git
+    processes between operations (the least recently used stop theirs first).
     """
 
-    def __init__(self, root: Path, **store_kwargs: Any) -> None:
+    def __init__(self, root: Path, *, max_active: int = DEFAULT_MAX_ACTIVE, **store_kwargs: Any) -> None:
         self.root = Path(root).absolute()
+        if max_active < 1:
+            raise ValueError("max_active must be at least 1")
+        self._max_active = max_active
+        self._busy: dict[str, int] = {}  # namespace -> operations in progress through this object
+        self._busy_changed = asyncio.Condition()
+        self._warm: OrderedDict[str, None] = OrderedDict()  # stores used lately, oldest first
+        self._releases: set[asyncio.Task[None]] = set()
         store_kwargs.setdefault("pipe_idle_seconds", DEFAULT_PIPE_IDLE_SECONDS)
         for reserved in ("namespace", "writer_lock"):
             if reserved in store_kwargs:
@@ -97,7 +109,11 @@ class ResultsRepositories:
 
     async def close(self) -> None:
         """Close every open store (their queued commits land first), then release the writer lock."""
+        for task in list(self._releases):
+            with contextlib.suppress(Exception):
+                await task
         stores, self._stores = list(self._stores.values()), {}
+        self._warm.clear()
         try:
             for store in stores:
                 await store.close()
@@ -154,6 +170,37 @@ class ResultsRepositories:
             self._known.add(namespace)
             return store
 
+    @contextlib.asynccontextmanager
+    async def _active(self, namespace: str) -> AsyncIterator[None]:
+        """Bound the namespaces worked on at once, and the stores that keep their git processes."""
+        async with self._busy_changed:
+            await self._busy_changed.wait_for(
+                lambda: namespace in self._busy or len(self._busy) < self._max_active
+            )
+            self._busy[namespace] = self._busy.get(namespace, 0) + 1
+        try:
+            yield
+        finally:
+            async with self._busy_changed:
+                self._busy[namespace] -= 1
+                if not self._busy[namespace]:
+                    del self._busy[namespace]
+                self._busy_changed.notify_all()
+            self._warm[namespace] = None
+            self._warm.move_to_end(namespace)
+            self._cool_down()
+
+    def _cool_down(self) -> None:
+        """Stop the git processes of the least recently used stores beyond `max_active`."""
+        idle = [ns for ns in self._warm if ns not in self._busy]
+        for namespace in idle[: max(0, len(self._warm) - self._max_active)]:
+            del self._warm[namespace]
+            store = self._stores.get(namespace)
+            if store is not None and store.running_processes():
+                task = asyncio.create_task(store.release_processes())
+                self._releases.add(task)
+                task.add_done_callback(self._releases.discard)
+
     def running_processes(self) -> int:
         """Long-lived git processes running across every open store."""
         return sum(store.running_processes() for store in self._stores.values())
@@ -170,9 +217,10 @@ class ResultsRepositories:
     ) -> CommitInfo:
         """`ResultsStore.commit_run` in `record.namespace`'s repository, created on first use."""
         self._require_open()
-        store = await self._store(record.namespace, create=True)
-        assert store is not None
-        return await store.commit_run(record, notebook, spills, final=final)
+        async with self._active(record.namespace):
+            store = await self._store(record.namespace, create=True)
+            assert store is not None
+            return await store.commit_run(record, notebook, spills, final=final)
 
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes:
         """The bytes of `path` at `ref` in `namespace`'s repository; FileNotFoundError if absent there
@@ -180,15 +228,22 @@ class ResultsRepositories:
         store = await self.repository(namespace)
         if store is None:
             raise FileNotFoundError(f"{path} at {ref}")
-        return await store.read_file(path, ref)
+        async with self._active(namespace):
+            return await store.read_file(path, ref)
 
     async def find_final(self, namespace: str, uid: str) -> CommitInfo | None:
         store = await self.repository(namespace)
-        return await store.find_final(uid) if store is not None else None
+        if store is None:
+            return None
+        async with self._active(namespace):
+            return await store.find_final(uid)
 
     async def list_runs(self, namespace: str) -> list[RunSummary]:
         store = await self.repository(namespace)
-        return await store.list_runs(namespace) if store is not None else []
+        if store is None:
+            return []
+        async with self._active(namespace):
+            return await store.list_runs(namespace)
 
     # ------------------------------------------------------------------ migration
 

@@ -1,11 +1,14 @@
-"""The results repository: every executed notebook committed to a git repository on the operator's PVC.
+"""One results repository: executed notebooks committed to a bare git repository on the operator's PVC.
 
-Layout (a bare repository; `root` is the git directory, branch `main`)::
+The operator keeps one such repository per namespace (`nbkube.results.repositories.ResultsRepositories`,
+`<root>/<namespace>.git`, created with `namespace=` so it holds only that namespace's directory); this
+class is one repository. Layout (bare; `root` is the git directory, branch `main`)::
 
     <namespace>/<run>/<notebook>.ipynb    executed notebook, metadata["nbkube"] = run, uid, parameters...
     <namespace>/<run>/outputs/<name>      spilled full outputs (capped per run, see below)
     <namespace>/<run>/nbkube.json         the run record: uid, state, attempt, final, spills, committedAt
-    _<anything>/...                       source notebooks (`add_notebook`); "_" never starts a namespace
+    <namespace>/_<dir>/...                source notebooks of a namespace's store (`add_notebook`)
+    _<anything>/...                       source notebooks of a store without a namespace
 
 Each commit_run is one commit on `main`; its message names the run and carries trailers
 (`Nbkube-Run`, `Nbkube-Run-Uid`, `Nbkube-Path`, `Nbkube-Final`, `Nbkube-Attempt`), the author is
@@ -17,8 +20,9 @@ Why the git CLI (and not pygit2 or dulwich):
   `git fsck --strict` hold by construction; it writes objects to a temporary file and renames them, and
   moves refs with lock files, so a SIGKILL at any moment leaves a consistent repository (a commit either
   landed on `main` or is an unreferenced object). The only debris is a stale `*.lock`/`tmp_obj_*` file;
-  `open()` removes those while holding an exclusive flock on `nbkube-writer.flock`, which proves no other
-  writer is alive (the kernel releases a flock when its holder dies).
+  `open()` removes those while an exclusive flock proves no other writer is alive (the kernel releases a
+  flock when its holder dies): its own `nbkube-writer.flock`, or, with `writer_lock=False`, the one its
+  caller holds (ResultsRepositories holds `<root>/nbkube-writer.flock` for every repository below root).
 - Speed: no index and no work tree. Commits are built from trees directly: we compute each object's id
   (SHA-1 of its canonical bytes), have git write blobs, trees and commits through three long-lived
   `hash-object -t <type> -w --stdin-paths` processes at once (git re-hashes, validates the format, and we
@@ -34,6 +38,9 @@ Why the git CLI (and not pygit2 or dulwich):
   hashing and notebook validation go to threads). pygit2 would need a writer thread and a binary wheel;
   dulwich is pure Python and slower per object. The git binary is needed anyway to serve `git clone`.
   Requires git >= 2.28 (update-ref --stdin transactions, init --initial-branch).
+
+Processes: the long-lived git processes start on a store's first request; with `pipe_idle_seconds` they
+stop after that long without one, so a store that is open but unused runs none.
 
 Concurrency: one process writes (the flock), and in it one writer task takes whatever is queued (up to
 `max_batch`) and commits it as a chain, one commit per run, moving `main` once per batch. Callers
@@ -55,13 +62,12 @@ size. Results outlive their NotebookRun; to reclaim space call `prune()`:
 It removes the selected run directories from `main`, squashes the history into one root commit (so the
 removed blobs become unreachable), re-points the final refs of the runs that stay, and runs
 `git gc --prune=now`. Commit ids recorded in the status of older runs stop resolving; paths at HEAD stay.
-The store holds an exclusive flock for as long as it is open, so only the process that owns the store
+The writer flock is held for as long as the store is open, so only the process that owns the store
 can prune. By hand, with the operator stopped (scaled to 0) and the PVC mounted in a one-off pod running
 the operator image: `python -m nbkube.results prune --root /results --older-than 30d --keep-last 20`
-(`python -m nbkube.results list|fsck --root ...` inspect it).
+prunes every namespace's repository in turn (`python -m nbkube.results list|fsck --root ...` inspect them).
 
-Users get results back (see `nbkube.results.http`): `git clone http://<operator>:8082/results`
-(read-only git smart HTTP, e.g. through `kubectl port-forward`), or one file with
+Users get results back over the operator's HTTP port (see `nbkube.results.http`), one file with
 `GET /results/files/<path>?ref=<commit>`, which is what `nbkube fetch` uses.
 """
 

@@ -98,7 +98,7 @@ async def stream_events(
                     for event in _events_from_journal_entry(entry):
                         yield event
             elif status.get("result") and results is not None:
-                raw = await results.read_file(status["result"]["path"], status["result"]["commit"])
+                raw = await results.read_file(namespace, status["result"]["path"], status["result"]["commit"])
                 nb = await asyncio.to_thread(nbformat.reads, raw.decode(), as_version=4)
                 for event in _events_from_notebook(nb):
                     yield event
