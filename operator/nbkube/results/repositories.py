@@ -7,6 +7,7 @@ an earlier run's status), so cloning or reading it never reaches another namespa
     <root>/nbkube-writer.flock            the writer lock of the whole root (see below)
     <root>/<namespace>.git                bare repository of one namespace (created on its first commit)
     <root>/legacy-single-repository.git  the single repository of an earlier version, after migration
+                                          (so a namespace of that name gets no results repository)
 
 Resources: one flock for the root, held from `open()` to `close()`, proves this is the only writer of
 every repository below it; a store therefore takes no lock of its own (`writer_lock=False`), and it
@@ -33,6 +34,7 @@ import fcntl
 import logging
 import os
 import re
+import shutil
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -47,9 +49,11 @@ from .store import FLOCK_NAME, ResultsStore, StoreClosedError, StoreLockedError,
 
 log = logging.getLogger(__name__)
 
-LEGACY_NAME = "legacy-single-repository.git"
+RESERVED_NAMESPACE = "legacy-single-repository"
+LEGACY_NAME = f"{RESERVED_NAMESPACE}.git"
 LEGACY_PARTIAL = f"{LEGACY_NAME}.partial"
 REPO_SUFFIX = ".git"
+NEW_SUFFIX = ".new"  # <namespace>.git.new: a repository being created
 DEFAULT_PIPE_IDLE_SECONDS = 30.0
 DEFAULT_MAX_ACTIVE = 16
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -57,8 +61,14 @@ _IMPORTED = "Nbkube-Imported-From"
 
 
 def valid_namespace(namespace: object) -> bool:
-    """A Kubernetes namespace name: a DNS-1123 label of at most 63 characters."""
-    return isinstance(namespace, str) and len(namespace) <= 63 and bool(_DNS_LABEL.match(namespace))
+    """A Kubernetes namespace name (a DNS-1123 label of at most 63 characters) that may have a results
+    repository: `legacy-single-repository` may not, its `.git` is where a migrated repository goes."""
+    return (
+        isinstance(namespace, str)
+        and len(namespace) <= 63
+        and bool(_DNS_LABEL.match(namespace))
+        and namespace != RESERVED_NAMESPACE
+    )
 
 
 class ResultsRepositories:
@@ -164,6 +174,8 @@ class ResultsRepositories:
             if not create and not await asyncio.to_thread(_is_git_dir, path):
                 self._known.discard(namespace)
                 return None
+            if create and not await asyncio.to_thread(path.exists):
+                await self._create(path)
             store = ResultsStore(path, namespace=namespace, writer_lock=False, **self._store_kwargs)
             await store.open()
             self._stores[namespace] = store
@@ -200,6 +212,13 @@ class ResultsRepositories:
                 task = asyncio.create_task(store.release_processes())
                 self._releases.add(task)
                 task.add_done_callback(self._releases.discard)
+
+    async def _create(self, path: Path) -> None:
+        """`git init` beside `path`, then rename: a namespace's repository is there whole or not at all."""
+        new = path.with_name(path.name + NEW_SUFFIX)
+        await asyncio.to_thread(shutil.rmtree, new, True)  # debris of a crash (we hold the writer lock)
+        await run_git(new, "init", "--quiet", "--bare", "--initial-branch=main", str(new))
+        await asyncio.to_thread(new.rename, path)
 
     def running_processes(self) -> int:
         """Long-lived git processes running across every open store."""
@@ -351,6 +370,8 @@ def _move_aside(root: Path) -> None:
     for entry in sorted(root.iterdir()):
         name = entry.name
         if name in keep or name.startswith(f"{LEGACY_NAME}-"):
+            continue
+        if name.endswith(REPO_SUFFIX + NEW_SUFFIX) and valid_namespace(name.split(".")[0]):
             continue
         if name.endswith(REPO_SUFFIX) and valid_namespace(name[: -len(REPO_SUFFIX)]):
             continue
