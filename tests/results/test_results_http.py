@@ -24,6 +24,13 @@ CLIENT_ENV = {
 
 
 @pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ResultsStore]:
+    """One namespace's repository, as ResultsRepositories keeps it: the HTTP app serves one namespace."""
+    async with ResultsStore(tmp_path / "results" / "default.git", namespace="default", fsync=False) as s:
+        yield s
+
+
+@pytest.fixture
 async def base_url(store: ResultsStore) -> AsyncIterator[str]:
     """The operator's HTTP app with the results app mounted at /results, on a loopback port."""
     runner, url = await serve_results(store)
@@ -50,7 +57,7 @@ async def user_git(*args: str, cwd: Path | None = None, check: bool = True) -> t
 
 async def _seed(store: ResultsStore) -> None:
     await store.commit_run(record(1), executed_notebook(), {"log.txt": b"hello\n"}, final=True)
-    await store.commit_run(record(2, namespace="team-a"), executed_notebook(), final=True)
+    await store.commit_run(record(2), executed_notebook(), final=True)
 
 
 @pytest.mark.parametrize("protocol", ["2", "0"])
@@ -62,7 +69,8 @@ async def test_stock_git_clones_the_repository_over_http(
     await user_git("-c", f"protocol.version={protocol}", "clone", "--quiet", base_url, str(dest))
 
     assert (dest / "default/analysis-1/outputs/log.txt").read_bytes() == b"hello\n"
-    cloned = nbformat.read(dest / "team-a/analysis-2/analysis.ipynb", as_version=4)
+    cloned = nbformat.read(dest / "default/analysis-2/analysis.ipynb", as_version=4)
+    assert sorted(p.name for p in dest.iterdir() if p.name != ".git") == ["default"]
     assert cloned.metadata["nbkube"]["uid"] == "0000-uid-2"
     _, head = await user_git("rev-parse", "HEAD", cwd=dest)
     assert head.strip() == store.head
@@ -123,7 +131,7 @@ async def test_files_endpoint_returns_a_file_at_a_commit(store: ResultsStore, ba
 
 async def test_large_files_are_streamed_intact(tmp_path: Path) -> None:
     payload = os.urandom(3 * 1024 * 1024 + 17)
-    async with ResultsStore(tmp_path / "r", fsync=False) as store:
+    async with ResultsStore(tmp_path / "r" / "default.git", namespace="default", fsync=False) as store:
         info = await store.commit_run(record(1), executed_notebook(), {"big.bin": payload}, final=True)
         runner, base_url = await serve_results(store)
         try:
@@ -142,10 +150,11 @@ async def test_runs_and_final_endpoints_describe_results(store: ResultsStore, ba
     final = await store.find_final("0000-uid-2")
     assert final is not None
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base_url}/runs", params={"namespace": "team-a"}) as resp:
+        async with http.get(f"{base_url}/runs", params={"namespace": "default"}) as resp:
             runs = await resp.json()
         assert [(r["namespace"], r["name"], r["uid"], r["final"]) for r in runs] == [
-            ("team-a", "analysis-2", "0000-uid-2", True)
+            ("default", "analysis-1", "0000-uid-1", True),
+            ("default", "analysis-2", "0000-uid-2", True),
         ]
         async with http.get(f"{base_url}/final/0000-uid-2") as resp:
             assert await resp.json() == {"commit": final.commit, "path": final.path}
