@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             say("Results")
             print(f"   commit {result['commit']} path {result['path']}")
             print(f"   executed notebook ({len(nb.cells)} cells) saved to {out}")
-            print(f"   results repository: {operator.data_dir / 'results'} (git log / git clone it)")
+            repo = operator.data_dir / "results" / f"{result['path'].split('/', 1)[0]}.git"
+            print(f"   results repository of the namespace: {repo} (git log / git clone it)")
         if status.get("state") != "Succeeded":
             print(f"\nthe run ended {status.get('state')}: {status.get('message')}", file=sys.stderr)
             return 1

@@ -219,6 +219,7 @@ class ResultsRepositories:
         await asyncio.to_thread(shutil.rmtree, new, True)  # debris of a crash (we hold the writer lock)
         await run_git(new, "init", "--quiet", "--bare", "--initial-branch=main", str(new))
         await asyncio.to_thread(new.rename, path)
+        await asyncio.to_thread(_fsync_dir, path.parent)
 
     def running_processes(self) -> int:
         """Long-lived git processes running across every open store."""
@@ -380,3 +381,13 @@ def _move_aside(root: Path) -> None:
     if target.exists():
         target = root / f"{LEGACY_NAME}-{time.strftime('%Y%m%dT%H%M%S')}"
     partial.rename(target)
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
