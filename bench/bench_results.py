@@ -1,14 +1,16 @@
 """Results repository benchmark: commits/s with 1,000 runs already committed, fetch and clone times.
 
-    python bench/bench_results.py [--runs 1000] [--commits 200]
+    python bench/bench_results.py [--runs 1000] [--commits 200] [--namespaces 200]
 
-Builds a repository with `--runs` final results (20-cell executed notebooks) in a temporary directory,
-then measures, in that repository:
+Builds namespace `default`'s repository (one repository per namespace, `ResultsRepositories`) with
+`--runs` final results (20-cell executed notebooks) in a temporary directory, then measures, in it:
 - commits per second of new final results, one at a time and 50 at once, with fsync on (the default,
   what survives a node crash) and off (what survives a process crash);
 - the time to read one run's notebook back through `GET /results/files/<path>?ref=<commit>` from a real
   aiohttp server on 127.0.0.1 (what `nbkube fetch` does after reading the run's status);
-- the time of a stock `git clone` of the whole repository over the read-only smart-HTTP endpoint.
+- the time of a stock `git clone` of the whole repository over the read-only smart-HTTP endpoint;
+- with `--namespaces` namespaces committing one run each at once: the git processes and open file
+  descriptors of this process, at the peak, right after, and once the idle git processes have stopped.
 Prints a table, then a JSON object on the last line.
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 import nbformat
-from nbkube.results import ResultsStore, RunRecord
+from nbkube.results import ResultsRepositories, RunRecord
 from nbkube.results.http import serve_results
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "NO_PROXY": "127.0.0.1"}
@@ -55,7 +57,7 @@ def run(i: int, namespace: str = "default") -> RunRecord:
     )
 
 
-async def build(store: ResultsStore, runs: int) -> float:
+async def build(store: ResultsRepositories, runs: int) -> float:
     start = time.perf_counter()
     batch = 16
     for first in range(0, runs, batch):
@@ -68,7 +70,7 @@ async def build(store: ResultsStore, runs: int) -> float:
     return time.perf_counter() - start
 
 
-async def commits_per_s(store: ResultsStore, first: int, count: int, concurrency: int) -> float:
+async def commits_per_s(store: ResultsRepositories, first: int, count: int, concurrency: int) -> float:
     nbs = [notebook(first + k) for k in range(count)]
     start = time.perf_counter()
     for k0 in range(0, count, concurrency):
@@ -115,20 +117,72 @@ def cpu_s() -> float:
 async def phase(root: Path, first: int, count: int, concurrency: int, fsync: bool) -> tuple[float, float]:
     """(commits/s, CPU ms per commit) for `count` new final results, the store opened and closed around it."""
     cpu0 = cpu_s()
-    async with ResultsStore(root, fsync=fsync) as store:
+    async with ResultsRepositories(root, fsync=fsync) as store:
         rate = await commits_per_s(store, first, count, concurrency)
     return rate, (cpu_s() - cpu0) * 1e3 / count
 
 
-async def main(runs: int, commits: int) -> dict[str, float]:
+def git_children() -> int:
+    """Running git processes whose parent is this process."""
+    me, count = str(os.getpid()), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            count += name.startswith("git") and rest[1] == me
+    return count
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def many_namespaces(root: Path, count: int, idle_s: float = 2.0) -> dict[str, int]:
+    """One commit in each of `count` namespaces at once; git processes and fds at the peak and after."""
+    fds_before = open_fds()
+    peak = {"git": 0, "fds": 0}
+    async with ResultsRepositories(root, fsync=False, pipe_idle_seconds=idle_s) as repositories:
+
+        async def sample() -> None:
+            while True:
+                peak["git"] = max(peak["git"], await asyncio.to_thread(git_children))
+                peak["fds"] = max(peak["fds"], open_fds())
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(
+            *(repositories.commit_run(run(i, f"ns-{i}"), notebook(i, 3), final=True) for i in range(count))
+        )
+        sampler.cancel()
+        after_git, after_fds = await asyncio.to_thread(git_children), open_fds()
+        await asyncio.sleep(idle_s + 1.0)
+        idle_git, idle_fds = await asyncio.to_thread(git_children), open_fds()
+        assert len(repositories.namespaces()) == count
+    return {
+        "fds_before": fds_before,
+        "peak_git": peak["git"],
+        "peak_fds": peak["fds"],
+        "after_git": after_git,
+        "after_fds": after_fds,
+        "idle_git": idle_git,
+        "idle_fds": idle_fds,
+    }
+
+
+async def main(runs: int, commits: int, namespaces: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nbkube-bench-results-") as tmp:
         root = Path(tmp) / "results"
-        async with ResultsStore(root, fsync=False) as store:
-            build_s = await build(store, runs)
+        async with ResultsRepositories(root, fsync=False) as repositories:
+            build_s = await build(repositories, runs)
         seq_nofsync, cpu_nofsync = await phase(root, runs, commits, 1, fsync=False)
         seq_fsync, cpu_fsync = await phase(root, runs + commits, commits, 1, fsync=True)
         conc_fsync, cpu_conc = await phase(root, runs + 2 * commits, commits, 50, fsync=True)
-        async with ResultsStore(root) as store:
+        async with ResultsRepositories(root) as repositories:
+            store = await repositories.repository("default")
+            assert store is not None
             start = time.perf_counter()
             total = len(await store.list_runs())
             list_s = time.perf_counter() - start
@@ -143,7 +197,8 @@ async def main(runs: int, commits: int) -> dict[str, float]:
                 )
             finally:
                 await runner.cleanup()
-        repo_mb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
+        repo_mb = sum(p.stat().st_size for p in store.git_dir.rglob("*") if p.is_file()) / 1e6
+        procs = await many_namespaces(Path(tmp) / "many", namespaces)
 
     rows = [
         ("build: runs committed (16 at a time, fsync off)", f"{runs} in {build_s:.2f} s"),
@@ -156,6 +211,14 @@ async def main(runs: int, commits: int) -> dict[str, float]:
         (f"GET /files/ one notebook ({fetch_bytes / 1e3:.0f} kB), median", f"{fetch_s * 1e3:.1f} ms"),
         (f"git clone over HTTP ({total} runs, {repo_mb:.1f} MB repo)", f"{clone_s:.2f} s"),
         ("git clone --filter=blob:none --no-checkout", f"{partial_s:.2f} s"),
+        (
+            f"{namespaces} namespaces, one commit each at once: git processes peak/after/idle",
+            f"{procs['peak_git']}/{procs['after_git']}/{procs['idle_git']}",
+        ),
+        (
+            f"{namespaces} namespaces: open fds before/peak/idle",
+            f"{procs['fds_before']}/{procs['peak_fds']}/{procs['idle_fds']}",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
@@ -172,6 +235,7 @@ async def main(runs: int, commits: int) -> dict[str, float]:
         "cpu_ms_per_commit": round(cpu_fsync, 2),
         "cpu_ms_per_commit_concurrent50": round(cpu_conc, 2),
         "loadavg_1m": round(os.getloadavg()[0], 1),
+        **{f"namespaces_{k}": v for k, v in procs.items()},
     }
 
 
@@ -181,7 +245,8 @@ if __name__ == "__main__":
     )
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--commits", type=int, default=200)
+    parser.add_argument("--namespaces", type=int, default=200)
     args = parser.parse_args()
-    result = asyncio.run(main(args.runs, args.commits))
+    result = asyncio.run(main(args.runs, args.commits, args.namespaces))
     sys.stdout.flush()
     print(json.dumps(result))

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -18,6 +18,9 @@ from nbkube.gateways import GatewayRegistry, decode_token
 from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
 from nbkube.kube import Kube, resource_path
 from nbkube.run.driver import RunService
+
+if TYPE_CHECKING:
+    from nbkube.results import ResultsRepositories
 
 
 @dataclass
@@ -99,12 +102,17 @@ def _janitor(ctx: OperatorContext) -> Janitor:
     )
 
 
-async def _open_results(settings: Settings, logger: logging.Logger) -> Any:
-    from nbkube.results import ResultsStore
+async def _open_results(settings: Settings, logger: logging.Logger) -> ResultsRepositories:
+    """One results repository per namespace below the results directory (a single repository of an
+    earlier version is migrated on open)."""
+    from nbkube.results import ResultsRepositories
 
-    store = ResultsStore(settings.results_dir)
-    await store.open()
-    return store
+    repositories = ResultsRepositories(settings.results_dir)
+    await repositories.open()
+    logger.info(
+        "results: %d namespace repositories in %s", len(repositories.namespaces()), settings.results_dir
+    )
+    return repositories
 
 
 USER_API_RETRY_SECONDS = 10.0

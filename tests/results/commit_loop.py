@@ -1,7 +1,8 @@
 """Test helper: commits checkpoints and final results in a loop until it is killed.
 
-    python commit_loop.py <repo> <first-run-index>
+    python commit_loop.py <repo> <first-run-index> [store|repositories]
 
+With `repositories`, <repo> is the root of a ResultsRepositories (namespace default: <repo>/default.git).
 Prints "ready" once the store is open, then "final <i> <commit>" after each final result landed.
 """
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbkube.results import ResultsStore, RunRecord
+from nbkube.results import ResultsRepositories, ResultsStore, RunRecord
 
 
 def run_record(i: int, final: bool) -> RunRecord:
@@ -29,8 +30,11 @@ def notebook(i: int) -> nbformat.NotebookNode:
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"x = {i}", execution_count=1)])
 
 
-async def main(root: Path, first: int) -> None:
-    async with ResultsStore(root, fsync=False) as store:
+async def main(root: Path, first: int, kind: str) -> None:
+    opened = (
+        ResultsRepositories(root, fsync=False) if kind == "repositories" else ResultsStore(root, fsync=False)
+    )
+    async with opened as store:
         print("ready", flush=True)
         i = first
         while True:
@@ -43,4 +47,4 @@ async def main(root: Path, first: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "store"))

@@ -24,10 +24,18 @@ CLIENT_ENV = {
 
 
 @pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ResultsStore]:
+    """One namespace's repository, as ResultsRepositories keeps it: the HTTP app serves one namespace."""
+    async with ResultsStore(tmp_path / "results" / "default.git", namespace="default", fsync=False) as s:
+        yield s
+
+
+@pytest.fixture
 async def base_url(store: ResultsStore) -> AsyncIterator[str]:
-    """The operator's HTTP app with the results app mounted at /results, on a loopback port."""
+    """One repository served as the user-facing API serves each namespace's (without its
+    authentication), on a loopback port: `<url>` is what `git clone` is given."""
     runner, url = await serve_results(store)
-    yield url
+    yield f"{url}/git"
     await runner.cleanup()
 
 
@@ -50,7 +58,7 @@ async def user_git(*args: str, cwd: Path | None = None, check: bool = True) -> t
 
 async def _seed(store: ResultsStore) -> None:
     await store.commit_run(record(1), executed_notebook(), {"log.txt": b"hello\n"}, final=True)
-    await store.commit_run(record(2, namespace="team-a"), executed_notebook(), final=True)
+    await store.commit_run(record(2), executed_notebook(), final=True)
 
 
 @pytest.mark.parametrize("protocol", ["2", "0"])
@@ -62,7 +70,8 @@ async def test_stock_git_clones_the_repository_over_http(
     await user_git("-c", f"protocol.version={protocol}", "clone", "--quiet", base_url, str(dest))
 
     assert (dest / "default/analysis-1/outputs/log.txt").read_bytes() == b"hello\n"
-    cloned = nbformat.read(dest / "team-a/analysis-2/analysis.ipynb", as_version=4)
+    cloned = nbformat.read(dest / "default/analysis-2/analysis.ipynb", as_version=4)
+    assert sorted(p.name for p in dest.iterdir() if p.name != ".git") == ["default"]
     assert cloned.metadata["nbkube"]["uid"] == "0000-uid-2"
     _, head = await user_git("rev-parse", "HEAD", cwd=dest)
     assert head.strip() == store.head
@@ -97,9 +106,12 @@ async def test_pushes_are_refused(store: ResultsStore, base_url: str, tmp_path: 
             assert resp.status == 403
         async with http.post(f"{base_url}/git-receive-pack", data=b"0000") as resp:
             assert resp.status == 403
+        async with http.get(f"{base_url}/HEAD") as resp:  # the dumb protocol
+            assert resp.status == 404
 
 
 async def test_files_endpoint_returns_a_file_at_a_commit(store: ResultsStore, base_url: str) -> None:
+    base_url = base_url.removesuffix("/git")
     info = await store.commit_run(record(1), executed_notebook(), final=True)
     await store.commit_run(record(1, state="Running"), executed_notebook(1), final=False)  # ignored
     newer = await store.commit_run(record(2), executed_notebook(5), final=True)
@@ -123,7 +135,7 @@ async def test_files_endpoint_returns_a_file_at_a_commit(store: ResultsStore, ba
 
 async def test_large_files_are_streamed_intact(tmp_path: Path) -> None:
     payload = os.urandom(3 * 1024 * 1024 + 17)
-    async with ResultsStore(tmp_path / "r", fsync=False) as store:
+    async with ResultsStore(tmp_path / "r" / "default.git", namespace="default", fsync=False) as store:
         info = await store.commit_run(record(1), executed_notebook(), {"big.bin": payload}, final=True)
         runner, base_url = await serve_results(store)
         try:
@@ -137,17 +149,17 @@ async def test_large_files_are_streamed_intact(tmp_path: Path) -> None:
             await runner.cleanup()
 
 
-async def test_runs_and_final_endpoints_describe_results(store: ResultsStore, base_url: str) -> None:
+async def test_the_runs_endpoint_lists_the_repositorys_runs_and_no_uid_lookup_is_served(
+    store: ResultsStore, base_url: str
+) -> None:
+    base_url = base_url.removesuffix("/git")
     await _seed(store)
-    final = await store.find_final("0000-uid-2")
-    assert final is not None
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base_url}/runs", params={"namespace": "team-a"}) as resp:
+        async with http.get(f"{base_url}/runs") as resp:
             runs = await resp.json()
         assert [(r["namespace"], r["name"], r["uid"], r["final"]) for r in runs] == [
-            ("team-a", "analysis-2", "0000-uid-2", True)
+            ("default", "analysis-1", "0000-uid-1", True),
+            ("default", "analysis-2", "0000-uid-2", True),
         ]
         async with http.get(f"{base_url}/final/0000-uid-2") as resp:
-            assert await resp.json() == {"commit": final.commit, "path": final.path}
-        async with http.get(f"{base_url}/final/unknown") as resp:
             assert resp.status == 404

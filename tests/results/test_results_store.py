@@ -18,6 +18,7 @@ from conftest import executed_notebook, git, record
 from nbkube.results import (
     CommitInfo,
     InvalidNotebookError,
+    ResultsRepositories,
     ResultsStore,
     RunRecord,
     StoreClosedError,
@@ -319,23 +320,35 @@ def test_run_record_validates_names_and_completes_the_notebook_file_name() -> No
             RunRecord(**{"namespace": "default", "name": "a", "uid": "u-1", "notebook": "n", **bad})
 
 
-def test_maintenance_cli_lists_prunes_and_checks_the_repository(tmp_path: Path) -> None:
+def test_maintenance_cli_lists_prunes_and_checks_every_namespaces_repository(tmp_path: Path) -> None:
     async def seed() -> None:
-        async with ResultsStore(tmp_path / "r", fsync=False) as store:
+        async with ResultsRepositories(tmp_path / "r", fsync=False) as repositories:
             for i in range(3):
-                await store.commit_run(record(i), executed_notebook(), final=True)
+                await repositories.commit_run(record(i), executed_notebook(), final=True)
+                await repositories.commit_run(record(i, namespace="team-a"), executed_notebook(), final=True)
 
     asyncio.run(seed())
     cli = [sys.executable, "-m", "nbkube.results"]
     root = ["--root", str(tmp_path / "r")]
     pruned = subprocess.run(
+        [*cli, "prune", *root, "--keep-last", "2", "--namespace", "team-a"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert pruned.stdout.startswith("team-a: removed 1 runs")
+    pruned = subprocess.run(
         [*cli, "prune", *root, "--keep-last", "1"], capture_output=True, text=True, check=True
     )
-    assert pruned.stdout.startswith("removed 2 runs")
+    assert pruned.stdout.splitlines()[0].startswith("default: removed 2 runs")
+    assert "team-a: removed 1 runs" in pruned.stdout  # each namespace keeps its newest
     listing = subprocess.run([*cli, "list", *root], capture_output=True, text=True, check=True)
-    assert listing.stdout.startswith("default/analysis-2\tSucceeded\tfinal=True\t0000-uid-2")
-    assert len(listing.stdout.splitlines()) == 1
-    subprocess.run([*cli, "fsck", *root], check=True, capture_output=True)
+    lines = listing.stdout.splitlines()
+    assert lines[0].startswith("default/analysis-2\tSucceeded\tfinal=True\t0000-uid-2")
+    assert lines[1].startswith("team-a/analysis-2\tSucceeded\tfinal=True\t0000-uid-2")
+    assert len(lines) == 2
+    checked = subprocess.run([*cli, "fsck", *root], check=True, capture_output=True, text=True)
+    assert "default: " in checked.stdout and "team-a: " in checked.stdout
     with pytest.raises(SystemExit) as refused:
         cli_main(["prune", *root])  # neither --older-than nor --keep-last
     assert refused.value.code == 2

@@ -1,11 +1,13 @@
 """The results repository: executed notebooks committed to git, served read-only over HTTP.
 
+One bare repository per namespace (`nbkube.results.repositories`), each a `ResultsStore`.
 See `nbkube.results.store` for the design (why the git CLI, layout, crash safety, pruning) and
 `nbkube.results.http` for how users fetch and clone.
 """
 
 from .checkpoint import CheckpointPolicy
 from .records import CommitInfo, InvalidNotebookError, PruneResult, RunRecord, RunSummary
+from .repositories import ResultsRepositories
 from .store import ResultsStore, StoreClosedError, StoreLockedError
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "CommitInfo",
     "InvalidNotebookError",
     "PruneResult",
+    "ResultsRepositories",
     "ResultsStore",
     "RunRecord",
     "RunSummary",

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,17 +75,50 @@ class GitPipe:
     """One long-lived git process spoken to line by line; serialised by its own lock.
 
     Any failure (exit, protocol error, timeout) kills the process; the next request starts a fresh one.
+    The process starts on the first request; with `idle_seconds`, it is stopped after that long without
+    one (taking `lock`, so never in the middle of an exchange), and the next request starts it again.
     """
 
-    def __init__(self, git_dir: Path, *args: str) -> None:
+    def __init__(self, git_dir: Path, *args: str, idle_seconds: float | None = None) -> None:
         self._git_dir = git_dir
         self._args = args
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_tail = bytearray()
         self._stderr_task: asyncio.Task[None] | None = None
+        self._idle_seconds = idle_seconds
+        self._last_used = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        if self._idle_seconds is not None:
+            self._idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._proc is None or self._idle_seconds is None:
+            return
+        left = self._last_used + self._idle_seconds - time.monotonic()
+        if left > 0 or self.lock.locked():
+            self._arm_idle_timer(max(left, 0.05))
+        elif self._idle_task is None or self._idle_task.done():
+            self._idle_task = asyncio.create_task(self._close_if_idle())
+
+    async def _close_if_idle(self) -> None:
+        async with self.lock:
+            assert self._idle_seconds is not None
+            if self._proc is not None and time.monotonic() - self._last_used >= self._idle_seconds:
+                await self.close()
+            elif self._proc is not None and self._idle_timer is None:
+                self._arm_idle_timer(self._idle_seconds)
+
     async def _process(self) -> asyncio.subprocess.Process:
+        self._last_used = time.monotonic()
         if self._proc is None or self._proc.returncode is not None:
             self._proc = await asyncio.create_subprocess_exec(
                 *git_argv(self._git_dir, *self._args),
@@ -95,6 +129,8 @@ class GitPipe:
             )
             self._stderr_tail.clear()
             self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc))
+            if self._idle_timer is None:
+                self._arm_idle_timer(self._idle_seconds or 0.0)
         return self._proc
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
@@ -187,6 +223,10 @@ class GitPipe:
         return out
 
     async def close(self) -> None:
+        """Stop the process (the caller holds `lock`, or knows nobody else uses the pipe)."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             if proc.stdin is not None:

@@ -1,11 +1,14 @@
-"""The results repository: every executed notebook committed to a git repository on the operator's PVC.
+"""One results repository: executed notebooks committed to a bare git repository on the operator's PVC.
 
-Layout (a bare repository; `root` is the git directory, branch `main`)::
+The operator keeps one such repository per namespace (`nbkube.results.repositories.ResultsRepositories`,
+`<root>/<namespace>.git`, created with `namespace=` so it holds only that namespace's directory); this
+class is one repository. Layout (bare; `root` is the git directory, branch `main`)::
 
     <namespace>/<run>/<notebook>.ipynb    executed notebook, metadata["nbkube"] = run, uid, parameters...
     <namespace>/<run>/outputs/<name>      spilled full outputs (capped per run, see below)
     <namespace>/<run>/nbkube.json         the run record: uid, state, attempt, final, spills, committedAt
-    _<anything>/...                       source notebooks (`add_notebook`); "_" never starts a namespace
+    <namespace>/_<dir>/...                source notebooks of a namespace's store (`add_notebook`)
+    _<anything>/...                       source notebooks of a store without a namespace
 
 Each commit_run is one commit on `main`; its message names the run and carries trailers
 (`Nbkube-Run`, `Nbkube-Run-Uid`, `Nbkube-Path`, `Nbkube-Final`, `Nbkube-Attempt`), the author is
@@ -17,8 +20,9 @@ Why the git CLI (and not pygit2 or dulwich):
   `git fsck --strict` hold by construction; it writes objects to a temporary file and renames them, and
   moves refs with lock files, so a SIGKILL at any moment leaves a consistent repository (a commit either
   landed on `main` or is an unreferenced object). The only debris is a stale `*.lock`/`tmp_obj_*` file;
-  `open()` removes those while holding an exclusive flock on `nbkube-writer.flock`, which proves no other
-  writer is alive (the kernel releases a flock when its holder dies).
+  `open()` removes those while an exclusive flock proves no other writer is alive (the kernel releases a
+  flock when its holder dies): its own `nbkube-writer.flock`, or, with `writer_lock=False`, the one its
+  caller holds (ResultsRepositories holds `<root>/nbkube-writer.flock` for every repository below root).
 - Speed: no index and no work tree. Commits are built from trees directly: we compute each object's id
   (SHA-1 of its canonical bytes), have git write blobs, trees and commits through three long-lived
   `hash-object -t <type> -w --stdin-paths` processes at once (git re-hashes, validates the format, and we
@@ -34,6 +38,9 @@ Why the git CLI (and not pygit2 or dulwich):
   hashing and notebook validation go to threads). pygit2 would need a writer thread and a binary wheel;
   dulwich is pure Python and slower per object. The git binary is needed anyway to serve `git clone`.
   Requires git >= 2.28 (update-ref --stdin transactions, init --initial-branch).
+
+Processes: the long-lived git processes start on a store's first request; with `pipe_idle_seconds` they
+stop after that long without one, so a store that is open but unused runs none.
 
 Concurrency: one process writes (the flock), and in it one writer task takes whatever is queued (up to
 `max_batch`) and commits it as a chain, one commit per run, moving `main` once per batch. Callers
@@ -55,13 +62,12 @@ size. Results outlive their NotebookRun; to reclaim space call `prune()`:
 It removes the selected run directories from `main`, squashes the history into one root commit (so the
 removed blobs become unreachable), re-points the final refs of the runs that stay, and runs
 `git gc --prune=now`. Commit ids recorded in the status of older runs stop resolving; paths at HEAD stay.
-The store holds an exclusive flock for as long as it is open, so only the process that owns the store
+The writer flock is held for as long as the store is open, so only the process that owns the store
 can prune. By hand, with the operator stopped (scaled to 0) and the PVC mounted in a one-off pod running
 the operator image: `python -m nbkube.results prune --root /results --older-than 30d --keep-last 20`
-(`python -m nbkube.results list|fsck --root ...` inspect it).
+prunes every namespace's repository in turn (`python -m nbkube.results list|fsck --root ...` inspect them).
 
-Users get results back (see `nbkube.results.http`): `git clone http://<operator>:8082/results`
-(read-only git smart HTTP, e.g. through `kubectl port-forward`), or one file with
+Users get results back over the operator's HTTP port (see `nbkube.results.http`), one file with
 `GET /results/files/<path>?ref=<commit>`, which is what `nbkube fetch` uses.
 """
 
@@ -96,6 +102,8 @@ from ._git import (
     TreeCache,
     TreeEntry,
     file_blob_id,
+    git_argv,
+    git_env,
     object_id,
     parse_tree,
     run_git,
@@ -109,6 +117,7 @@ from .records import (
     PruneResult,
     RunRecord,
     RunSummary,
+    check_component,
     split_path,
 )
 
@@ -183,8 +192,19 @@ class ResultsStore:
         gc_every: int = 200,
         max_batch: int = 64,
         lock_timeout: float = 60.0,
+        namespace: str | None = None,
+        writer_lock: bool = True,
+        pipe_idle_seconds: float | None = None,
     ) -> None:
+        """`namespace`: the repository holds only that namespace's results (`commit_run` refuses other
+        namespaces, `add_notebook` takes `<namespace>/_<dir>/...` paths). `writer_lock=False`: the
+        caller holds a lock that covers this repository (ResultsRepositories holds one for its whole
+        root), so no flock is taken here. `pipe_idle_seconds`: stop the long-lived git processes after
+        that long without use (they start again on the next request)."""
         self.root = Path(root).absolute()
+        self.namespace = namespace
+        self._use_flock = writer_lock
+        self._is_open = False
         self.author_name = _clean(author_name)
         self.author_email = _clean(author_email)
         self.max_spill_bytes_per_run = max_spill_bytes_per_run
@@ -202,19 +222,38 @@ class ResultsStore:
         self._json_meta: BoundedDict[str, dict[str, Any]] = BoundedDict(4096)  # nbkube.json blob -> facts
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
-        self._cat_pipe = GitPipe(self.root, "cat-file", "--batch")
-        self._check_pipe = GitPipe(self.root, "cat-file", "--batch-check")
-        self._blob_pipe = GitPipe(self.root, "hash-object", "-w", "--no-filters", "--stdin-paths")
-        self._commit_pipe = GitPipe(self.root, "hash-object", "-t", "commit", "-w", "--stdin-paths")
-        self._tree_pipe = GitPipe(self.root, "hash-object", "-t", "tree", "-w", "--stdin-paths")
-        self._ref_pipe = GitPipe(self.root, "update-ref", "--stdin")
+        idle = pipe_idle_seconds
+        self._cat_pipe = GitPipe(self.root, "cat-file", "--batch", idle_seconds=idle)
+        self._check_pipe = GitPipe(self.root, "cat-file", "--batch-check", idle_seconds=idle)
+        self._blob_pipe = GitPipe(
+            self.root, "hash-object", "-w", "--no-filters", "--stdin-paths", idle_seconds=idle
+        )
+        self._commit_pipe = GitPipe(
+            self.root, "hash-object", "-t", "commit", "-w", "--stdin-paths", idle_seconds=idle
+        )
+        self._tree_pipe = GitPipe(
+            self.root, "hash-object", "-t", "tree", "-w", "--stdin-paths", idle_seconds=idle
+        )
+        self._ref_pipe = GitPipe(self.root, "update-ref", "--stdin", idle_seconds=idle)
+        self._pipes = (
+            self._cat_pipe,
+            self._check_pipe,
+            self._blob_pipe,
+            self._commit_pipe,
+            self._tree_pipe,
+            self._ref_pipe,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> ResultsStore:
         """Create the repository on first use; after a crash, remove what the dead writer left behind."""
+        if self.namespace is not None:
+            check_component(self.namespace, "namespace")
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-        await self._acquire_flock()
+        if self._use_flock:
+            await self._acquire_flock()
+        self._is_open = True
         try:
             if not await asyncio.to_thread(_is_git_dir, self.root):
                 await run_git(self.root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.root))
@@ -246,15 +285,8 @@ class ResultsStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
-        for pipe in (
-            self._cat_pipe,
-            self._check_pipe,
-            self._blob_pipe,
-            self._commit_pipe,
-            self._tree_pipe,
-            self._ref_pipe,
-        ):
-            await pipe.close()
+        await self.release_processes()
+        self._is_open = False
         fd, self._flock_fd = self._flock_fd, None
         if fd is not None:
             os.close(fd)  # releases the flock
@@ -264,6 +296,16 @@ class ResultsStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def release_processes(self) -> None:
+        """Stop the long-lived git processes now (each after its current exchange); they restart on use."""
+        for pipe in self._pipes:
+            async with pipe.lock:
+                await pipe.close()
+
+    def running_processes(self) -> int:
+        """How many of this store's long-lived git processes are running."""
+        return sum(pipe.running for pipe in self._pipes)
 
     @property
     def git_dir(self) -> Path:
@@ -306,7 +348,7 @@ class ResultsStore:
                 await run_git(self.root, "config", "--local", key, value)
 
     def _require_open(self) -> None:
-        if self._flock_fd is None:
+        if not self._is_open:
             raise StoreClosedError("the results store is not open")
 
     # ------------------------------------------------------------------ writing
@@ -326,6 +368,8 @@ class ResultsStore:
         Raises InvalidNotebookError before anything is written when the notebook is not valid nbformat.
         """
         self._require_open()
+        if self.namespace is not None and record.namespace != self.namespace:
+            raise ValueError(f"{record.run_dir} does not belong in the repository of {self.namespace}")
         request = await asyncio.to_thread(
             self._prepare_run, record, notebook, spills or {}, final, time.time()
         )
@@ -341,8 +385,13 @@ class ResultsStore:
         """
         self._require_open()
         parts = split_path(path)
-        if len(parts) < 2 or not parts[0].startswith("_") or not parts[-1].endswith(".ipynb"):
+        if self.namespace is not None:
+            if len(parts) < 3 or parts[0] != self.namespace or not parts[1].startswith("_"):
+                raise ValueError(f"source notebooks live at {self.namespace}/_<dir>/.../<name>.ipynb")
+        elif len(parts) < 2 or not parts[0].startswith("_"):
             raise ValueError(f"source notebooks live at _<dir>/.../<name>.ipynb, not {path!r}")
+        if not parts[-1].endswith(".ipynb"):
+            raise ValueError(f"source notebooks are .ipynb files, not {path!r}")
         subject = message.strip().splitlines()[0] if message and message.strip() else f"nbkube: add {path}"
 
         def prepare() -> _Request:
@@ -848,6 +897,38 @@ class ResultsStore:
         rc, out, _ = await run_git(self.root, "rev-parse", "--verify", "--quiet", spec, check=False)
         return out.decode().strip() if rc == 0 else None
 
+    # ------------------------------------------------------------------ importing
+
+    async def import_namespace(
+        self, source: Path, tree: str, *, finals: Mapping[str, str], message: str, now: float | None = None
+    ) -> CommitInfo:
+        """Make `tree` (a namespace directory in the repository `source`) this empty repository's first
+        commit, at `<namespace>/`: only the objects below `tree` are copied (`rev-list --objects` piped
+        through `pack-objects` into `index-pack`). `finals` (uid -> notebook path) are the runs whose final
+        result is in `tree`; their final refs point at the new commit (found via `Nbkube-Final-Path`
+        trailers, as after a prune). Returns the commit and the namespace's directory."""
+        self._require_open()
+        if self.namespace is None:
+            raise ValueError("import_namespace needs a store of one namespace")
+        if len(tree) != OID_HEX_LEN or any(c not in "0123456789abcdef" for c in tree):
+            raise ValueError(f"not a tree id: {tree!r}")
+        async with self._write_lock:
+            if self._head is not None:
+                raise ValueError(f"{self.root} already has commits; import only into an empty repository")
+            _, listing, _ = await run_git(source, "rev-list", "--objects", tree)
+            await _copy_objects(source, self.root, listing)
+            if self._fsync:
+                await asyncio.to_thread(_syncfs, self.root)
+            staged = _Staged()
+            root = self._stage_tree(staged, {self.namespace: TreeEntry(TREE_MODE, "tree", tree)})
+            body = "".join(f"Nbkube-Final-Path: {uid} {path}\n" for uid, path in sorted(finals.items()))
+            text = f"{message.strip()}\n\n{body}" if body else f"{message.strip()}\n"
+            stamp = time.time() if now is None else now
+            commit = self._stage_commit(staged, root, None, text, self._committer, stamp)
+            await self._flush(staged)
+            await self._advance(commit, root, dict.fromkeys(finals, commit))
+            return CommitInfo(commit, self.namespace)
+
     # ------------------------------------------------------------------ pruning
 
     async def prune(
@@ -903,6 +984,33 @@ class ResultsStore:
             for pipe in (self._cat_pipe, self._check_pipe):
                 await pipe.close()  # drop their view of the packs gc just replaced
             return PruneResult([f"{r.namespace}/{r.name}" for r in doomed], commit)
+
+
+async def _copy_objects(source: Path, dest: Path, listing: bytes) -> None:
+    """Stream the objects `listing` (rev-list --objects output) names from `source` into `dest` as a pack."""
+    read_fd, write_fd = os.pipe()
+    try:
+        packer = await asyncio.create_subprocess_exec(
+            *git_argv(source, "pack-objects", "--stdout", "-q"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=write_fd,
+            stderr=asyncio.subprocess.PIPE,
+            env=git_env(),
+        )
+        indexer = await asyncio.create_subprocess_exec(
+            *git_argv(dest, "index-pack", "--stdin"),
+            stdin=read_fd,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=git_env(),
+        )
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    (_, pack_err), (_, index_err) = await asyncio.gather(packer.communicate(listing), indexer.communicate())
+    if packer.returncode != 0 or indexer.returncode != 0:
+        detail = (pack_err + index_err).decode(errors="replace").strip()[-2000:]
+        raise GitError(f"copying objects from {source} to {dest} failed: {detail}")
 
 
 def _select_prunable(

@@ -393,10 +393,12 @@ class RunDriver:
                 await asyncio.sleep(1.0)
 
     async def _read_repo(self, path: str) -> bytes | None:
-        if self.service.results is None:
+        """`notebook.repoPath` is read from this namespace's repository only: a path of another
+        namespace is "not found" whether or not it exists there (that repository is never opened)."""
+        if self.service.results is None or not path.startswith(f"{self.namespace}/"):
             return None
         try:
-            return await self.service.results.read_file(path)
+            return await self.service.results.read_file(self.namespace, path)
         except (FileNotFoundError, ValueError):
             return None
 

@@ -97,5 +97,5 @@ async def load(
     assert source.repo_path is not None
     raw = await read_repo(source.repo_path)
     if raw is None:
-        raise NotebookUnavailable(f"{source.repo_path} not found in the results repository")
+        raise NotebookUnavailable(f"{source.repo_path} not found in this namespace's results repository")
     return await asyncio.to_thread(parse_notebook, raw, f"results repository path {source.repo_path}")
