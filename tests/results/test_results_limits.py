@@ -83,7 +83,7 @@ async def test_the_logs_of_a_large_result_are_read_in_bounded_memory(store: Resu
     nb = executed_notebook(0)
     for i in range(40):  # 40 MiB of output in all, each cell within the per-cell cap
         cell = nbformat.v4.new_code_cell(f"print('x' * 2**20)  # {i}", execution_count=i + 1)
-        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{i}" + "x" * (1 << 20))]
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{i}\n" + "x" * (1 << 20))]
         nb.cells.append(cell)
     info = await store.commit_run(record(1), nb, final=True)
     del nb
@@ -93,7 +93,9 @@ async def test_the_logs_of_a_large_result_are_read_in_bounded_memory(store: Resu
     try:
         seen = 0
         async for event in _notebook_events(store.git_dir, stat[0]):
-            seen += event["event"] == "output"
+            if event["event"] == "output":
+                seen += 1
+                assert event["output"]["text"].startswith(f"{seen - 1}\nxxx")  # lines joined back
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import ijson
+import nbformat
+from nbformat.v4.rwbase import rejoin_lines
 
 from nbkube.results._git import git_argv, git_env
 from nbkube.run.driver import TERMINAL
@@ -117,6 +119,8 @@ async def _notebook_events(git_dir: Path, blob: str) -> AsyncIterator[dict[str, 
     try:
         index = 0
         async for cell in ijson.items(proc.stdout, "cells.item", use_float=True):
+            # The file keeps multi-line strings as lists of lines (nbformat's split_lines): join them back.
+            (cell,) = rejoin_lines(nbformat.from_dict({"cells": [cell]})).cells
             for event in _events_from_cell(index, cell):
                 yield event
             index += 1
