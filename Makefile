@@ -83,7 +83,7 @@ images: ## docker build the operator and kernel images (needs a Docker engine)
 	docker build -f operator/nbkube/gateway/Dockerfile -t nbkube/kernel-python:dev .
 
 KIND_CLUSTER ?= nbkube-e2e
-kind-e2e: ## for machines with Docker: kind cluster, images, helm install, run the examples
+kind-e2e: venv ## for machines with Docker: kind cluster, images, helm install, run the examples
 	bash hack/kind-e2e.sh $(KIND_CLUSTER)
 
 clean: cluster-down ## remove the venv and local state

@@ -22,6 +22,7 @@ for tool in docker kind kubectl git curl; do
 done
 docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed)"
 HELM=$(command -v helm || PYTHON=${PYTHON:-python3} bash hack/install-helm.sh)
+NBKUBE=${NBKUBE:-.venv/bin/nbkube}  # the CLI (make kind-e2e installs the venv first)
 
 cleanup() {
   local rc=$?
@@ -30,7 +31,6 @@ cleanup() {
     kubectl get nbenv,nbrun,pods -A -o wide || true
     kubectl -n "$NS" logs deploy/nbkube --tail=100 || true
   fi
-  [[ -n "${PF_PID:-}" ]] && kill "$PF_PID" 2>/dev/null || true
   if [[ -z "${KEEP_CLUSTER:-}" ]]; then
     log "deleting kind cluster $CLUSTER"
     kind delete cluster --name "$CLUSTER" || true
@@ -84,15 +84,14 @@ wait_run failing-1 Failed CellError
 wait_run analysis-sweep Succeeded Succeeded
 kubectl -n "$WORK" get nbrun -o wide
 
-log "fetch the executed notebook"
+log "fetch the executed notebook through the API server (the user-facing APIService)"
 mkdir -p "$OUT"
-kubectl -n "$NS" port-forward svc/nbkube-results 18082:8082 >/dev/null &
-PF_PID=$!
-for _ in $(seq 1 30); do curl -fs -o /dev/null "http://127.0.0.1:18082/results/info/refs?service=git-upload-pack" && break; sleep 1; done
+kubectl wait --for=condition=Available apiservice/v1alpha1.subresources.nbkube.io --timeout=120s
 COMMIT=$(kubectl -n "$WORK" get nbrun analysis-1 -o jsonpath='{.status.result.commit}')
 FILE=$(kubectl -n "$WORK" get nbrun analysis-1 -o jsonpath='{.status.result.path}')
-curl -fsS -o "$OUT/analysis-1.ipynb" "http://127.0.0.1:18082/results/files/$FILE?ref=$COMMIT"
-rm -rf "$OUT/results" && git clone -q http://127.0.0.1:18082/results "$OUT/results"
+kubectl get --raw "/apis/subresources.nbkube.io/v1alpha1/namespaces/$WORK/repositories/results/files/$FILE?ref=$COMMIT" \
+  > "$OUT/analysis-1.ipynb"
+rm -rf "$OUT/results" && "$NBKUBE" clone -n "$WORK" "$OUT/results"
 git -C "$OUT/results" cat-file -e "$COMMIT:$FILE"
 grep -q '"image/png"' "$OUT/analysis-1.ipynb" || die "the executed notebook has no figure"
 echo "executed notebook: $OUT/analysis-1.ipynb (commit $COMMIT); results repository: $OUT/results"
