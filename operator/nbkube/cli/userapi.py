@@ -38,33 +38,36 @@ class UserApi:
         self.kube = kube
 
     def _open(self, path: str, query: dict[str, str] | None, stream: bool) -> Any:
+        """The urllib3 response of GET path (not yet read), or a UserApiError for an error status."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         client = self.kube.api_client
         try:
-            response = client.call_api(
-                path,
+            method, url, headers, body, post = client.param_serialize(
                 "GET",
+                path,
                 query_params=list((query or {}).items()),
                 header_params={"Accept": "*/*"},
                 auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=None if stream else 60,
-            )[0]
-        except ApiException as exc:
-            status = int(exc.status or 0)
-            body = exc.body.encode() if isinstance(exc.body, str) else (exc.body or b"")
-            message = _message(status, body)
+            )
+            response = client.call_api(
+                method, url, headers, body, post, _request_timeout=None if stream else 60
+            ).response
+        except (ApiException, HTTPError) as exc:  # the client's SSL errors are ApiException(status=0)
+            detail = exc.reason if isinstance(exc, ApiException) else exc
+            host = client.configuration.host
+            raise CliError(f"cannot reach the Kubernetes API server at {host} ({detail})") from None
+        if response.status >= 400:
+            status, data = response.status, response.data
+            response.release_conn()
+            message = _message(status, data)
             if status == 503 or "the server could not find the requested resource" in message:
                 message += (
                     f" (is nbkube's APIService {paths.APISERVICE} available? "
                     f"`kubectl get apiservice {paths.APISERVICE}`)"
                 )
-            raise UserApiError(status, message) from None
-        except HTTPError as exc:
-            host = client.configuration.host
-            raise CliError(f"cannot reach the Kubernetes API server at {host} ({exc})") from None
+            raise UserApiError(status, message)
         return response
 
     def get(self, path: str, query: dict[str, str] | None = None) -> tuple[bytes, dict[str, str]]:
