@@ -27,6 +27,8 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
             "CustomResourceDefinition",
             "Deployment",
             "PersistentVolumeClaim",
+            "Role",
+            "RoleBinding",
             "Service",
             "Service",
             "ServiceAccount",
@@ -50,6 +52,71 @@ def test_rendered_cluster_role_rules_are_exactly_the_rules_file(helm):
     assert binding["roleRef"]["name"] == one(objects, "ClusterRole")["metadata"]["name"]
     account = one(objects, "ServiceAccount")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": "nbkube"}]
+
+
+def test_the_operator_may_create_secrets_anywhere_but_read_only_its_key_secret(helm):
+    objects = template(helm)
+    secret_rules = [
+        rule
+        for rule in one(objects, "ClusterRole")["rules"]
+        if "" in rule["apiGroups"] and ("secrets" in rule["resources"] or "*" in rule["resources"])
+    ]
+    assert [rule["verbs"] for rule in secret_rules] == [["create"]]
+    role = one(objects, "Role")
+    assert role["metadata"]["namespace"] == "nbkube"
+    key_secret = env_of(operator_container(objects))["NBKUBE_GATEWAY_TOKEN_KEY_SECRET"]
+    assert key_secret == "nbkube-gateway-token-key" == Settings().gateway_token_key_secret
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [key_secret], "verbs": ["get"]}
+    ]
+    binding = one(objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "nbkube"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "nbkube"}]
+    for rule in one(objects, "ClusterRole")["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+
+
+def test_the_results_port_admits_only_the_api_server_and_the_peers_configured(helm):
+    def results_rules(objects):
+        policy = one(objects, "NetworkPolicy")["spec"]
+        return [r for r in policy["ingress"] if r["ports"][0]["port"] == 8082]
+
+    assert results_rules(template(helm, sets=["networkPolicy.enabled=true"])) == []
+    api_server = ["networkPolicy.enabled=true", "networkPolicy.apiServerFrom[0].ipBlock.cidr=172.18.0.2/32"]
+    (rule,) = results_rules(template(helm, sets=api_server))
+    assert rule["from"] == [{"ipBlock": {"cidr": "172.18.0.2/32"}}]
+    policy = one(template(helm, [ALL_OPTIONS]), "NetworkPolicy")["spec"]
+    (rule,) = [r for r in policy["ingress"] if r["ports"][0]["port"] == 9092]
+    assert rule["from"] == [
+        {"ipBlock": {"cidr": "172.18.0.2/32"}},
+        {"podSelector": {"matchLabels": {"nbkube.io/results-reader": "true"}}},
+    ]
+    for rule in policy["ingress"]:
+        if rule["ports"][0]["port"] != 9091:  # the health port: kubelet probes
+            assert rule.get("from"), rule
+
+
+def test_gateway_egress_values_reach_the_operator_settings(helm):
+    def settings(values=(), sets=()):
+        env = env_of(operator_container(template(helm, values, sets)))
+        return Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+
+    default = settings()
+    assert default.gateway_egress_allow_all is False
+    assert default.gateway_egress_denied_cidrs == [] and default.gateway_egress_extra_rules == []
+    flipped = settings([ALL_OPTIONS])
+    assert flipped.gateway_egress_allow_all is True
+    assert flipped.gateway_egress_denied_cidrs == ["172.18.0.2/32", "10.96.0.0/12"]
+    assert flipped.gateway_egress_extra_rules == [
+        {"to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}], "ports": [{"port": 53, "protocol": "UDP"}]}
+    ]
+    assert flipped.gateway_token_key_secret == "nb-operator-gateway-token-key"
 
 
 def test_operator_deployment_is_one_hardened_replica_recreated_never_rolled(helm):
@@ -171,6 +238,8 @@ def test_disabling_persistence_uses_an_empty_dir_and_a_storage_class_dash_disabl
         ("ports.metrics=0", "metrics"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("persistence.size=lots", "size"),
+        ("gateway.egress.deniedCIDRs={apiserver.example.com}", "deniedCIDRs"),
+        ("gateway.egress.allowAll=yes", "allowAll"),
     ],
 )
 def test_values_schema_rejects_misspelt_or_invalid_values(helm, setting, complaint):
