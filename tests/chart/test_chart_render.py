@@ -4,6 +4,7 @@ import pytest
 import yaml
 from chart_helpers import ALL_OPTIONS, CHART, REPO, by_kind, env_of, one, run_helm, template
 from nbkube.config import Settings
+from nbkube_testenv.operator_rbac import operator_namespace_rbac_manifests
 
 
 def operator_container(objects):
@@ -80,6 +81,9 @@ def test_the_operator_may_create_secrets_anywhere_but_read_only_its_key_secret(h
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "nbkube"}]
     for rule in one(objects, "ClusterRole")["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+    # the test harness runs the operator under the same Role
+    (harness_role, _) = operator_namespace_rbac_manifests("nbkube", account, key_secret)
+    assert harness_role["rules"] == role["rules"]
 
 
 def test_the_results_port_admits_only_the_api_server_and_the_peers_configured(helm):
