@@ -12,11 +12,19 @@ from nbkube.kube import Conflict, Kube, path_of
 from nbkube_testenv.cluster import ClusterInfo
 from nbkube_testenv.pytest_plugin import Kubectl
 
-UID = "0d6a8e4c-0000-4000-8000-000000000001"
+
+def _owner(kubectl: Kubectl, namespace: str, name: str) -> str:
+    """The uid of a ConfigMap standing in for a NotebookEnvironment: an owner that exists, so the
+    garbage collector leaves its dependents alone, and that no operator reconciles."""
+    kubectl("create", "configmap", name, namespace=namespace)
+    return str(kubectl.json("get", "configmap", name, namespace=namespace)["metadata"]["uid"])
 
 
-def _policy(namespace: str, uid: str = UID) -> dict[str, Any]:
-    return objects.gateway_network_policy("py", namespace, uid, "nbkube", {"app": "op"})
+def _policy(namespace: str, owner: str, uid: str) -> dict[str, Any]:
+    policy = objects.gateway_network_policy("py", namespace, uid, "nbkube", {"app": "op"})
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid, "controller": True}
+    policy["metadata"]["ownerReferences"] = [ref]
+    return policy
 
 
 class _Meddling(Kube):
@@ -34,21 +42,21 @@ class _Meddling(Kube):
 async def test_claim_creates_applies_its_own_and_refuses_anyone_elses(
     cluster: ClusterInfo, namespace: str, kubectl: Kubectl
 ) -> None:
+    uid, other = _owner(kubectl, namespace, "ours"), _owner(kubectl, namespace, "theirs")
     kube = await _Meddling.connect(str(cluster.kubeconfig))
     try:
-        created = await controller.claim(kube, _policy(namespace), UID)
-        assert objects.controlled_by(created, UID)
-        changed = copy.deepcopy(_policy(namespace))
+        created = await controller.claim(kube, _policy(namespace, "ours", uid), uid)
+        assert objects.controlled_by(created, uid)
+        changed = copy.deepcopy(_policy(namespace, "ours", uid))
         changed["spec"]["ingress"][0]["ports"][0]["port"] = 9999
-        applied = await controller.claim(kube, changed, UID)
+        applied = await controller.claim(kube, changed, uid)
         assert applied["spec"]["ingress"][0]["ports"][0]["port"] == 9999
 
-        other = "0d6a8e4c-0000-4000-8000-000000000002"
         before = await kube.get(path_of(created))
         with pytest.raises(
             controller.ChildConflict, match=f"NetworkPolicy {namespace}/py-gateway already exists"
         ):
-            await controller.claim(kube, _policy(namespace, other), other)
+            await controller.claim(kube, _policy(namespace, "theirs", other), other)
         assert (await kube.get(path_of(created)))["metadata"]["resourceVersion"] == before["metadata"][
             "resourceVersion"
         ]
@@ -57,8 +65,9 @@ async def test_claim_creates_applies_its_own_and_refuses_anyone_elses(
         kube.meddle = lambda: kubectl(
             "label", "networkpolicy", "py-gateway", "meddled=yes", "--overwrite", namespace=namespace
         )
-        with pytest.raises(Conflict):
-            await controller.claim(kube, _policy(namespace), UID)
+        with pytest.raises(Conflict) as refused:
+            await controller.claim(kube, _policy(namespace, "ours", uid), uid)
+        print("REFUSED", refused.value)
         kube.meddle = None
         after = await kube.get(path_of(created))
         assert after["metadata"]["labels"]["meddled"] == "yes"
