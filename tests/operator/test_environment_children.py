@@ -74,3 +74,30 @@ async def test_claim_creates_applies_its_own_and_refuses_anyone_elses(
         assert after["spec"]["ingress"][0]["ports"][0]["port"] == 9999
     finally:
         await kube.close()
+
+
+@pytest.mark.parametrize(
+    "egress",
+    [
+        objects.GatewayEgress(),
+        objects.GatewayEgress(
+            denied_cidrs=("172.18.0.2/32", "10.96.0.0/12", "fd00::/8"),
+            extra_rules=(
+                {"to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}], "ports": [{"port": 53, "protocol": "UDP"}]},
+            ),
+        ),
+        objects.GatewayEgress(denied_cidrs=("0.0.0.0/0",)),
+        objects.GatewayEgress(allow_all=True),
+    ],
+    ids=["default", "denied-and-extra", "no-ipv4", "allow-all"],
+)
+def test_the_api_server_accepts_every_shape_of_the_gateway_policy(
+    namespace: str, kubectl: Kubectl, egress: objects.GatewayEgress
+) -> None:
+    policy = objects.gateway_network_policy(
+        "py", namespace, "u", "nbkube", {"app.kubernetes.io/name": "nbkube", "c": "operator"}, egress
+    )
+    policy["metadata"].pop("ownerReferences")
+    kubectl.apply(policy, namespace=namespace)
+    stored = kubectl.json("get", "networkpolicy", "py-gateway", namespace=namespace)
+    assert stored["spec"].get("egress") == policy["spec"].get("egress")
