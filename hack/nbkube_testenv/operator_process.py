@@ -22,6 +22,7 @@ import yaml
 from nbkube.userapi.paths import APISERVICE, GROUP, PREFIX, VERSION
 
 from nbkube_testenv.cluster import ClusterInfo, free_port
+from nbkube_testenv.operator_rbac import operator_namespace_rbac_manifests
 from nbkube_testenv.userapi import ApiUser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +114,12 @@ def install(info: ClusterInfo) -> None:
             {
                 "apiVersion": "v1",
                 "kind": "List",
-                "items": [*rbac_manifests(), *user_api_manifests(), *user_role_manifests()],
+                "items": [
+                    *rbac_manifests(),
+                    *operator_namespace_rbac_manifests(OPERATOR_NAMESPACE, SERVICE_ACCOUNT),
+                    *user_api_manifests(),
+                    *user_role_manifests(),
+                ],
             }
         ),
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class Settings(BaseModel):
@@ -53,6 +56,43 @@ class Settings(BaseModel):
     )
     journal_grace_seconds: float = Field(60.0, ge=0)
     unknown_journal_seconds: float = Field(3600.0, ge=0)
+    gateway_token_key_secret: str = Field(
+        "nbkube-gateway-token-key",
+        min_length=1,
+        description="The Secret in the operator's namespace holding the key gateway tokens are derived "
+        "from; created at start-up if absent.",
+    )
+    gateway_egress_allow_all: bool = Field(
+        False, description="Let gateway pods connect anywhere, the operator and the API server included."
+    )
+    gateway_egress_denied_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Addresses gateway pods may not connect to (the API server's endpoints; with CNIs "
+        "whose ipBlock rules match pod IPs, the pod and service CIDRs). Comma-separated in the "
+        "environment.",
+    )
+    gateway_egress_extra_rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="NetworkPolicyEgressRules added to the gateway pods' egress policy (JSON in the "
+        "environment).",
+    )
+
+    @field_validator("gateway_egress_denied_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("gateway_egress_denied_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(cidr, strict=False)) for cidr in value]
+
+    @field_validator("gateway_egress_extra_rules", mode="before")
+    @classmethod
+    def _parse_rules(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
 
     @property
     def results_dir(self) -> Path:
@@ -86,6 +126,10 @@ class Settings(BaseModel):
             "busy_orphan_kernel_seconds": ("NBKUBE_BUSY_ORPHAN_KERNEL_SECONDS",),
             "journal_grace_seconds": ("NBKUBE_JOURNAL_GRACE_SECONDS",),
             "unknown_journal_seconds": ("NBKUBE_UNKNOWN_JOURNAL_SECONDS",),
+            "gateway_token_key_secret": ("NBKUBE_GATEWAY_TOKEN_KEY_SECRET",),
+            "gateway_egress_allow_all": ("NBKUBE_GATEWAY_EGRESS_ALLOW_ALL",),
+            "gateway_egress_denied_cidrs": ("NBKUBE_GATEWAY_EGRESS_DENIED_CIDRS",),
+            "gateway_egress_extra_rules": ("NBKUBE_GATEWAY_EGRESS_EXTRA_RULES",),
         }
         for field, names in mapping.items():
             for name in names:

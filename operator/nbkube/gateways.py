@@ -8,7 +8,6 @@ gets a client and a warm pool of started kernels so a run's first cell starts at
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,14 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbkube.engine import EngineError, GatewayClient, KernelConnection, KernelPool
-from nbkube.environment.objects import ENVIRONMENT_LABEL, TOKEN_KEY
+from nbkube.environment.objects import ENVIRONMENT_LABEL
 
 log = logging.getLogger(__name__)
 
 # How long close() waits for kernels being released in the background (the gateway culls the rest).
 RELEASE_WAIT_SECONDS = 10.0
 
-TokenReader = Callable[[str, str], Awaitable[str | None]]  # (namespace, environment) -> token
+# (namespace, environment) -> that environment's gateway token, None when it is gone. The operator
+# computes tokens (environment/tokens.py); it never reads them from Secrets.
+TokenSource = Callable[[str, str], Awaitable[str | None]]
 
 
 @dataclass
@@ -106,8 +107,8 @@ def pod_from_body(body: dict[str, Any]) -> GatewayPod | None:
 
 
 class GatewayRegistry:
-    def __init__(self, read_token: TokenReader, port: int = 8888, request_timeout: float = 30.0) -> None:
-        self._read_token = read_token
+    def __init__(self, token_for: TokenSource, port: int = 8888, request_timeout: float = 30.0) -> None:
+        self._token_for = token_for
         self._port = port
         self._timeout = request_timeout
         self._pods: dict[tuple[str, str], dict[str, PodKernels]] = {}
@@ -158,7 +159,7 @@ class GatewayRegistry:
             self._changed.notify_all()
 
     async def _open(self, pod: GatewayPod) -> PodKernels:
-        token = await self._read_token(pod.namespace, pod.environment) or ""
+        token = await self._token_for(pod.namespace, pod.environment) or ""
         client = GatewayClient(f"http://{pod.address}:{self._port}", token, request_timeout=self._timeout)
         settings = self._settings.get((pod.namespace, pod.environment), EnvironmentSettings())
         pool = None
@@ -288,19 +289,12 @@ class GatewayRegistry:
             self._pods.clear()
 
 
-def decode_token(secret: dict[str, Any]) -> str | None:
-    data = secret.get("data") or {}
-    if TOKEN_KEY not in data:
-        return None
-    return base64.b64decode(data[TOKEN_KEY]).decode()
-
-
 __all__ = [
     "EnvironmentSettings",
     "GatewayPod",
     "GatewayRegistry",
     "KernelLease",
     "NoGatewayAvailable",
-    "decode_token",
+    "TokenSource",
     "pod_from_body",
 ]

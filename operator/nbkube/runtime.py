@@ -12,11 +12,11 @@ from aiohttp import web
 
 from nbkube import metrics
 from nbkube.config import Settings
-from nbkube.environment.objects import token_secret_name
 from nbkube.environment.service import EnvironmentService
-from nbkube.gateways import GatewayRegistry, decode_token
+from nbkube.environment.tokens import GatewayTokens
+from nbkube.gateways import GatewayRegistry
 from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
-from nbkube.kube import Kube, resource_path
+from nbkube.kube import Kube
 from nbkube.run.driver import RunService
 
 if TYPE_CHECKING:
@@ -40,14 +40,11 @@ class OperatorContext:
         settings = Settings.from_env()
         kube = await Kube.connect()
 
-        async def read_token(namespace: str, environment: str) -> str | None:
-            secret = await kube.get_or_none(
-                resource_path("v1", "secrets", namespace, token_secret_name(environment))
-            )
-            return decode_token(secret) if secret else None
-
+        tokens = await GatewayTokens.load(kube, settings.namespace, settings.gateway_token_key_secret)
         registry = GatewayRegistry(
-            read_token, port=settings.gateway_port, request_timeout=settings.gateway_request_timeout_seconds
+            tokens.token_for,
+            port=settings.gateway_port,
+            request_timeout=settings.gateway_request_timeout_seconds,
         )
         results = await _open_results(settings, logger)
         ctx = cls(
@@ -55,7 +52,7 @@ class OperatorContext:
             kube=kube,
             registry=registry,
             results=results,
-            environments=EnvironmentService(kube, settings, registry),
+            environments=EnvironmentService(kube, settings, registry, tokens),
             runs=RunService(kube, settings, registry, results),
         )
         ctx.janitor = asyncio.create_task(_janitor(ctx).run_forever(), name="janitor")

@@ -8,7 +8,7 @@ import subprocess
 
 import nbformat
 import yaml
-from chart_helpers import ALL_OPTIONS, CHART, REPO, environment_ready, run_helm, run_state, template
+from chart_helpers import ALL_OPTIONS, CHART, REPO, env_of, environment_ready, run_helm, run_state, template
 from nbkube_testenv.operator_process import OperatorProcess
 from nbkube_testenv.userapi import ApiUser
 from nbkube_testenv.wait import wait_for
@@ -45,7 +45,7 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     install(helm, cluster, namespace)
     manifest = run_helm(helm, "get", "manifest", RELEASE, *helm_args(cluster, namespace)).stdout
     objects = [o for o in yaml.safe_load_all(manifest) if o]
-    assert len(objects) == 12
+    assert len(objects) == 14
     for obj in objects:
         scope = (
             []
@@ -60,6 +60,9 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     ]
     role = kubectl.json("get", "clusterrole", "nbkube")
     assert role["rules"] == yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
+    key_secret = env_of(deployment["spec"]["template"]["spec"]["containers"][0])[
+        "NBKUBE_GATEWAY_TOKEN_KEY_SECRET"
+    ]
 
     # Every option flipped is valid for the API server too (the ServiceMonitor needs prometheus-operator).
     flipped = [o for o in template(helm, [ALL_OPTIONS], namespace=namespace) if o["kind"] != "ServiceMonitor"]
@@ -73,7 +76,13 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
 
     workloads = f"{namespace}-work"
     kubectl("create", "namespace", workloads)
-    operator = OperatorProcess(cluster, tmp_path / "operator", namespace=namespace, service_account=RELEASE)
+    operator = OperatorProcess(
+        cluster,
+        tmp_path / "operator",
+        namespace=namespace,
+        service_account=RELEASE,
+        extra_env={"NBKUBE_GATEWAY_TOKEN_KEY_SECRET": key_secret},
+    )
     try:
         operator.start()
         kubectl("apply", "-f", str(EXAMPLES / "environment.yaml"), namespace=workloads)
@@ -138,3 +147,5 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     for kept in (["crd", "notebookruns.nbkube.io"], ["crd", "notebookenvironments.nbkube.io"]):
         kubectl("get", *kept)
     kubectl("get", "pvc", "nbkube-results", namespace=namespace)
+    # the operator created its key Secret under the chart's Role; like the results, it outlives the release
+    kubectl("get", "secret", key_secret, namespace=namespace)

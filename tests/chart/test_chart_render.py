@@ -5,6 +5,13 @@ import yaml
 from chart_helpers import ALL_OPTIONS, CHART, REPO, by_kind, env_of, one, run_helm, template
 from nbkube.config import Settings
 from nbkube.userapi.paths import APISERVICE
+from nbkube_testenv.operator_rbac import operator_namespace_rbac_manifests
+
+
+def operator_role(objects):
+    """The operator's own ClusterRole (the others are the users' roles, aggregated into view and edit)."""
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if not r["metadata"]["name"].startswith("nbkube-")]
+    return role
 
 
 def operator_container(objects):
@@ -31,6 +38,8 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
             "CustomResourceDefinition",
             "Deployment",
             "PersistentVolumeClaim",
+            "Role",
+            "RoleBinding",
             "Service",
             "Service",
             "ServiceAccount",
@@ -49,12 +58,77 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
 def test_rendered_cluster_role_rules_are_exactly_the_rules_file(helm):
     rules = yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
     objects = template(helm)
-    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == "nbkube"]
+    role = operator_role(objects)
     assert role["rules"] == rules
     binding = one(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     account = one(objects, "ServiceAccount")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": "nbkube"}]
+
+
+def test_the_operator_may_create_secrets_anywhere_but_read_only_its_key_secret(helm):
+    objects = template(helm)
+    secret_rules = [
+        rule
+        for rule in operator_role(objects)["rules"]
+        if "" in rule["apiGroups"] and ("secrets" in rule["resources"] or "*" in rule["resources"])
+    ]
+    assert [rule["verbs"] for rule in secret_rules] == [["create"]]
+    role = one(objects, "Role")
+    assert role["metadata"]["namespace"] == "nbkube"
+    key_secret = env_of(operator_container(objects))["NBKUBE_GATEWAY_TOKEN_KEY_SECRET"]
+    assert key_secret == "nbkube-gateway-token-key" == Settings().gateway_token_key_secret
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [key_secret], "verbs": ["get"]}
+    ]
+    binding = one(objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "nbkube"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "nbkube"}]
+    for rule in operator_role(objects)["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+    # the test harness runs the operator under the same Role
+    (harness_role, _) = operator_namespace_rbac_manifests("nbkube", account, key_secret)
+    assert harness_role["rules"] == role["rules"]
+
+
+def test_the_user_facing_api_port_admits_only_the_api_server_configured(helm):
+    def results_rules(objects):
+        policy = one(objects, "NetworkPolicy")["spec"]
+        return [r for r in policy["ingress"] if r["ports"][0]["port"] == 8443]
+
+    assert results_rules(template(helm, sets=["networkPolicy.enabled=true"])) == []
+    api_server = ["networkPolicy.enabled=true", "networkPolicy.apiServerFrom[0].ipBlock.cidr=172.18.0.2/32"]
+    (rule,) = results_rules(template(helm, sets=api_server))
+    assert rule["from"] == [{"ipBlock": {"cidr": "172.18.0.2/32"}}]
+    policy = one(template(helm, [ALL_OPTIONS]), "NetworkPolicy")["spec"]
+    (rule,) = [r for r in policy["ingress"] if r["ports"][0]["port"] == 9443]
+    assert rule["from"] == [{"ipBlock": {"cidr": "172.18.0.2/32"}}]
+    for rule in policy["ingress"]:
+        if rule["ports"][0]["port"] != 9091:  # the health port: kubelet probes
+            assert rule.get("from"), rule
+
+
+def test_gateway_egress_values_reach_the_operator_settings(helm):
+    def settings(values=(), sets=()):
+        env = env_of(operator_container(template(helm, values, sets)))
+        return Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+
+    default = settings()
+    assert default.gateway_egress_allow_all is False
+    assert default.gateway_egress_denied_cidrs == [] and default.gateway_egress_extra_rules == []
+    flipped = settings([ALL_OPTIONS])
+    assert flipped.gateway_egress_allow_all is True
+    assert flipped.gateway_egress_denied_cidrs == ["172.18.0.2/32", "10.96.0.0/12"]
+    assert flipped.gateway_egress_extra_rules == [
+        {"to": [{"ipBlock": {"cidr": "10.96.0.10/32"}}], "ports": [{"port": 53, "protocol": "UDP"}]}
+    ]
+    assert flipped.gateway_token_key_secret == "nb-operator-gateway-token-key"
 
 
 def test_operator_deployment_is_one_hardened_replica_recreated_never_rolled(helm):
@@ -194,6 +268,8 @@ def test_disabling_persistence_uses_an_empty_dir_and_a_storage_class_dash_disabl
         ("ports.metrics=0", "metrics"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("persistence.size=lots", "size"),
+        ("gateway.egress.deniedCIDRs={apiserver.example.com}", "deniedCIDRs"),
+        ("gateway.egress.allowAll=yes", "allowAll"),
     ],
 )
 def test_values_schema_rejects_misspelt_or_invalid_values(helm, setting, complaint):

@@ -85,7 +85,8 @@ def gateway_pods(kubectl: Any, namespace: str) -> list[str]:
 def gateway_address(kubectl: Any, namespace: str, pod: str, env: str = "py") -> tuple[str, str]:
     """(base URL, token) of a gateway pod's Kernel Gateway."""
     pod_ip = get(kubectl, "pod", pod, namespace)["status"]["podIP"]  # type: ignore[index]
-    secret = get(kubectl, "secret", f"{env}-gateway-token", namespace)
+    secret_name = get(kubectl, "nbenv", env, namespace)["status"]["tokenSecret"]  # type: ignore[index]
+    secret = get(kubectl, "secret", secret_name, namespace)
     token = base64.b64decode(secret["data"]["token"]).decode()  # type: ignore[index]
     return f"http://{pod_ip}:{GATEWAY_PORT}", token
 

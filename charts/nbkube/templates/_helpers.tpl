@@ -63,3 +63,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "nbkube.apiServiceName" -}}
 {{- printf "%s-api" (include "nbkube.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* The Secret holding the key gateway tokens are derived from (the operator creates it if absent). */}}
+{{- define "nbkube.tokenKeySecretName" -}}
+{{- printf "%s-gateway-token-key" (include "nbkube.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

@@ -59,6 +59,7 @@ class Reason(StrEnum):
     GATEWAYS_READY = "GatewaysReady"
     GATEWAYS_NOT_READY = "GatewaysNotReady"
     ROLLING_OUT = "RollingOut"
+    CHILD_CONFLICT = "ChildConflict"
 
 
 def now_rfc3339() -> str:

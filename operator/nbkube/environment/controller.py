@@ -1,8 +1,11 @@
-"""Reconciles a NotebookEnvironment into its token Secret, gateway Deployment and NetworkPolicy."""
+"""Reconciles a NotebookEnvironment into its NetworkPolicy, token Secret and gateway Deployment.
+
+Children are never taken over: an object of a child's name is created if absent and changed only when
+its controller ownerReference is this environment; any other is left exactly as it is (ChildConflict).
+"""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +16,30 @@ from nbkube.api import ConditionStatus, NotebookEnvironmentSpec, NotebookEnviron
 from nbkube.api.common import Condition, set_condition, validation_message
 from nbkube.config import Settings
 from nbkube.environment import objects
-from nbkube.kube import Kube, resource_path
+from nbkube.environment.tokens import GatewayTokens
+from nbkube.kube import Conflict, Kube, path_of, resource_path
 
 
 class InvalidEnvironmentSpec(Exception):
     pass
+
+
+class ChildConflict(Exception):
+    """An object of a child's name exists and this environment does not control it."""
+
+    def __init__(self, kind: str, namespace: str, name: str, owner: str) -> None:
+        super().__init__(
+            f"{kind} {namespace}/{name} already exists and is not controlled by this NotebookEnvironment "
+            f"({owner}); nbkube leaves it unchanged: delete or rename it, or rename the environment"
+        )
+        self.kind = kind
+        self.name = name
+
+
+def check_name(name: str) -> None:
+    problem = objects.name_problem(name)
+    if problem is not None:
+        raise InvalidEnvironmentSpec(problem)
 
 
 def parse_spec(spec: dict[str, Any]) -> NotebookEnvironmentSpec:
@@ -33,27 +55,84 @@ class KernelUsage:
     warm: int = 0
 
 
-async def ensure_token_secret(kube: Kube, name: str, namespace: str, uid: str) -> str:
-    """Creates the gateway token once; an existing token is kept so live kernels stay reachable."""
-    path = resource_path("v1", "secrets", namespace, objects.token_secret_name(name))
-    if await kube.get_or_none(path) is None:
-        await kube.create(objects.token_secret(name, namespace, uid, secrets.token_hex(32)))
-    return objects.token_secret_name(name)
+def _owner(obj: dict[str, Any]) -> str:
+    refs = [r for r in (obj.get("metadata") or {}).get("ownerReferences") or [] if r.get("controller")]
+    if not refs:
+        return "it has no controller"
+    ref = refs[0]
+    return f"its controller is {ref.get('kind')} {ref.get('name')} uid {ref.get('uid')}"
+
+
+def check_controlled(obj: dict[str, Any], uid: str) -> None:
+    if not objects.controlled_by(obj, uid):
+        meta = obj["metadata"]
+        raise ChildConflict(obj.get("kind", "object"), meta.get("namespace", ""), meta["name"], _owner(obj))
+
+
+async def claim(kube: Kube, desired: dict[str, Any], uid: str) -> dict[str, Any]:
+    """Creates the child if absent, else server-side applies it if (and only if) this environment
+    controls it; the apply is conditional on the resourceVersion checked, so an object replaced between
+    the check and the apply is not overwritten. Raises ChildConflict for anyone else's object."""
+    path = path_of(desired)
+    existing = await kube.get_or_none(path)
+    if existing is None:
+        try:
+            return await kube.create(desired)
+        except Conflict:  # created meanwhile: check it like any existing object
+            existing = await kube.get(path)
+    existing.setdefault("kind", desired["kind"])
+    check_controlled(existing, uid)
+    conditional = {
+        **desired,
+        "metadata": {**desired["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]},
+    }
+    return await kube.apply(conditional)
+
+
+async def ensure_token_secret(kube: Kube, tokens: GatewayTokens, name: str, namespace: str, uid: str) -> str:
+    """Creates the token Secret (create only: the operator may not read Secrets). Its name needs the
+    operator key, so an existing Secret of that name is the one nbkube created earlier."""
+    secret_name = tokens.secret_name(namespace, name, uid)
+    secret = objects.token_secret(name, namespace, uid, secret_name, tokens.token(namespace, name, uid))
+    try:
+        await kube.create(secret)
+    except Conflict:
+        pass
+    return secret_name
 
 
 async def apply_children(
-    kube: Kube, settings: Settings, name: str, namespace: str, uid: str, spec: NotebookEnvironmentSpec
+    kube: Kube,
+    settings: Settings,
+    tokens: GatewayTokens,
+    egress: objects.GatewayEgress,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: NotebookEnvironmentSpec,
 ) -> dict[str, Any]:
-    """Applies the Secret, Deployment and NetworkPolicy; returns the Deployment as stored."""
-    await ensure_token_secret(kube, name, namespace, uid)
-    await kube.apply(
-        objects.gateway_network_policy(name, namespace, uid, settings.namespace, settings.operator_labels)
+    """The NetworkPolicy first (no gateway pod runs unfenced), then the token Secret and the Deployment;
+    returns the Deployment as stored. Raises ChildConflict, having changed nothing it does not control."""
+    await claim(
+        kube,
+        objects.gateway_network_policy(
+            name, namespace, uid, settings.namespace, settings.operator_labels, egress
+        ),
+        uid,
     )
-    return await kube.apply(objects.gateway_deployment(name, namespace, uid, spec))
+    deployment = objects.gateway_deployment(
+        name, namespace, uid, spec, tokens.secret_name(namespace, name, uid)
+    )
+    # Checked before the Secret is created, so that a conflict leaves no Secret behind needlessly.
+    existing = await kube.get_or_none(path_of(deployment))
+    if existing is not None:
+        check_controlled({"kind": "Deployment", **existing}, uid)
+    await ensure_token_secret(kube, tokens, name, namespace, uid)
+    return await claim(kube, deployment, uid)
 
 
 def compute_status(
-    name: str,
+    token_secret: str,
     spec: NotebookEnvironmentSpec,
     generation: int | None,
     deployment: dict[str, Any] | None,
@@ -89,17 +168,25 @@ def compute_status(
             "warm": usage.warm,
             "capacity": spec.replicas * spec.max_kernels_per_pod,
         },
-        token_secret=objects.token_secret_name(name),
+        token_secret=token_secret,
         spec_hash=objects.spec_hash(spec),
     )
 
 
-def invalid_status(previous: dict[str, Any] | None, generation: int | None, message: str) -> dict[str, Any]:
+def not_ready_status(
+    previous: dict[str, Any] | None, generation: int | None, reason: Reason, message: str
+) -> dict[str, Any]:
+    """The previous status with Ready=False for a reason nbkube cannot fix by itself."""
     old = NotebookEnvironmentStatus.model_validate(previous or {})
     conditions: list[Condition] = set_condition(
-        old.conditions, "Ready", ConditionStatus.FALSE, Reason.INVALID_SPEC, message, generation
+        old.conditions, "Ready", ConditionStatus.FALSE, reason, message, generation
     )
     return old.model_copy(update={"conditions": conditions, "observed_generation": generation}).to_api()
+
+
+def ready_condition(status: dict[str, Any] | None) -> dict[str, Any]:
+    conditions = (status or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Ready"), {})
 
 
 def environment_path(namespace: str, name: str) -> str:

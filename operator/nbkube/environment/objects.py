@@ -8,7 +8,10 @@ gateway pod for each kernel (by pod IP) so a kernel's websocket always reaches t
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbkube import API_VERSION
@@ -21,10 +24,26 @@ SPEC_HASH_ANNOTATION = "nbkube.io/spec-hash"
 DEFAULT_COMMAND = ["python", "-m", "nbkube.gateway"]
 RUN_AS_USER = 1000
 GATEWAY_APP_NAME = "nbkube-gateway"
+# Label values (the environment's name is one, see gateway_labels) hold at most 63 characters.
+MAX_LABEL_VALUE = 63
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
-def token_secret_name(env_name: str) -> str:
-    return f"{env_name}-gateway-token"
+def name_problem(env_name: str) -> str | None:
+    """Why an environment of this name cannot be reconciled, or None: its name is a label value of its
+    gateway pods, which the API server refuses beyond 63 characters."""
+    if len(env_name) > MAX_LABEL_VALUE:
+        return (
+            f"the environment's name is {len(env_name)} characters long; at most {MAX_LABEL_VALUE} fit "
+            f"in the {ENVIRONMENT_LABEL} label of its gateway pods: use a shorter name"
+        )
+    return None
+
+
+def token_secret_name(env_name: str, suffix: str) -> str:
+    """The token Secret's name ends with a digest only the operator can compute (tokens.py): no Secret of
+    that name exists before nbkube creates it."""
+    return f"{env_name}-gateway-token-{suffix}"
 
 
 def gateway_name(env_name: str) -> str:
@@ -60,6 +79,12 @@ def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
     }
 
 
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """True when the object's controller ownerReference is the object of this uid."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+
+
 def _metadata(env_name: str, namespace: str, name: str, uid: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -75,18 +100,19 @@ def spec_hash(spec: NotebookEnvironmentSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def token_secret(env_name: str, namespace: str, uid: str, token: str) -> dict[str, Any]:
+def token_secret(env_name: str, namespace: str, uid: str, name: str, token: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(env_name, namespace, token_secret_name(env_name), uid),
+        "metadata": _metadata(env_name, namespace, name, uid),
+        "immutable": True,
         "type": "Opaque",
         "stringData": {TOKEN_KEY: token},
     }
 
 
 def gateway_deployment(
-    env_name: str, namespace: str, uid: str, spec: NotebookEnvironmentSpec
+    env_name: str, namespace: str, uid: str, spec: NotebookEnvironmentSpec, token_secret: str
 ) -> dict[str, Any]:
     digest = spec_hash(spec)
     env: list[dict[str, Any]] = [
@@ -95,7 +121,7 @@ def gateway_deployment(
         {"name": "KG_PORT", "value": str(GATEWAY_PORT)},
         {
             "name": "KG_AUTH_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": token_secret_name(env_name), "key": TOKEN_KEY}},
+            "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_KEY}},
         },
         {"name": "KG_DEFAULT_KERNEL_NAME", "value": spec.kernel_name},
         {"name": "KG_MAX_KERNELS", "value": str(spec.max_kernels_per_pod)},
@@ -171,29 +197,95 @@ def gateway_deployment(
     }
 
 
+@dataclass(frozen=True)
+class GatewayEgress:
+    """Where gateway pods (arbitrary user code) may connect to.
+
+    NetworkPolicy has no deny rules, so "anywhere but the operator and the API server" is written as
+    allow rules: pods of every other namespace, pods of the operator's namespace lacking one of the
+    operator's labels, and every address outside denied_cidrs (the API server's addresses; on CNIs whose
+    ipBlock rules also match pod IPs, the pod and service CIDRs too), plus DNS.
+    """
+
+    allow_all: bool = False
+    denied_cidrs: tuple[str, ...] = ()
+    extra_rules: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+def _ip_blocks(denied: Sequence[str]) -> list[dict[str, Any]]:
+    networks = [ipaddress.ip_network(c, strict=False) for c in denied]
+    blocks = []
+    for everything in (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")):
+        excepted = sorted({str(n) for n in networks if n.version == everything.version and n.prefixlen > 0})
+        if any(n.version == everything.version and n.prefixlen == 0 for n in networks):
+            continue  # the whole address family is denied
+        block: dict[str, Any] = {"cidr": str(everything)}
+        if excepted:
+            block["except"] = excepted
+        blocks.append({"ipBlock": block})
+    return blocks
+
+
+def gateway_egress_rules(
+    operator_namespace: str, operator_labels: Mapping[str, str], egress: GatewayEgress
+) -> list[dict[str, Any]] | None:
+    """The gateway pods' egress rules; None when egress is not restricted at all (allow_all)."""
+    if egress.allow_all:
+        return None
+    in_operator_namespace = {"matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}}
+    peers: list[dict[str, Any]] = [
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": [operator_namespace]}
+                ]
+            }
+        },
+        # not (all of the operator's labels) == any one of them missing or different
+        *(
+            {
+                "namespaceSelector": in_operator_namespace,
+                "podSelector": {"matchExpressions": [{"key": key, "operator": "NotIn", "values": [value]}]},
+            }
+            for key, value in sorted(operator_labels.items())
+        ),
+        *_ip_blocks(egress.denied_cidrs),
+    ]
+    dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    return [dns, {"to": peers}, *(dict(rule) for rule in egress.extra_rules)]
+
+
 def gateway_network_policy(
-    env_name: str, namespace: str, uid: str, operator_namespace: str, operator_labels: dict[str, str]
+    env_name: str,
+    namespace: str,
+    uid: str,
+    operator_namespace: str,
+    operator_labels: Mapping[str, str],
+    egress: GatewayEgress | None = None,
 ) -> dict[str, Any]:
-    """Only the operator may reach the gateway port: kernel code is arbitrary user code."""
+    """Only the operator may reach the gateway port, and gateway pods may not reach the operator or the
+    API server (GatewayEgress): kernel code is arbitrary user code."""
+    egress_rules = gateway_egress_rules(operator_namespace, operator_labels, egress or GatewayEgress())
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": gateway_labels(env_name)},
+        "policyTypes": ["Ingress"] if egress_rules is None else ["Ingress", "Egress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}},
+                        "podSelector": {"matchLabels": dict(operator_labels)},
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
+            }
+        ],
+    }
+    if egress_rules is not None:
+        spec["egress"] = egress_rules
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(env_name, namespace, gateway_name(env_name), uid),
-        "spec": {
-            "podSelector": {"matchLabels": gateway_labels(env_name)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
-                            },
-                            "podSelector": {"matchLabels": dict(operator_labels)},
-                        }
-                    ],
-                    "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}],
-                }
-            ],
-        },
+        "spec": spec,
     }

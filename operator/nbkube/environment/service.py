@@ -2,43 +2,76 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 
 from nbkube.api import Reason
 from nbkube.config import Settings
 from nbkube.environment import controller, objects
+from nbkube.environment.tokens import GatewayTokens
 from nbkube.gateways import EnvironmentSettings, GatewayRegistry
 from nbkube.kube import Kube, resource_path
 from nbkube.metrics import kernels as kernels_gauge
 from nbkube.metrics import reconcile_time, reconcile_total
 
 
+def gateway_egress(settings: Settings, api_server_url: str) -> objects.GatewayEgress:
+    """The gateway pods' egress as configured, with the API server address the operator itself uses
+    denied too when it is an IP address (in a pod: the kubernetes Service's cluster IP)."""
+    denied = list(settings.gateway_egress_denied_cidrs)
+    host = urlsplit(api_server_url).hostname or ""
+    try:
+        denied.append(str(ipaddress.ip_network(host)))
+    except ValueError:
+        pass  # a host name: only the configured addresses are denied
+    return objects.GatewayEgress(
+        allow_all=settings.gateway_egress_allow_all,
+        denied_cidrs=tuple(dict.fromkeys(denied)),
+        extra_rules=tuple(settings.gateway_egress_extra_rules),
+    )
+
+
 class EnvironmentService:
-    def __init__(self, kube: Kube, settings: Settings, registry: GatewayRegistry) -> None:
+    def __init__(
+        self, kube: Kube, settings: Settings, registry: GatewayRegistry, tokens: GatewayTokens
+    ) -> None:
         self.kube = kube
         self.settings = settings
         self.registry = registry
+        self.tokens = tokens
+        self.egress = gateway_egress(settings, kube.server)
 
     async def reconcile(self, body: kopf.Body) -> dict[str, Any]:
         name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
         uid, generation = body["metadata"]["uid"], body["metadata"].get("generation")
+        previous = body.get("status")
         started = time.monotonic()
         try:
+            controller.check_name(name)
             spec = controller.parse_spec(body.get("spec") or {})
         except controller.InvalidEnvironmentSpec as exc:
             reconcile_total.labels("notebookenvironment", "invalid").inc()
             kopf.warn(body, reason=Reason.INVALID_SPEC, message=str(exc))
-            raise kopf.PermanentError(f"{Reason.INVALID_SPEC}: {exc}") from None
+            return controller.not_ready_status(previous, generation, Reason.INVALID_SPEC, str(exc))
         await self.registry.configure(
             namespace,
             name,
             EnvironmentSettings(spec.kernel_name, spec.warm_kernels, spec.max_kernels_per_pod),
         )
         try:
-            deployment = await controller.apply_children(self.kube, self.settings, name, namespace, uid, spec)
+            deployment = await controller.apply_children(
+                self.kube, self.settings, self.tokens, self.egress, name, namespace, uid, spec
+            )
+        except controller.ChildConflict as exc:
+            reconcile_total.labels("notebookenvironment", "conflict").inc()
+            was = controller.ready_condition(previous)
+            if (was.get("reason"), was.get("message")) != (Reason.CHILD_CONFLICT, str(exc)):
+                kopf.warn(body, reason=Reason.CHILD_CONFLICT, message=str(exc))
+            return controller.not_ready_status(previous, generation, Reason.CHILD_CONFLICT, str(exc))
         except Exception:
             reconcile_total.labels("notebookenvironment", "error").inc()
             raise
@@ -48,26 +81,39 @@ class EnvironmentService:
         kopf.info(
             body, reason="Reconciled", message=f"gateway Deployment {objects.gateway_name(name)} applied"
         )
-        return self._status(name, namespace, spec, generation, deployment, body.get("status"))
+        return self._status(name, namespace, uid, spec, generation, deployment, previous)
 
     async def refresh_status(self, body: kopf.Body) -> dict[str, Any] | None:
+        """The status from the gateway Deployment; while a child's name is taken by someone else's
+        object (ChildConflict), or once the Deployment is, a full reconcile instead, so the environment
+        recovers by itself when that object goes."""
         name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+        uid = body["metadata"]["uid"]
+        if body["metadata"].get("deletionTimestamp"):
+            return None
         try:
+            controller.check_name(name)
             spec = controller.parse_spec(body.get("spec") or {})
         except controller.InvalidEnvironmentSpec:
             return None
+        previous = body.get("status") or {}
         deployment = await self.kube.get_or_none(
             resource_path("apps/v1", "deployments", namespace, objects.gateway_name(name))
         )
-        status = self._status(
-            name, namespace, spec, body["metadata"].get("generation"), deployment, body.get("status")
-        )
-        return None if _same(status, body.get("status") or {}) else status
+        conflicting = controller.ready_condition(previous).get("reason") == Reason.CHILD_CONFLICT
+        if conflicting or (deployment is not None and not objects.controlled_by(deployment, uid)):
+            status = await self.reconcile(body)
+        else:
+            status = self._status(
+                name, namespace, uid, spec, body["metadata"].get("generation"), deployment, previous
+            )
+        return None if _same(status, previous) else status
 
     def _status(
         self,
         name: str,
         namespace: str,
+        uid: str,
         spec: Any,
         generation: int | None,
         deployment: dict[str, Any] | None,
@@ -77,7 +123,8 @@ class EnvironmentService:
         kernels_gauge.labels(f"{namespace}/{name}", "busy").set(in_use)
         kernels_gauge.labels(f"{namespace}/{name}", "warm").set(warm)
         usage = controller.KernelUsage(in_use=in_use, warm=warm)
-        return controller.compute_status(name, spec, generation, deployment, previous, usage).to_api()
+        token_secret = self.tokens.secret_name(namespace, name, uid)
+        return controller.compute_status(token_secret, spec, generation, deployment, previous, usage).to_api()
 
     def forget(self, namespace: str, name: str) -> None:
         self.registry.forget_environment(namespace, name)
