@@ -60,8 +60,8 @@ bench-engine: venv ## per-cell overhead: raw ZMQ, nbclient, papermill, stock gat
 bench-operator: venv k8s-binaries ## apply-to-first-cell, 32x50 sweep, status patches, operator RSS
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) bench/bench_operator.py
 
-bench-results: venv ## results repository commits/s and fetch time
-	$(PY) bench/bench_results.py
+bench-results: venv k8s-binaries ## results repository commits/s, fetch time, authorised vs direct fetch
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) bench/bench_results.py
 
 .PHONY: helm images crds
 helm: venv ## install helm once (cached in ~/.cache/nbkube/helm) and print its path; HELM=path uses yours

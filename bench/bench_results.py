@@ -172,7 +172,7 @@ async def many_namespaces(root: Path, count: int, idle_s: float = 2.0) -> dict[s
     }
 
 
-async def main(runs: int, commits: int, namespaces: int) -> dict[str, float]:
+async def main(runs: int, commits: int, namespaces: int, authorised: bool = True) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nbkube-bench-results-") as tmp:
         root = Path(tmp) / "results"
         async with ResultsRepositories(root, fsync=False) as repositories:
@@ -199,6 +199,11 @@ async def main(runs: int, commits: int, namespaces: int) -> dict[str, float]:
                 await runner.cleanup()
         repo_mb = sum(p.stat().st_size for p in store.git_dir.rglob("*") if p.is_file()) / 1e6
         procs = await many_namespaces(Path(tmp) / "many", namespaces)
+    paths: dict[str, float] = {}
+    if authorised:
+        from _user_api_fetch import authorised_vs_direct
+
+        paths = await authorised_vs_direct()
 
     rows = [
         ("build: runs committed (16 at a time, fsync off)", f"{runs} in {build_s:.2f} s"),
@@ -220,6 +225,17 @@ async def main(runs: int, commits: int, namespaces: int) -> dict[str, float]:
             f"{procs['fds_before']}/{procs['peak_fds']}/{procs['idle_fds']}",
         ),
     ]
+    if paths:
+        rows += [
+            (
+                f"1 MiB notebook ({paths['fetch_bytes'] / 2**20:.2f} MiB): direct / authorised, median",
+                f"{paths['direct_fetch_ms']:.1f} ms / {paths['authorised_fetch_ms']:.1f} ms",
+            ),
+            (
+                "authorised / direct (target: within 2x, under 50 ms)",
+                f"{paths['authorised_over_direct']:.2f}x",
+            ),
+        ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -236,6 +252,7 @@ async def main(runs: int, commits: int, namespaces: int) -> dict[str, float]:
         "cpu_ms_per_commit_concurrent50": round(cpu_conc, 2),
         "loadavg_1m": round(os.getloadavg()[0], 1),
         **{f"namespaces_{k}": v for k, v in procs.items()},
+        **paths,
     }
 
 
@@ -246,7 +263,10 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--commits", type=int, default=200)
     parser.add_argument("--namespaces", type=int, default=200)
+    parser.add_argument(
+        "--no-authorised", dest="authorised", action="store_false", help="skip the authorised-path fetch"
+    )
     args = parser.parse_args()
-    result = asyncio.run(main(args.runs, args.commits, args.namespaces))
+    result = asyncio.run(main(args.runs, args.commits, args.namespaces, args.authorised))
     sys.stdout.flush()
     print(json.dumps(result))

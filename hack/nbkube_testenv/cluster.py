@@ -150,6 +150,10 @@ def log_tail(path: Path, lines: int = 8) -> str:
     return "\n    ".join(text[-lines:]) or "(empty log)"
 
 
+class PortTaken(ClusterError):
+    """A component could not bind the port picked for it."""
+
+
 class LocalCluster:
     """A local control plane kept in `dir`: certificates, etcd data, logs, kubeconfig and state.json."""
 
@@ -260,12 +264,21 @@ class LocalCluster:
                 return self.info()
             say(f"cleaning up a stopped or half-started cluster in {self.dir}")
             self._down(10, quiet=True)
-        try:
-            return self._start(timeout, apiserver_port, say)
-        except BaseException:
-            # Never leave a half-started cluster behind; the logs stay for inspection.
-            self._down(10, quiet=True)
-            raise
+        for attempt in range(3):
+            try:
+                return self._start(timeout, apiserver_port, say)
+            except PortTaken:
+                # A port picked free was taken before the component bound it (another process's
+                # ephemeral port): pick new ones, unless the caller chose the port.
+                self._down(10, quiet=True)
+                if apiserver_port or attempt == 2:
+                    raise
+                say("a port was taken before a component bound it: starting again on new ports")
+            except BaseException:
+                # Never leave a half-started cluster behind; the logs stay for inspection.
+                self._down(10, quiet=True)
+                raise
+        raise AssertionError("unreachable")
 
     def _start(self, timeout: float, apiserver_port: int, say) -> ClusterInfo:
         from nbkube_testenv import pki as pki_mod
@@ -325,7 +338,7 @@ class LocalCluster:
                 if not procs.is_same(rec["pid"], rec["start_time"]):
                     text = log.read_text(errors="replace") if log.exists() else ""
                     if "address already in use" in text:
-                        raise ClusterError(
+                        raise PortTaken(
                             f"{name} could not bind its port (address already in use): another process took "
                             f"it; run `make cluster-down` and `make cluster-up` again. Log {log}:\n    "
                             + log_tail(log)
