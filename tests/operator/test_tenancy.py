@@ -201,3 +201,25 @@ for port in {ports!r}:
         assert "db_password" not in printed
     finally:
         kubectl("delete", "namespace", evil, "--wait=false", check=False)
+
+
+def test_a_forged_run_name_never_reaches_the_operators_api_client(
+    tenants: dict[str, Any], cluster: Any, _session_kubectl: Any
+) -> None:  # type: ignore[no-untyped-def]
+    kubectl = _session_kubectl
+    kubectl("create", "secret", "generic", "db", "--from-literal=password=hunter2", namespace="kube-system")
+    try:
+        admin = ApiUser.admin(cluster)
+        a = tenants["a"]
+        answers = []
+        for target in ("db", "no-such-secret"):  # an existing and a missing secret answer alike
+            forged = f"..%2F..%2F..%2Fapi%2Fv1%2Fnamespaces%2Fkube-system%2Fsecrets%2F{target}"
+            status, body = admin.get(f"{paths.PREFIX}/namespaces/{a}/notebookruns/{forged}/log")
+            assert status in (400, 404), (status, body[:200])
+            assert b"hunter2" not in body
+            answers.append((status, body.replace(target.encode(), b"<name>")))
+        assert answers[0] == answers[1]
+        status, _ = admin.get(f"{paths.PREFIX}/namespaces/{a}/notebookruns/x%3Fwatch=true/log")
+        assert status in (400, 404)
+    finally:
+        kubectl("delete", "secret", "db", namespace="kube-system", check=False)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
-from nbkube.kube import InvalidName, Kube, check_name, check_namespace
+from nbkube.kube import InvalidName, Kube, KubeError, check_name, check_namespace
 from nbkube.results.http import GitGate, repository_routes
 from nbkube.run.driver import run_path
 from nbkube.run.logs import stream_events
@@ -67,7 +68,14 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.Response(status=code, text=json.dumps(body), content_type="application/json")
 
 
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 429: "TooManyRequests"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+}
 
 
 def _middlewares(api: UserApi) -> list[Any]:
@@ -107,7 +115,11 @@ async def _authorize(
 ) -> None:
     user: UserInfo = request[USER_KEY]
     res, sub = resource.split("/", 1)
-    allowed, reason = await api.authorizer.check(user, Attributes(namespace, verb, res, sub, name))
+    try:
+        allowed, reason = await api.authorizer.check(user, Attributes(namespace, verb, res, sub, name))
+    except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("user API: could not review %s's access: %s", user.name, exc)
+        raise web.HTTPServiceUnavailable(text="could not check access right now: try again") from None
     if not allowed:
         log.info("user API: %s may not %s %s %s/%s", user.name, verb, resource, namespace, name)
         raise web.HTTPForbidden(
