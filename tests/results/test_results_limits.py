@@ -92,7 +92,7 @@ async def test_the_logs_of_a_large_result_are_read_in_bounded_memory(store: Resu
     tracemalloc.start()
     try:
         seen = 0
-        async for event in _notebook_events(store.git_dir, stat[0]):
+        async for event in _notebook_events(store, stat[0]):
             if event["event"] == "output":
                 seen += 1
                 assert event["output"]["text"].startswith(f"{seen - 1}\nxxx")  # lines joined back

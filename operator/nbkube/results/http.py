@@ -218,23 +218,13 @@ async def file_response(request: web.Request, store: ResultsStore, path: str) ->
     if size <= INLINE_MAX:
         return web.Response(body=await store.read_file(path, commit), headers=headers)
     # Large spills are streamed from a one-off process instead of passing through memory.
-    proc = await asyncio.create_subprocess_exec(
-        *git_argv(store.git_dir, "cat-file", "blob", blob),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        stdin=asyncio.subprocess.DEVNULL,
-        env=git_env(),
-    )
-    assert proc.stdout is not None
     response = web.StreamResponse(headers=headers)
-    try:
+    async with store.open_blob(blob) as stream:
         await response.prepare(request)
-        while chunk := await proc.stdout.read(CHUNK):
+        while chunk := await stream.read(CHUNK):
             await response.write(chunk)
-        await response.write_eof()
-        return response
-    finally:
-        await _kill(proc)
+    await response.write_eof()
+    return response
 
 
 async def runs_response(store: ResultsStore) -> web.Response:

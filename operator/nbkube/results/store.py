@@ -86,7 +86,7 @@ import shutil
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -772,6 +772,29 @@ class ResultsStore:
         if obj is None or obj[1] != "blob":
             raise FileNotFoundError(f"{path} at {ref}")
         return obj[2]
+
+    @contextlib.asynccontextmanager
+    async def open_blob(self, blob: str) -> AsyncIterator[asyncio.StreamReader]:
+        """A blob's bytes as a stream from a one-off `git cat-file`, never held whole in memory (large
+        spills, notebooks read cell by cell). `blob` is an id `stat_file` gave."""
+        self._require_open()
+        if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", blob):
+            raise ValueError(f"invalid blob id {blob!r}")
+        proc = await asyncio.create_subprocess_exec(
+            *git_argv(self.git_dir, "cat-file", "blob", blob),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=git_env(),
+        )
+        assert proc.stdout is not None
+        try:
+            yield proc.stdout
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
 
     async def stat_file(self, path: str, ref: str = "HEAD") -> tuple[str, int] | None:
         """(blob id, size) of `path` at `ref`, or None; cheap, reads no content."""

@@ -16,7 +16,6 @@ line that does not parse (a crash tore it mid-write) is skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,7 +25,6 @@ import ijson
 import nbformat
 from nbformat.v4.rwbase import rejoin_lines
 
-from nbkube.results._git import git_argv, git_env
 from nbkube.run.driver import TERMINAL
 
 POLL_SECONDS = 0.2
@@ -107,28 +105,16 @@ async def _tail(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return entries, new_offset
 
 
-async def _notebook_events(git_dir: Path, blob: str) -> AsyncIterator[dict[str, Any]]:
-    proc = await asyncio.create_subprocess_exec(
-        *git_argv(git_dir, "cat-file", "blob", blob),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        stdin=asyncio.subprocess.DEVNULL,
-        env=git_env(),
-    )
-    assert proc.stdout is not None
-    try:
+async def _notebook_events(store: Any, blob: str) -> AsyncIterator[dict[str, Any]]:
+    """The events of a stored notebook, parsed cell by cell as git streams it (ijson)."""
+    async with store.open_blob(blob) as stream:
         index = 0
-        async for cell in ijson.items(proc.stdout, "cells.item", use_float=True):
+        async for cell in ijson.items(stream, "cells.item", use_float=True):
             # The file keeps multi-line strings as lists of lines (nbformat's split_lines): join them back.
             (cell,) = rejoin_lines(nbformat.from_dict({"cells": [cell]})).cells
             for event in _events_from_cell(index, cell):
                 yield event
             index += 1
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await proc.wait()
 
 
 async def stream_events(
@@ -190,5 +176,5 @@ async def _result_events(
         return
     if stat is None:
         return
-    async for event in _notebook_events(store.git_dir, stat[0]):
+    async for event in _notebook_events(store, stat[0]):
         yield event
