@@ -37,7 +37,7 @@ from nbkube.userapi.frontproxy import (
 from nbkube.userapi.server import UserApi, serve_user_api
 from nbkube.userapi.startup import publish_ca_bundle
 from nbkube_testenv.cluster import LocalCluster, free_port
-from nbkube_testenv.operator_process import user_api_manifests
+from nbkube_testenv.operator_process import API_SERVICE_NAME, user_api_manifests
 
 NAMESPACE = "bench"
 
@@ -103,7 +103,7 @@ async def _measure(info: Any, tmp: Path, size: int, repeat: int) -> dict[str, fl
         requestheader = parse_authentication_configmap(
             await kube.get(resource_path("v1", "configmaps", namespace, name))
         )
-        cert = ensure_serving_certificate(tmp / "tls", service_dns_names("nbkube-api", "nbkube-system"))
+        cert = ensure_serving_certificate(tmp / "tls", service_dns_names(API_SERVICE_NAME, "nbkube-system"))
         await publish_ca_bundle(kube, cert.ca_pem, logging.getLogger("bench"))
         api = UserApi(kube=kube, results=repositories, journal_dir=tmp, requestheader=requestheader)
         user_api = await serve_user_api(

@@ -65,7 +65,9 @@ def rbac_manifests(namespace: str = OPERATOR_NAMESPACE, name: str = SERVICE_ACCO
     ]
 
 
-API_SERVICE_NAME = "nbkube-api"
+# The harness's own Service for the APIService (an ExternalName, see user_api_manifests), named apart
+# from the chart's ClusterIP Service so that both can stand in a namespace a `helm install` used.
+API_SERVICE_NAME = "nbkube-api-local"
 
 
 def user_api_manifests(namespace: str = OPERATOR_NAMESPACE, port: int = 443) -> list[dict[str, Any]]:
@@ -249,7 +251,8 @@ class OperatorProcess:
         operator writes its CA into the caBundle when its user-facing API starts). An APIService a
         `helm install` of the chart made is routed here too: the chart's ClusterIP Service has no proxy
         on this cluster."""
-        routed = {"apiVersion": "v1", "kind": "List", "items": user_api_manifests(port=self.api_port)}
+        manifests = user_api_manifests(namespace=self.namespace, port=self.api_port)
+        routed = {"apiVersion": "v1", "kind": "List", "items": manifests}
         kubectl(self.info, "apply", "-f", "-", input=json.dumps(routed))
         last = ""
         while time.monotonic() < deadline:

@@ -2,8 +2,8 @@
 
 git talks to the API server (`.../namespaces/<ns>/repositories/results/git`) with the kubeconfig's own
 credentials: its CA, client certificate and key, or a bearer token (exec plugins included). They reach
-git through its environment (GIT_CONFIG_COUNT), never its command line, which `ps` shows, and are not
-written into the clone: pull again with `nbkube pull`.
+git through its environment (GIT_SSL_*, and GIT_CONFIG_COUNT for the token), never its command line,
+which `ps` shows, and are not written into the clone: pull again with `nbkube pull`.
 """
 
 from __future__ import annotations
@@ -39,20 +39,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def git_environment(kube: Kube) -> dict[str, str]:
-    """git's http.* settings for this kubeconfig's server and user, as environment variables."""
+    """git's TLS and authentication settings for this kubeconfig's server and user, as environment
+    variables: GIT_SSL_* (which win over any git config and over a GIT_SSL_CAINFO already set for other
+    servers) and the bearer token as an http.extraHeader through GIT_CONFIG_COUNT."""
     configuration = kube.api_client.configuration
-    settings: list[tuple[str, str]] = []
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     if configuration.ssl_ca_cert:
-        settings.append(("http.sslCAInfo", str(configuration.ssl_ca_cert)))
+        env["GIT_SSL_CAINFO"] = str(configuration.ssl_ca_cert)
     if not configuration.verify_ssl:
-        settings.append(("http.sslVerify", "false"))
+        env["GIT_SSL_NO_VERIFY"] = "1"
     if configuration.cert_file:
-        settings.append(("http.sslCert", str(configuration.cert_file)))
-        settings.append(("http.sslKey", str(configuration.key_file)))
+        env["GIT_SSL_CERT"] = str(configuration.cert_file)
+        env["GIT_SSL_KEY"] = str(configuration.key_file)
     token = authorization(configuration)
-    if token:
-        settings.append(("http.extraHeader", f"Authorization: {token}"))
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_COUNT": str(len(settings))}
+    settings = [("http.extraHeader", f"Authorization: {token}")] if token else []
+    env["GIT_CONFIG_COUNT"] = str(len(settings))
     for i, (key, value) in enumerate(settings):
         env[f"GIT_CONFIG_KEY_{i}"] = key
         env[f"GIT_CONFIG_VALUE_{i}"] = value

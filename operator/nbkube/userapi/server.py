@@ -195,8 +195,21 @@ def user_api_app(api: UserApi) -> web.Application:
     return app
 
 
-async def serve_user_api(api: UserApi, host: str, port: int, ssl_context: Any) -> web.AppRunner:
-    runner = web.AppRunner(user_api_app(api), access_log=None, shutdown_timeout=5.0)
+async def serve_user_api(
+    api: UserApi,
+    host: str,
+    port: int,
+    ssl_context: Any,
+    on_cleanup: Callable[[web.Application], Awaitable[None]] | None = None,
+) -> web.AppRunner:
+    app = user_api_app(api)
+    if on_cleanup is not None:
+        app.on_cleanup.append(on_cleanup)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner

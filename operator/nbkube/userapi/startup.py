@@ -64,15 +64,14 @@ async def start_user_api(
         api = UserApi(
             kube=reader, results=results, journal_dir=settings.journal_dir, requestheader=requestheader
         )
-        runner = await serve_user_api(api, settings.api_host, settings.api_port, context)
+
+        async def close_reader(app: web.Application) -> None:
+            await reader.close()
+
+        runner = await serve_user_api(api, settings.api_host, settings.api_port, context, close_reader)
     except BaseException:
         await reader.close()
         raise
-
-    async def close_reader(app: web.Application) -> None:
-        await reader.close()
-
-    runner.app.on_cleanup.append(close_reader)
     logger.info(
         "user-facing API (results, clones, logs) on :%s behind APIService %s",
         settings.api_port,
