@@ -44,29 +44,56 @@ def kubectl(info: ClusterInfo, *args: str, input: str | None = None, check: bool
     return done.stdout
 
 
-def rbac_manifests(namespace: str = OPERATOR_NAMESPACE, name: str = SERVICE_ACCOUNT) -> list[dict[str, Any]]:
-    rules = yaml.safe_load((REPO / "charts" / "nbkube" / "files" / "clusterrole-rules.yaml").read_text())
+def rbac_manifests(
+    namespace: str = OPERATOR_NAMESPACE, name: str = SERVICE_ACCOUNT, watch_namespaces: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The chart's operator RBAC for ServiceAccount namespace/name: the rules files, bound cluster-wide
+    or (watch_namespaces) by a RoleBinding in each namespace watched, the cluster-scoped rules, and the
+    built-in reader Role of the front-proxy settings in kube-system."""
+    files = REPO / "charts" / "nbkube" / "files"
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+
+    def role(role_name: str, rules_file: str) -> dict[str, Any]:
+        rules = yaml.safe_load((files / rules_file).read_text())
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role_name},
+            "rules": rules,
+        }
+
+    def binding(kind: str, binding_name: str, role_kind: str, role_name: str, ns: str | None = None) -> dict:
+        meta: dict[str, Any] = {"name": binding_name, **({"namespace": ns} if ns else {})}
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": kind,
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
+            "subjects": [subject],
+        }
+
+    namespaced = (
+        [binding("RoleBinding", f"{name}-watch", "ClusterRole", name, ns) for ns in watch_namespaces]
+        if watch_namespaces
+        else [binding("ClusterRoleBinding", name, "ClusterRole", name)]
+    )
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": name},
-            "rules": rules,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
+        role(name, "clusterrole-rules.yaml"),
+        *namespaced,
+        role(f"{name}-cluster", "cluster-scoped-rules.yaml"),
+        binding("ClusterRoleBinding", f"{name}-cluster", "ClusterRole", f"{name}-cluster"),
+        binding(
+            "RoleBinding",
+            f"{name}-authentication-reader",
+            "Role",
+            "extension-apiserver-authentication-reader",
+            "kube-system",
+        ),
     ]
 
 
-# The harness's own Service for the APIService (an ExternalName, see user_api_manifests), named apart
-# from the chart's ClusterIP Service so that both can stand in a namespace a `helm install` used.
 API_SERVICE_NAME = "nbkube-api-local"
 
 
@@ -150,6 +177,8 @@ class OperatorProcess:
     # `helm install` of the chart created.
     namespace: str = OPERATOR_NAMESPACE
     service_account: str = SERVICE_ACCOUNT
+    # The namespaces kopf watches (`--namespace=` each, as the chart's watchNamespaces); empty: all.
+    watch_namespaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._paused: list[OperatorProcess] = []
@@ -219,7 +248,7 @@ class OperatorProcess:
             "run",
             "-m",
             "nbkube.handlers",
-            "--all-namespaces",
+            *([f"--namespace={ns}" for ns in self.watch_namespaces] or ["--all-namespaces"]),
             "--standalone",
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
         ]

@@ -45,12 +45,12 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     install(helm, cluster, namespace)
     manifest = run_helm(helm, "get", "manifest", RELEASE, *helm_args(cluster, namespace)).stdout
     objects = [o for o in yaml.safe_load_all(manifest) if o]
-    assert len(objects) == 14
+    assert len(objects) == 17
     for obj in objects:
         scope = (
             []
             if obj["kind"] in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "APIService")
-            else [f"--namespace={namespace}"]
+            else [f"--namespace={obj['metadata'].get('namespace') or namespace}"]
         )
         live = json.loads(kubectl("get", obj["kind"], obj["metadata"]["name"], "-o", "json", *scope).stdout)
         assert live["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
@@ -60,6 +60,10 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     ]
     role = kubectl.json("get", "clusterrole", "nbkube")
     assert role["rules"] == yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
+    cluster_role = kubectl.json("get", "clusterrole", "nbkube-cluster")
+    assert cluster_role["rules"] == yaml.safe_load(
+        (CHART / "files" / "cluster-scoped-rules.yaml").read_text()
+    )
     key_secret = env_of(deployment["spec"]["template"]["spec"]["containers"][0])[
         "NBKUBE_GATEWAY_TOKEN_KEY_SECRET"
     ]

@@ -10,7 +10,7 @@ from nbkube_testenv.operator_rbac import operator_namespace_rbac_manifests
 
 def operator_role(objects):
     """The operator's own ClusterRole (the others are the users' roles, aggregated into view and edit)."""
-    (role,) = [r for r in by_kind(objects, "ClusterRole") if not r["metadata"]["name"].startswith("nbkube-")]
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == "nbkube"]
     return role
 
 
@@ -30,16 +30,19 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
     assert kinds == sorted(
         [
             "APIService",
-            "ClusterRole",
+            "ClusterRole",  # the operator's rights on namespaced resources
+            "ClusterRole",  # its cluster-scoped rights
             "ClusterRole",  # nbkube-view and nbkube-edit, aggregated into view, edit and admin
             "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Deployment",
             "PersistentVolumeClaim",
             "Role",
-            "RoleBinding",
+            "RoleBinding",  # the key Secret's Role
+            "RoleBinding",  # kube-system's extension-apiserver-authentication-reader
             "Service",
             "Service",
             "ServiceAccount",
@@ -55,12 +58,40 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
         assert labels["app.kubernetes.io/part-of"] == "nbkube"
 
 
+def test_watching_chosen_namespaces_binds_namespaced_rights_there_only(helm):
+    files = CHART / "files"
+    everywhere = template(helm)
+    assert [b["roleRef"]["name"] for b in by_kind(everywhere, "ClusterRoleBinding")] == [
+        "nbkube",
+        "nbkube-cluster",
+    ]
+    assert "--all-namespaces" in operator_container(everywhere)["command"]
+    scoped = template(helm, sets=["watchNamespaces={team-a,team-b}"])
+    (cluster_binding,) = by_kind(scoped, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == "nbkube-cluster"
+    watch = [b for b in by_kind(scoped, "RoleBinding") if b["metadata"]["name"] == "nbkube-watch"]
+    assert sorted(b["metadata"]["namespace"] for b in watch) == ["team-a", "team-b"]
+    assert all(
+        b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nbkube"}
+        for b in watch
+    )
+    command = operator_container(scoped)["command"]
+    assert "--all-namespaces" not in command
+    assert "--namespace=team-a" in command and "--namespace=team-b" in command
+    cluster_rules = yaml.safe_load((files / "cluster-scoped-rules.yaml").read_text())
+    (cluster_role,) = [r for r in by_kind(scoped, "ClusterRole") if r["metadata"]["name"] == "nbkube-cluster"]
+    assert cluster_role["rules"] == cluster_rules
+    # Nothing namespaced is granted cluster-wide: every cluster-scoped rule names a cluster-scoped kind.
+    cluster_scoped = {"customresourcedefinitions", "namespaces", "subjectaccessreviews", "apiservices"}
+    assert {r for rule in cluster_rules for r in rule["resources"]} <= cluster_scoped
+
+
 def test_rendered_cluster_role_rules_are_exactly_the_rules_file(helm):
     rules = yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
     objects = template(helm)
     role = operator_role(objects)
     assert role["rules"] == rules
-    binding = one(objects, "ClusterRoleBinding")
+    (binding,) = [b for b in by_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"] == "nbkube"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     account = one(objects, "ServiceAccount")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": "nbkube"}]
@@ -81,8 +112,7 @@ def test_the_operator_may_create_secrets_anywhere_but_read_only_its_key_secret(h
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [key_secret], "verbs": ["get"]}
     ]
-    binding = one(objects, "RoleBinding")
-    assert binding["metadata"]["namespace"] == "nbkube"
+    (binding,) = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["namespace"] == "nbkube"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
