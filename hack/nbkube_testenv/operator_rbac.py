@@ -20,7 +20,8 @@ def operator_namespace_rbac_manifests(
             "kind": "Role",
             "metadata": {"name": name, "namespace": namespace},
             "rules": [
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"]}
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
             ],
         },
         {

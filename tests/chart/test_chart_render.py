@@ -110,7 +110,8 @@ def test_the_operator_may_create_secrets_anywhere_but_read_only_its_key_secret(h
     key_secret = env_of(operator_container(objects))["NBKUBE_GATEWAY_TOKEN_KEY_SECRET"]
     assert key_secret == "nbkube-gateway-token-key" == Settings().gateway_token_key_secret
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [key_secret], "verbs": ["get"]}
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [key_secret], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
     ]
     (binding,) = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["namespace"] == "nbkube"]
     assert binding["roleRef"] == {

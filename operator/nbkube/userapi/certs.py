@@ -82,7 +82,9 @@ def ensure_serving_certificate(directory: Path, dns_names: tuple[str, ...]) -> S
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+            # The names are in the SANs; a common name is at most 64 characters, and a Service's DNS
+            # name in a long namespace is longer.
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nbkube-user-api")]))
             .issuer_name(ca_name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
