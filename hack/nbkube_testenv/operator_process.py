@@ -216,8 +216,14 @@ class OperatorProcess:
                 break
             except _PortTaken:
                 if attempt == 2:
+                    self.stop()
                     raise
                 self.metrics_port, self.api_port, self.health_port = free_port(), free_port(), free_port()
+            except BaseException:
+                # Never leave this one running, nor the paused ones paused: two operators at once, or
+                # none, would make every later test fail for a reason of this one.
+                self.stop()
+                raise
         if self not in _RUNNING:
             _RUNNING.append(self)
 
