@@ -555,7 +555,7 @@ class ResultsStore:
                 new_tree = tree
                 if req.record is not None:  # a run's directory is replaced as a whole
                     run_dir = TreeEntry(TREE_MODE, "tree", self._stage_files(staged, req.files))
-                    parts = [req.record.namespace, req.record.name]
+                    parts = [req.record.namespace, req.record.directory]
                     new_tree = await self._set_path(new_tree, parts, run_dir, staged)
                 for f in req.files if req.record is None else []:
                     entry = TreeEntry(BLOB_MODE, "blob", f.oid)
@@ -748,7 +748,7 @@ class ResultsStore:
             return batch_finals[uid]
         if uid in self._finals:
             return await self._final_info(uid, self._finals[uid])
-        run = await self._run_json_at(tree, req.record.namespace, req.record.name, staged)
+        run = await self._run_json_at(tree, req.record.namespace, req.record.directory, staged)
         if not run or run.get("uid") != uid or run.get("final") is not True or not self._head:
             return None
         # The writer died after moving main and before writing the final ref: find that commit, repair.
@@ -983,7 +983,7 @@ class ResultsStore:
             staged = _Staged()
             root: str | None = self._head_tree
             for run in doomed:
-                root = await self._set_path(root, [run.namespace, run.name], None, staged)
+                root = await self._set_path(root, [run.namespace, run.directory or run.name], None, staged)
             if root is not None:
                 await self._flush(staged)  # the trees must exist before _list_runs reads them back
                 staged = _Staged()
@@ -1054,10 +1054,11 @@ def _select_prunable(
     return doomed
 
 
-def _summary(ns: str, name: str, data: dict[str, Any]) -> RunSummary:
+def _summary(ns: str, directory: str, data: dict[str, Any]) -> RunSummary:
     return RunSummary(
         namespace=ns,
-        name=name,
+        name=str(data.get("name") or directory),
+        directory=directory,
         uid=str(data["uid"]),
         path=str(data.get("path", "")),
         state=str(data.get("state", "")),
