@@ -467,3 +467,25 @@ async def test_one_bad_request_in_a_batch_does_not_sink_the_others(
     assert isinstance(good, CommitInfo) and await store.find_final("0000-uid-2") == good
     assert [r.name for r in await store.list_runs()] == ["analysis-2"]
     git(store.root, "fsck", "--strict", "--no-dangling")
+
+
+async def test_a_commit_submitted_during_the_last_step_of_close_resolves(tmp_path: Path) -> None:
+    """close() drains the queue, stops the writer, then stops the git processes: a commit_run that
+    arrives in that last step must not wait forever on a writer that is gone."""
+    store = await ResultsStore(tmp_path / "results", fsync=False).open()
+    await store.commit_run(record(1), executed_notebook(), final=True)
+    release = store.release_processes
+    late: list[asyncio.Task[CommitInfo]] = []
+
+    async def release_with_a_late_commit() -> None:
+        late.append(asyncio.create_task(store.commit_run(record(2), executed_notebook(), final=True)))
+        await asyncio.sleep(0.2)  # it is prepared and submitted while close() is still running
+        await release()
+
+    store.release_processes = release_with_a_late_commit  # type: ignore[method-assign]
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await asyncio.wait_for(late[0], 5)
+    assert store.running_processes() == 0
+    async with ResultsStore(tmp_path / "results", fsync=False) as reopened:
+        assert [r.name for r in await reopened.list_runs()] == ["analysis-1"]

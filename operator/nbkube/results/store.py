@@ -277,7 +277,12 @@ class ResultsStore:
         }
 
     async def close(self) -> None:
-        """Finish the queued commits, then stop the writer and the git processes, and release the lock."""
+        """Finish the queued commits, then stop the writer and the git processes, and release the lock.
+
+        From its first step on, the store takes no new request (StoreClosedError), so nothing is queued
+        behind the writer's back; a request that still finds itself queued when the writer stops fails
+        with StoreClosedError rather than waiting forever."""
+        self._is_open = False
         if self._writer_task is not None:
             if not self._writer_task.done():
                 await self._queue.join()  # every queued commit lands before we stop
@@ -285,8 +290,12 @@ class ResultsStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
+        while not self._queue.empty():
+            left = self._queue.get_nowait()
+            self._queue.task_done()
+            if left.future is not None and not left.future.done():
+                left.future.set_exception(StoreClosedError("the results store closed before this commit"))
         await self.release_processes()
-        self._is_open = False
         fd, self._flock_fd = self._flock_fd, None
         if fd is not None:
             os.close(fd)  # releases the flock
