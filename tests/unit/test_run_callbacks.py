@@ -233,3 +233,30 @@ async def test_a_restarted_daemon_whose_kernel_is_gone_does_not_run_journaled_ce
         [{"output_type": "stream", "name": "stdout", "text": "0\n"}],
         [{"output_type": "stream", "name": "stdout", "text": "1\n"}],
     ]
+
+
+async def test_a_sweep_child_the_api_server_refuses_ends_the_sweep_invalid_spec_at_once(
+    tmp_path, events
+) -> None:
+    from nbkube.kube import KubeError
+
+    class RefusingKube(FakeKube):
+        created = 0
+
+        async def list(self, path: str, selector: str) -> list[dict[str, Any]]:
+            assert len(selector.split("=", 1)[1]) <= 63
+            return []
+
+        async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+            RefusingKube.created += 1
+            raise KubeError(422, "Invalid", 'NotebookRun "x" is invalid: spec.parameters: Too many')
+
+    svc = service(tmp_path, None)
+    svc.kube = RefusingKube()  # type: ignore[assignment]
+    run = body("s" * 253, 1, matrix={"x": [1, 2]}, parallelism=1)
+    status = await drive(svc, run)
+
+    assert (status["state"], status["reason"]) == ("Failed", "InvalidSpec")
+    assert "refused by the API server" in status["message"] and "Too many" in status["message"]
+    assert RefusingKube.created == 1
+    assert ("warn", "InvalidSpec", status["message"]) in events
