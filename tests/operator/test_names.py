@@ -75,3 +75,20 @@ def test_a_253_character_configmap_key_runs_and_the_repository_still_clones(
     assert (
         nbformat.read(dest / result["path"], as_version=4).cells[0].outputs[0]["text"] == "from a long key\n"
     )
+
+
+def test_a_sweep_whose_children_the_api_server_would_refuse_fails_invalid_spec_at_once(
+    kubectl, env_namespace
+):
+    parameters = {f"p{i}": i for i in range(120)}
+    matrix = {f"m{i}": [1, 2] if i == 0 else [1] for i in range(10)}  # children would take 130 parameters
+    kubectl.apply(run("too-many", ["x"], parameters=parameters, matrix=matrix), namespace=env_namespace)
+    status = wait_run_finished(kubectl, env_namespace, "too-many", 60)["status"]
+
+    assert (status["state"], status["reason"]) == ("Failed", "InvalidSpec"), json.dumps(status, indent=1)
+    assert "more than 128 parameters" in status["message"]
+    children = kubectl.json("get", "nbrun", "-l", "nbkube.io/sweep=too-many", namespace=env_namespace)[
+        "items"
+    ]
+    assert children == []
+    assert "InvalidSpec" in [e["reason"] for e in events(kubectl, env_namespace, "too-many")]

@@ -126,6 +126,8 @@ async def test_the_first_append_cuts_a_torn_tail_and_readers_skip_a_bad_line(tmp
     assert sorted((await journal.progress(1)).finished) == [0, 1]
     assert "line 2 is not a journal entry" in caplog.text
 
+    await journal.open()
+    assert journal_file.read_bytes().endswith(b'"index":1,"cell":{"source":"b"}}\n')
     await journal.record(1, 2, {"source": "c"})
 
     assert journal_file.read_bytes().endswith(

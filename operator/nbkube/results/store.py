@@ -10,6 +10,10 @@ class is one repository. Layout (bare; `root` is the git directory, branch `main
     <namespace>/_<dir>/...                source notebooks of a namespace's store (`add_notebook`)
     _<anything>/...                       source notebooks of a store without a namespace
 
+`<run>` is the run's name and `<notebook>` its notebook's file name, each mapped to a safe name
+(`nbkube.names.safe_component`: "_" and a hash of the name) when git or a checkout would refuse it or
+break on it (`*.lock`, a leading ".", `.git`, `git~1`, more than 255 bytes); `nbkube.json` keeps the name.
+
 Each commit_run is one commit on `main`; its message names the run and carries trailers
 (`Nbkube-Run`, `Nbkube-Run-Uid`, `Nbkube-Path`, `Nbkube-Final`, `Nbkube-Attempt`), the author is
 `nbkube (<namespace>/<run>) <<uid>@<namespace>.nbkube>`. A final commit also sets

@@ -620,6 +620,10 @@ class RunDriver:
         attachment = self.status.kernel
         assert attachment is not None
         attempt = self.status.attempt
+        with self._guard(Reason.JOURNAL_NOT_WRITTEN, "opening the journal"):
+            await self.journal.open()  # off the loop, before the first (in-line) append
+        if self._callback_failure is not None:
+            return self._callback_failure
 
         # Each step of a callback is guarded: an error fails the run (with its reason and an event)
         # instead of escaping into the engine and ending this daemon.

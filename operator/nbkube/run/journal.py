@@ -59,14 +59,22 @@ class RunJournal:
         self._output_bytes: dict[tuple[int, int], int] = {}
         self._tail_checked = False
 
+    async def open(self) -> None:
+        """Makes the journal ready for appending (in a thread): cuts a torn last line a writer killed
+        mid-line left behind. Appending calls it too, in line, if nobody did."""
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        if self._tail_checked:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cut = cut_torn_tail(self.path)
+        if cut:
+            log.warning("%s: cut a torn last line of %d bytes", self.path, cut)
+        self._tail_checked = True
+
     def _append(self, line: str) -> None:
-        if not self._tail_checked:
-            # The first write of this process: an earlier writer may have died mid-line.
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            cut = cut_torn_tail(self.path)
-            if cut:
-                log.warning("%s: cut a torn last line of %d bytes", self.path, cut)
-            self._tail_checked = True
+        self._open()  # the first write of this process: an earlier writer may have died mid-line
         with self.path.open("a", encoding="utf-8") as fh:
             # No fsync: what we guard against is the operator process dying, and a written line
             # survives that in the page cache; a per-cell fsync would double the cost of small cells.
