@@ -311,13 +311,56 @@ def test_run_record_validates_names_and_completes_the_notebook_file_name() -> No
     assert rec.notebook_path == "default/a/analysis.ipynb"
     for bad in (
         {"namespace": "a/b"},
-        {"name": ".."},
+        {"name": "a/b"},
         {"uid": "x y"},
         {"notebook": "a/b.ipynb"},
         {"namespace": "_x"},
     ):
         with pytest.raises(ValueError):
             RunRecord(**{"namespace": "default", "name": "a", "uid": "u-1", "notebook": "n", **bad})
+
+
+async def test_names_git_or_a_clone_would_refuse_are_committed_under_safe_names_and_clone(
+    store: ResultsStore, tmp_path: Path
+) -> None:
+    """A run named `nightly.lock`, a 253-character ConfigMap key as the notebook (259 bytes with
+    .ipynb), notebook names with a leading dot or spelling `.git`: all commit, `git fsck --strict`
+    finds nothing, and a stock `git clone` checks every file out."""
+    key = "k" * 253
+    cases = [
+        ("nightly.lock", "notebook.ipynb"),
+        ("long-key", key),
+        ("dot", ".hidden.ipynb"),
+        ("dotgit", ".git"),
+        ("ntfs", "GIT~1"),
+        ("x" * 253, "analysis.ipynb"),
+    ]
+    infos = []
+    for i, (name, notebook) in enumerate(cases):
+        rec = RunRecord(namespace="default", name=name, uid=f"u-{i}", notebook=notebook)
+        infos.append(await store.commit_run(rec, executed_notebook(), final=True))
+        assert await store.commit_run(rec, executed_notebook(), final=True) == infos[-1]  # idempotent
+    paths = [info.path for info in infos]
+    assert paths[0].startswith("default/nightly.lock_") and paths[0].endswith("/notebook.ipynb")
+    assert paths[1].startswith(f"default/long-key/{'k' * 200}") and paths[1].endswith(".ipynb")
+    assert paths[5] == f"default/{'x' * 253}/analysis.ipynb"
+    for path in paths:
+        assert all(len(part.encode()) <= 255 and not part.startswith(".") for part in path.split("/")), path
+        assert not path.endswith(".lock") and "/.git" not in path.lower()
+        stored = nbformat.reads((await store.read_file(path)).decode(), as_version=4)
+        assert stored.metadata["nbkube"]["run"] in {name for name, _ in cases}
+    again = RunRecord(namespace="default", name="nightly.lock", uid="u-0", notebook="notebook.ipynb")
+    assert again.notebook_path == paths[0]  # the same name maps to the same place, every time
+    listed = {r.name: r for r in await store.list_runs()}
+    assert listed["nightly.lock"].directory == paths[0].split("/")[1]
+    await asyncio.to_thread(git, store.root, "fsck", "--strict")
+    dest = tmp_path / "clone"
+    clone = await asyncio.create_subprocess_exec("git", "clone", "--quiet", str(store.root), str(dest))
+    assert await clone.wait() == 0
+    for path in paths:
+        assert (dest / path).is_file(), path
+    assert (await store.prune(keep_last=0)).removed  # mapped directories are found and removed too
+    assert await store.list_runs() == []
 
 
 def test_maintenance_cli_lists_prunes_and_checks_every_namespaces_repository(tmp_path: Path) -> None:
@@ -424,3 +467,25 @@ async def test_one_bad_request_in_a_batch_does_not_sink_the_others(
     assert isinstance(good, CommitInfo) and await store.find_final("0000-uid-2") == good
     assert [r.name for r in await store.list_runs()] == ["analysis-2"]
     git(store.root, "fsck", "--strict", "--no-dangling")
+
+
+async def test_a_commit_submitted_during_the_last_step_of_close_resolves(tmp_path: Path) -> None:
+    """close() drains the queue, stops the writer, then stops the git processes: a commit_run that
+    arrives in that last step must not wait forever on a writer that is gone."""
+    store = await ResultsStore(tmp_path / "results", fsync=False).open()
+    await store.commit_run(record(1), executed_notebook(), final=True)
+    release = store.release_processes
+    late: list[asyncio.Task[CommitInfo]] = []
+
+    async def release_with_a_late_commit() -> None:
+        late.append(asyncio.create_task(store.commit_run(record(2), executed_notebook(), final=True)))
+        await asyncio.sleep(0.2)  # it is prepared and submitted while close() is still running
+        await release()
+
+    store.release_processes = release_with_a_late_commit  # type: ignore[method-assign]
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await asyncio.wait_for(late[0], 5)
+    assert store.running_processes() == 0
+    async with ResultsStore(tmp_path / "results", fsync=False) as reopened:
+        assert [r.name for r in await reopened.list_runs()] == ["analysis-1"]

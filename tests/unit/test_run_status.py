@@ -82,6 +82,49 @@ def test_sweep_children_cover_every_combination_once_with_stable_names():
     assert children[0]["metadata"]["ownerReferences"][0]["uid"] == "uid-9"
 
 
+def test_sweep_parents_of_any_length_give_valid_distinct_child_names_and_labels():
+    import re
+
+    from nbkube.api import NotebookRunSpec
+
+    dns = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    label = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+    spec = NotebookRunSpec.model_validate(
+        {"environmentRef": {"name": "py"}, "notebook": {"cells": [{"source": "x"}]}, "matrix": {"x": [1, 2]}}
+    )
+    seen: set[str] = set()
+    for parent in ("s" * 63, "s" * 64, "s" * 253, "s" * 252 + "t", ("s.s-" * 70)[:251] + "ss"):
+        parent = parent[:253]
+        children = sweep.child_runs(parent, "team", "uid", spec)
+        for child in children:
+            name, value = child["metadata"]["name"], child["metadata"]["labels"][sweep.PARENT_LABEL]
+            assert len(name) <= 63 and dns.match(name), name
+            assert len(value) <= 63 and label.match(value), value
+            assert sweep.parent_selector(parent) == f"{sweep.PARENT_LABEL}={value}"
+            assert name not in seen
+            seen.add(name)
+    assert (
+        sweep.child_runs("s" * 63, "team", "uid", spec)[0]["metadata"]["labels"][sweep.PARENT_LABEL]
+        == "s" * 63
+    )
+
+
+def test_a_sweep_whose_children_would_take_too_many_parameters_is_invalid():
+    import pytest
+    from nbkube.api import NotebookRunSpec
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="more than 128 parameters"):
+        NotebookRunSpec.model_validate(
+            {
+                "environmentRef": {"name": "py"},
+                "notebook": {"cells": [{"source": "x"}]},
+                "parameters": {f"p{i}": i for i in range(120)},
+                "matrix": {f"m{i}": [1] for i in range(10)},
+            }
+        )
+
+
 def test_sweep_aggregate_counts_missing_children_as_pending():
     agg = sweep.aggregate(["a", "b", "c", "d"], {"a": "Succeeded", "b": "Running", "c": "Cancelled"})
     assert (agg.total, agg.succeeded, agg.running, agg.failed, agg.pending) == (4, 1, 1, 1, 1)

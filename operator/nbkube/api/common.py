@@ -55,6 +55,10 @@ class Reason(StrEnum):
     NOTEBOOK_NOT_FOUND = "NotebookNotFound"
     SWEEP_RUNNING = "SweepRunning"
     SOME_CHILDREN_FAILED = "ChildRunsFailed"
+    RESULTS_NOT_COMMITTED = "ResultsNotCommitted"
+    JOURNAL_NOT_WRITTEN = "JournalNotWritten"
+    STATUS_NOT_UPDATED = "StatusNotUpdated"
+    OPERATOR_ERROR = "OperatorError"
     # NotebookEnvironment
     GATEWAYS_READY = "GatewaysReady"
     GATEWAYS_NOT_READY = "GatewaysNotReady"

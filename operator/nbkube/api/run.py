@@ -14,6 +14,7 @@ CELL_ID_PATTERN = r"^[a-zA-Z0-9-_]+$"
 REPO_PATH_PATTERN = r"^[^/][^\\]*\.ipynb$"
 PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_SWEEP_SIZE = 256
+MAX_PARAMETERS = 128
 
 _IMMUTABLE = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]}
 
@@ -104,7 +105,7 @@ class NotebookRunSpec(ApiModel):
     notebook: NotebookSource = Field(json_schema_extra=_IMMUTABLE)
     parameters: dict[str, Any] = Field(
         default_factory=dict,
-        max_length=128,
+        max_length=MAX_PARAMETERS,
         description="Injected after the cell tagged 'parameters', as papermill does.",
         json_schema_extra=_IMMUTABLE,
     )
@@ -139,6 +140,11 @@ class NotebookRunSpec(ApiModel):
         for key, values in self.matrix.items():
             if not values:
                 raise ValueError(f"matrix.{key} must list at least one value")
+        if len({*self.parameters, *self.matrix}) > MAX_PARAMETERS:
+            raise ValueError(
+                f"parameters and matrix together name more than {MAX_PARAMETERS} parameters: "
+                "a sweep's child runs take them all as parameters"
+            )
         if self.sweep_size() > MAX_SWEEP_SIZE:
             raise ValueError(f"matrix expands to {self.sweep_size()} runs, more than {MAX_SWEEP_SIZE}")
         return self

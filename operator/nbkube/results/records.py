@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbkube.names import is_safe_component, safe_component
+
 _UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
 RUN_JSON = "nbkube.json"
@@ -18,8 +20,10 @@ class InvalidNotebookError(ValueError):
 
 
 def check_component(part: str, what: str = "path component") -> str:
-    if not part or part in (".", "..") or _BAD_NAME_CHARS.search(part) or part.endswith(".lock"):
-        raise ValueError(f"invalid {what}: {part!r}")
+    """`part` if it is a path component the repository holds as is (see `nbkube.names`), else ValueError:
+    what a user names for a path never reaches the repository unless every clone can check it out."""
+    if not is_safe_component(part):
+        raise ValueError(f"invalid {what}: {part[:300]!r}")
     return part
 
 
@@ -35,8 +39,11 @@ class RunRecord:
     """What identifies one NotebookRun attempt in the repository.
 
     `notebook` is the notebook's file name (".ipynb" is appended when missing); the executed notebook lands
-    at `<namespace>/<name>/<notebook>`. `state` is the run's state ("Running" for checkpoints,
-    "Succeeded", "Failed", "Cancelled"...), `reason` its CamelCase reason, `progress` e.g. "12/40".
+    at `<namespace>/<directory>/<notebook>`. Any name Kubernetes accepts works: `directory` is the run's
+    name, and it and `notebook` are mapped to safe names (`nbkube.names.safe_component`) when git or a
+    clone would refuse them (`*.lock`, a leading ".", more than 255 bytes...). `state` is the run's state
+    ("Running" for checkpoints, "Succeeded", "Failed", "Cancelled"...), `reason` its CamelCase reason,
+    `progress` e.g. "12/40".
     """
 
     namespace: str
@@ -52,18 +59,25 @@ class RunRecord:
 
     def __post_init__(self) -> None:
         check_component(self.namespace, "namespace")
-        check_component(self.name, "run name")
-        if self.namespace.startswith(("_", ".")) or self.name.startswith("."):
+        if not self.name or _BAD_NAME_CHARS.search(self.name):
+            raise ValueError(f"invalid run name: {self.name!r}")
+        if self.namespace.startswith(("_", ".")):
             raise ValueError(f"invalid run location {self.namespace!r}/{self.name!r}")
         if not _UID_RE.match(self.uid):
             raise ValueError(f"invalid run uid: {self.uid!r}")
+        if not self.notebook or _BAD_NAME_CHARS.search(self.notebook):
+            raise ValueError(f"invalid notebook file name: {self.notebook!r}")
         notebook = self.notebook if self.notebook.endswith(".ipynb") else f"{self.notebook}.ipynb"
-        check_component(notebook, "notebook file name")
-        object.__setattr__(self, "notebook", notebook)
+        object.__setattr__(self, "notebook", safe_component(notebook, extension=".ipynb"))
+
+    @property
+    def directory(self) -> str:
+        """The run's directory below its namespace's: its name, or a safe name standing for it."""
+        return safe_component(self.name)
 
     @property
     def run_dir(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return f"{self.namespace}/{self.directory}"
 
     @property
     def notebook_path(self) -> str:
@@ -95,7 +109,8 @@ class CommitInfo:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One run directory at a given ref, as read from its `nbkube.json`."""
+    """One run directory at a given ref, as read from its `nbkube.json`: `name` is the run's name,
+    `directory` the name of its directory (they differ for names mapped to a safe one)."""
 
     namespace: str
     name: str
@@ -109,6 +124,7 @@ class RunSummary:
     parameters: Mapping[str, Any]
     committed_at: float
     spills: Mapping[str, Mapping[str, Any]]
+    directory: str = ""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ class is one repository. Layout (bare; `root` is the git directory, branch `main
     <namespace>/_<dir>/...                source notebooks of a namespace's store (`add_notebook`)
     _<anything>/...                       source notebooks of a store without a namespace
 
+`<run>` is the run's name and `<notebook>` its notebook's file name, each mapped to a safe name
+(`nbkube.names.safe_component`: "_" and a hash of the name) when git or a checkout would refuse it or
+break on it (`*.lock`, a leading ".", `.git`, `git~1`, more than 255 bytes); `nbkube.json` keeps the name.
+
 Each commit_run is one commit on `main`; its message names the run and carries trailers
 (`Nbkube-Run`, `Nbkube-Run-Uid`, `Nbkube-Path`, `Nbkube-Final`, `Nbkube-Attempt`), the author is
 `nbkube (<namespace>/<run>) <<uid>@<namespace>.nbkube>`. A final commit also sets
@@ -277,7 +281,12 @@ class ResultsStore:
         }
 
     async def close(self) -> None:
-        """Finish the queued commits, then stop the writer and the git processes, and release the lock."""
+        """Finish the queued commits, then stop the writer and the git processes, and release the lock.
+
+        From its first step on, the store takes no new request (StoreClosedError), so nothing is queued
+        behind the writer's back; a request that still finds itself queued when the writer stops fails
+        with StoreClosedError rather than waiting forever."""
+        self._is_open = False
         if self._writer_task is not None:
             if not self._writer_task.done():
                 await self._queue.join()  # every queued commit lands before we stop
@@ -285,8 +294,12 @@ class ResultsStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
+        while not self._queue.empty():
+            left = self._queue.get_nowait()
+            self._queue.task_done()
+            if left.future is not None and not left.future.done():
+                left.future.set_exception(StoreClosedError("the results store closed before this commit"))
         await self.release_processes()
-        self._is_open = False
         fd, self._flock_fd = self._flock_fd, None
         if fd is not None:
             os.close(fd)  # releases the flock
@@ -555,7 +568,7 @@ class ResultsStore:
                 new_tree = tree
                 if req.record is not None:  # a run's directory is replaced as a whole
                     run_dir = TreeEntry(TREE_MODE, "tree", self._stage_files(staged, req.files))
-                    parts = [req.record.namespace, req.record.name]
+                    parts = [req.record.namespace, req.record.directory]
                     new_tree = await self._set_path(new_tree, parts, run_dir, staged)
                 for f in req.files if req.record is None else []:
                     entry = TreeEntry(BLOB_MODE, "blob", f.oid)
@@ -748,7 +761,7 @@ class ResultsStore:
             return batch_finals[uid]
         if uid in self._finals:
             return await self._final_info(uid, self._finals[uid])
-        run = await self._run_json_at(tree, req.record.namespace, req.record.name, staged)
+        run = await self._run_json_at(tree, req.record.namespace, req.record.directory, staged)
         if not run or run.get("uid") != uid or run.get("final") is not True or not self._head:
             return None
         # The writer died after moving main and before writing the final ref: find that commit, repair.
@@ -983,7 +996,7 @@ class ResultsStore:
             staged = _Staged()
             root: str | None = self._head_tree
             for run in doomed:
-                root = await self._set_path(root, [run.namespace, run.name], None, staged)
+                root = await self._set_path(root, [run.namespace, run.directory or run.name], None, staged)
             if root is not None:
                 await self._flush(staged)  # the trees must exist before _list_runs reads them back
                 staged = _Staged()
@@ -1054,10 +1067,11 @@ def _select_prunable(
     return doomed
 
 
-def _summary(ns: str, name: str, data: dict[str, Any]) -> RunSummary:
+def _summary(ns: str, directory: str, data: dict[str, Any]) -> RunSummary:
     return RunSummary(
         namespace=ns,
-        name=name,
+        name=str(data.get("name") or directory),
+        directory=directory,
         uid=str(data["uid"]),
         path=str(data.get("path", "")),
         state=str(data.get("state", "")),

@@ -14,7 +14,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,11 @@ class RunDriver:
             every_seconds=self.settings.checkpoint_every_seconds,
         )
         self._checkpoint_task: asyncio.Task[None] | None = None
+        # An error in a callback of the executor (journal, status, checkpoint) ends the run with this
+        # outcome: it is never raised into the engine, where it would end the daemon without a word.
+        self._callback_failure: Outcome | None = None
+        self._callback_failed = asyncio.Event()
+        self._journal_ran = False  # the journal of this attempt holds cells that ran (see _reattach)
 
     # status plumbing
 
@@ -349,12 +354,16 @@ class RunDriver:
 
         while True:
             if (early := self._interrupted()) is not None:
-                await self._commit(spec, env_spec, notebook, early)
-                return early
+                return await self._commit(spec, env_spec, notebook, early)
             outcome, executed = await self._attempt(spec, env_spec, notebook)
             if outcome is None:  # the operator is stopping; the run goes on after restart
                 return None
-            if outcome.retryable and self.status.attempt <= spec.retries and self._interrupted() is None:
+            if (
+                outcome.retryable
+                and self.status.attempt <= spec.retries
+                and self._interrupted() is None
+                and self._callback_failure is None
+            ):
                 kopf.warn(
                     self.body,
                     reason=Reason.RETRYING,
@@ -366,8 +375,7 @@ class RunDriver:
                 self._set_progress(RunState.RUNNING, Reason.RETRYING, outcome.message)
                 await self._flush()
                 continue
-            await self._commit(spec, env_spec, executed, outcome)
-            return outcome
+            return await self._commit(spec, env_spec, executed, outcome)
 
     async def _load_notebook(
         self, spec: NotebookRunSpec, env_spec: NotebookEnvironmentSpec
@@ -487,6 +495,18 @@ class RunDriver:
         resume: ResumePoint | None = None
         if self.status.kernel is not None and self.status.state == RunState.RUNNING:
             lease, start_index, resume = await self._reattach(executed)
+            if lease is None and self._journal_ran and self.status.attempt > spec.retries:
+                # Starting over would run again cells the journal says ran, and no retry is left:
+                # the run ends with what the journal kept.
+                self.status.kernel = None
+                message = (
+                    f"the kernel of attempt {self.status.attempt} is gone after the operator restarted, "
+                    f"and spec.retries={spec.retries} allows no fresh attempt"
+                )
+                return failed(Reason.KERNEL_DIED, message), executed
+            if lease is None:
+                executed = nbformat.from_dict(notebook)
+                self._init_cells(executed)
         if lease is None:
             acquired = await self._acquire(env_spec)
             if acquired is None:
@@ -542,6 +562,10 @@ class RunDriver:
             )
         except (KernelNotFound, GatewayUnavailable) as exc:
             log.info("cannot reattach %s/%s: %s", self.namespace, self.name, exc)
+        for index, cell in finished.items():
+            if index < len(executed.cells):
+                executed.cells[index] = nbformat.from_dict(cell)
+                self._mark_from_cell(index, executed.cells[index])
         if lease is None:
             kopf.warn(
                 self.body,
@@ -549,12 +573,10 @@ class RunDriver:
                 message=f"kernel {attachment.kernel_id[:8]} on {attachment.pod} "
                 "is gone after the operator restarted",
             )
-            self._init_cells(executed)
+            # What ran stays in `executed` (and the status) for a run that ends here; a fresh attempt
+            # starts from a clean copy.
+            self._journal_ran = bool(finished or in_flight)
             return None, 0, None
-        for index, cell in finished.items():
-            if index < len(executed.cells):
-                executed.cells[index] = nbformat.from_dict(cell)
-                self._mark_from_cell(index, executed.cells[index])
         if progress.replied is not None:
             # It replied ok before the next cell was sent: done, with the outputs the journal has.
             index, outputs = progress.replied
@@ -598,32 +620,45 @@ class RunDriver:
         attachment = self.status.kernel
         assert attachment is not None
         attempt = self.status.attempt
+        with self._guard(Reason.JOURNAL_NOT_WRITTEN, "opening the journal"):
+            await self.journal.open()  # off the loop, before the first (in-line) append
+        if self._callback_failure is not None:
+            return self._callback_failure
 
+        # Each step of a callback is guarded: an error fails the run (with its reason and an event)
+        # instead of escaping into the engine and ending this daemon.
         async def on_cell_start(index: int, cell: Any, msg_id: str) -> None:
-            await self.journal.started(attempt, index, msg_id)
-            attachment.cell_index = index
-            attachment.msg_id = msg_id
-            self._all_cells[index].state = "running"
-            self._refresh_cells()
-            self._publish()
+            with self._guard(Reason.JOURNAL_NOT_WRITTEN, f"journaling the start of cell {index}"):
+                await self.journal.started(attempt, index, msg_id)
+            with self._guard(Reason.STATUS_NOT_UPDATED, f"the status of cell {index}"):
+                attachment.cell_index = index
+                attachment.msg_id = msg_id
+                self._all_cells[index].state = "running"
+                self._refresh_cells()
+                self._publish()
 
         def on_output(index: int, output: dict[str, Any]) -> None:
-            self.journal.output(attempt, index, output)
+            with self._guard(Reason.JOURNAL_NOT_WRITTEN, f"journaling an output of cell {index}"):
+                self.journal.output(attempt, index, output)
 
         async def on_cell_end(index: int, result: CellResult) -> None:
             cell = notebook.cells[index]
-            earlier = self._partial_outputs.pop(index, None)
-            if earlier and result.resumed:
-                # Outputs the dead operator had already received are not replayed by the gateway.
-                cell.outputs = [nbformat.from_dict(o) for o in merge_streams(earlier + list(cell.outputs))]
             state = str(result.state)
-            if state not in (CellState.SKIPPED, CellState.PENDING):
-                await self.journal.record(attempt, index, dict(cell))
-            if result.duration_ms is not None:
-                cell_duration.labels(state).observe(result.duration_ms / 1000)
-            self._mark_from_cell(index, cell, state)
-            self._publish()
-            self._maybe_checkpoint(spec, notebook)
+            with self._guard(Reason.JOURNAL_NOT_WRITTEN, f"journaling cell {index}"):
+                earlier = self._partial_outputs.pop(index, None)
+                if earlier and result.resumed:
+                    # Outputs the dead operator had already received are not replayed by the gateway.
+                    outputs = merge_streams(earlier + list(cell.outputs))
+                    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+                if state not in (CellState.SKIPPED, CellState.PENDING):
+                    await self.journal.record(attempt, index, dict(cell))
+            with self._guard(Reason.STATUS_NOT_UPDATED, f"the status of cell {index}"):
+                if result.duration_ms is not None:
+                    cell_duration.labels(state).observe(result.duration_ms / 1000)
+                self._mark_from_cell(index, cell, state)
+                self._publish()
+            with self._guard(Reason.RESULTS_NOT_COMMITTED, f"the checkpoint after cell {index}"):
+                self._maybe_checkpoint(spec, notebook)
 
         executor = NotebookExecutor(
             lease.connection,
@@ -642,11 +677,14 @@ class RunDriver:
             asyncio.create_task(self._until_stopped()): "stopped",
             asyncio.create_task(self.cancel_requested.wait()): "cancel",
             asyncio.create_task(self.deadline_passed.wait()): "deadline",
+            asyncio.create_task(self._callback_failed.wait()): "callback",
         }
         try:
             done, _ = await asyncio.wait({execution, *stop_waiters}, return_when=asyncio.FIRST_COMPLETED)
             if execution not in done:
                 why = next(stop_waiters[t] for t in done if t in stop_waiters)
+                if why == "callback" and self.stopped and not self._deleted():
+                    why = "stopped"
                 if why == "stopped" and not self._deleted():
                     # The operator is exiting: leave the kernel running for the next operator.
                     execution.cancel()
@@ -661,12 +699,17 @@ class RunDriver:
                     execution.cancel()
                 if why == "deadline":
                     return failed(Reason.DEADLINE_EXCEEDED, "the run's deadline (timeouts.runSeconds) passed")
+                if why == "callback" and self._callback_failure is not None:
+                    return self._callback_failure
                 return cancelled()
             result = execution.result()
         except GatewayUnavailable as exc:
             return failed(Reason.GATEWAY_LOST, f"gateway pod {lease.pod} was lost: {exc}")
         except ExecutionLost as exc:
             return failed(Reason.KERNEL_DIED, str(exc))
+        except Exception as exc:  # an error of ours: it ends this run, with a word, not the daemon
+            log.exception("execution of %s/%s failed", self.namespace, self.name)
+            return failed(Reason.OPERATOR_ERROR, f"the execution failed: {type(exc).__name__}: {exc}"[:2000])
         finally:
             for task in stop_waiters:
                 task.cancel()
@@ -675,6 +718,8 @@ class RunDriver:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await execution
         self._spill = result.spill_path
+        if self._callback_failure is not None:  # e.g. the journal of the last cell, or its checkpoint
+            return self._callback_failure
         return self._outcome_of(result, spec)
 
     def _maybe_checkpoint(self, spec: NotebookRunSpec, notebook: NotebookNode) -> None:
@@ -694,13 +739,33 @@ class RunDriver:
             try:
                 info = await store.commit_run(record, snapshot, {}, final=False)
             except Exception as exc:
-                log.warning("checkpoint of %s/%s failed: %s", self.namespace, self.name, exc)
+                self._fail_run(
+                    Reason.RESULTS_NOT_COMMITTED,
+                    f"the checkpoint at {record.progress} cells was not committed: "
+                    f"{type(exc).__name__}: {exc}",
+                )
                 return
             if self.status.result is None or not self.status.result.final:
                 self.status.result = RunResult(commit=info.commit, path=info.path, final=False)
                 self._publish()
 
         self._checkpoint_task = asyncio.create_task(commit())
+
+    def _fail_run(self, reason: str, message: str) -> None:
+        """Ends the run with `reason` at the next step: the execution is stopped, what ran is committed."""
+        if self._callback_failure is None:
+            log.error("%s/%s: %s: %s", self.namespace, self.name, reason, message)
+            self._callback_failure = failed(reason, message[:2000])
+            self._callback_failed.set()
+
+    @contextlib.contextmanager
+    def _guard(self, reason: str, what: str) -> Iterator[None]:
+        """Turns an error in a callback's step into the run's failure (see `_fail_run`)."""
+        try:
+            yield
+        except Exception as exc:
+            log.exception("%s/%s: %s failed", self.namespace, self.name, what)
+            self._fail_run(reason, f"{what} failed: {type(exc).__name__}: {exc}")
 
     async def _interruptible(self, waiting: Any) -> Any:
         """Awaits `waiting` unless the run is cancelled, passes its deadline or the operator stops
@@ -750,26 +815,31 @@ class RunDriver:
         env_spec: NotebookEnvironmentSpec,
         notebook: NotebookNode,
         outcome: Outcome,
-    ) -> None:
+    ) -> Outcome:
+        """Commits the executed notebook; the run's outcome (a checkpoint that failed meanwhile fails
+        a run that would have succeeded)."""
         store = self.service.results
         if store is None:
-            return
+            return outcome
         if self._checkpoint_task is not None:
             with contextlib.suppress(Exception):
                 await self._checkpoint_task
+        if self._callback_failure is not None and outcome.state == RunState.SUCCEEDED:
+            outcome = self._callback_failure
         spill = self._spill
         spills = {"outputs.jsonl": spill} if spill is not None and spill.exists() else {}
         try:
             info = await store.commit_run(self._record(spec, outcome), notebook, spills, final=True)
         except Exception as exc:
-            kopf.warn(self.body, reason="ResultsNotCommitted", message=f"results commit failed: {exc}")
+            kopf.warn(self.body, reason=Reason.RESULTS_NOT_COMMITTED, message=f"results commit failed: {exc}")
             log.exception("results commit of %s/%s failed", self.namespace, self.name)
-            return
+            return outcome
         self.status.result = RunResult(commit=info.commit, path=info.path, final=True)
         # The result is safe; the journal goes a little later so `nbkube logs -f` followers can
         # read its last lines after they see the run end.
         self.service.remove_later(self.journal)
         kopf.info(self.body, reason="ResultsCommitted", message=f"{info.path} at {info.commit[:12]}")
+        return outcome
 
     def _record(self, spec: NotebookRunSpec, outcome: Outcome) -> Any:
         from nbkube.results import RunRecord

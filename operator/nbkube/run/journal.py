@@ -9,12 +9,45 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 MAX_OUTPUT_BYTES_PER_CELL = 4 * 1024 * 1024
+_TAIL_CHUNK = 64 * 1024
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Cuts `path` back to its last complete line (one ending in a newline); the bytes removed.
+
+    A writer killed mid-line leaves a line without its newline; whoever appends next must not glue
+    its first line to that fragment (both would be lost to every later reader).
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        end = size
+        while end > 0:
+            start = max(0, end - _TAIL_CHUNK)
+            chunk = os.pread(fd, end - start, start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            os.ftruncate(fd, end)
+        return size - end
+    finally:
+        os.close(fd)
 
 
 class RunJournal:
@@ -24,9 +57,24 @@ class RunJournal:
         # operator's /tmp), until they are committed with the result.
         self.spill_dir = directory / f"{uid}.spill"
         self._output_bytes: dict[tuple[int, int], int] = {}
+        self._tail_checked = False
+
+    async def open(self) -> None:
+        """Makes the journal ready for appending (in a thread): cuts a torn last line a writer killed
+        mid-line left behind. Appending calls it too, in line, if nobody did."""
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        if self._tail_checked:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        cut = cut_torn_tail(self.path)
+        if cut:
+            log.warning("%s: cut a torn last line of %d bytes", self.path, cut)
+        self._tail_checked = True
 
     def _append(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()  # the first write of this process: an earlier writer may have died mid-line
         with self.path.open("a", encoding="utf-8") as fh:
             # No fsync: what we guard against is the operator process dying, and a written line
             # survives that in the page cache; a per-cell fsync would double the cost of small cells.
@@ -63,12 +111,17 @@ class RunJournal:
         if not self.path.exists():
             return []
         entries = []
-        with self.path.open(encoding="utf-8") as fh:
-            for line in fh:
+        with self.path.open("rb") as fh:
+            for number, line in enumerate(fh, 1):
                 try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a torn last line from a crash mid-write: everything before it is whole
+                    entry = json.loads(line)
+                except ValueError:  # undecodable or torn (a crash mid-write): the lines around it are whole
+                    log.warning("%s: line %d is not a journal entry; skipped", self.path, number)
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("index"), int):
+                    entries.append(entry)
+                else:
+                    log.warning("%s: line %d is not a journal entry; skipped", self.path, number)
         return entries
 
     async def progress(self, attempt: int) -> JournalProgress:

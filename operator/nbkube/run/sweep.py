@@ -9,6 +9,7 @@ from typing import Any
 
 from nbkube import API_VERSION
 from nbkube.api import NotebookRunSpec, SweepStatus
+from nbkube.names import LABEL_MAX, label_value, shorten
 
 PARENT_LABEL = "nbkube.io/sweep"
 INDEX_ANNOTATION = "nbkube.io/sweep-index"
@@ -20,10 +21,17 @@ def combinations(matrix: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(matrix[k] for k in keys))]
 
 
+def parent_selector(parent: str) -> str:
+    """The label selector of a sweep's children (a parent's name may be longer than a label value)."""
+    return f"{PARENT_LABEL}={label_value(parent)}"
+
+
 def child_name(parent: str, index: int, params: dict[str, Any]) -> str:
+    """`<parent>-<index>-<params hash>`, at most 63 characters: a parent too long for that is shortened
+    with a hash of its whole name, so two sweeps whose names start alike never share a child name."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:5]
     suffix = f"-{index}-{digest}"
-    return parent[: 63 - len(suffix)].rstrip("-") + suffix
+    return shorten(parent, LABEL_MAX - len(suffix)) + suffix
 
 
 def child_runs(
@@ -44,7 +52,10 @@ def child_runs(
                 "metadata": {
                     "name": child_name(parent_name, index, combo),
                     "namespace": namespace,
-                    "labels": {PARENT_LABEL: parent_name, "app.kubernetes.io/managed-by": "nbkube"},
+                    "labels": {
+                        PARENT_LABEL: label_value(parent_name),
+                        "app.kubernetes.io/managed-by": "nbkube",
+                    },
                     "annotations": {INDEX_ANNOTATION: str(index)},
                     "ownerReferences": [
                         {

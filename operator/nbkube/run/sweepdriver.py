@@ -11,7 +11,7 @@ import kopf
 
 from nbkube import API_VERSION
 from nbkube.api import NotebookRunSpec, Reason, RunState
-from nbkube.kube import Conflict, resource_path
+from nbkube.kube import Conflict, KubeError, resource_path
 from nbkube.run import sweep
 from nbkube.run.outcome import Outcome, cancelled, failed
 
@@ -51,11 +51,22 @@ async def _started_matrix(driver: RunDriver, spec: NotebookRunSpec) -> dict[str,
     return spec.matrix
 
 
-async def _create(driver: RunDriver, child: dict) -> None:
+# What the API server answers for an object it will never accept: creating it again cannot help.
+_REFUSED = (400, 422)
+
+
+async def _create(driver: RunDriver, child: dict) -> str | None:
+    """Creates one child run; the API server's reason when it refuses the child for good, else None
+    (other errors are tried again on the next pass)."""
     try:
         await driver.kube.create(child)
     except Conflict:
         pass  # created by an earlier pass of this sweep (e.g. before an operator restart)
+    except KubeError as exc:
+        if exc.status in _REFUSED:
+            return f"child run {child['metadata']['name']} was refused by the API server: {exc.message}"
+        log.warning("%s/%s: creating a child run failed: %s", driver.namespace, driver.name, exc)
+    return None
 
 
 async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
@@ -64,7 +75,7 @@ async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
     children = sweep.child_runs(driver.name, driver.namespace, driver.uid, spec)
     names = [c["metadata"]["name"] for c in children]
     runs_path = resource_path(API_VERSION, "notebookruns", driver.namespace)
-    selector = f"{sweep.PARENT_LABEL}={driver.name}"
+    selector = sweep.parent_selector(driver.name)
     driver.status.cells_total = None
     if driver.status.state is None:
         kopf.info(
@@ -97,7 +108,10 @@ async def drive_sweep(driver: RunDriver, spec: NotebookRunSpec) -> None:
             missing = [c for c in children if c["metadata"]["name"] not in existing]
             batch = missing[: max(0, spec.parallelism - active)]
             # Created together: one at a time, API latency under load would delay the last child by seconds.
-            await asyncio.gather(*(_create(driver, child) for child in batch))
+            refused = [r for r in await asyncio.gather(*(_create(driver, c) for c in batch)) if r]
+            if refused:
+                await driver._finish(failed(Reason.INVALID_SPEC, refused[0][:2000]))
+                return
         summary = sweep.aggregate(names, {n: s for n, s in states.items() if n in existing})
         driver.status.sweep = summary
         done = summary.succeeded + summary.failed
