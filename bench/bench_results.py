@@ -191,9 +191,9 @@ async def main(runs: int, commits: int, namespaces: int, authorised: bool = True
             runner, base = await serve_results(store)
             try:
                 fetch_s, fetch_bytes = await fetch_times(base, target.path, target.commit)
-                clone_s = await clone_time(base, Path(tmp) / "clone")
+                clone_s = await clone_time(f"{base}/git", Path(tmp) / "clone")
                 partial_s = await clone_time(
-                    base, Path(tmp) / "partial", "--filter=blob:none", "--no-checkout"
+                    f"{base}/git", Path(tmp) / "partial", "--filter=blob:none", "--no-checkout"
                 )
             finally:
                 await runner.cleanup()
