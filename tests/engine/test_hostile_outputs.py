@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from engine_helpers import notebook, stream_text
 from nbformat import NotebookNode
@@ -118,19 +119,30 @@ async def test_a_300_mb_print_becomes_a_marker_with_bounded_memory(
     plus headroom), marked in the cell, the connection reset once; the cell carries on and so does the
     notebook. tracemalloc measures what the engine (this process) allocated meanwhile."""
     nb = notebook(
-        "import time\nprint('before', flush=True)\nprint('x' * 300_000_000)\ntime.sleep(1.0)\nprint('after')",
+        "import time\nprint('before', flush=True)\nprint('x' * 300_000_000)\ntime.sleep(3.0)\nprint('after')",
         "print('next')",
     )
     limits = OutputLimits(spill_dir=tmp_path)
+    process = psutil.Process()
+    rss_peak = rss_before = process.memory_info().rss
+
+    def sample(index: int, output: dict) -> None:
+        nonlocal rss_peak
+        rss_peak = max(rss_peak, process.memory_info().rss)
+
     gc.collect()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        result = await NotebookExecutor(kernel, limits=limits).execute_notebook(nb)
+        result = await NotebookExecutor(kernel, limits=limits, on_output=sample).execute_notebook(nb)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    print(f"engine tracemalloc peak while a cell printed 300 MB at once: {peak / MiB:.1f} MiB")
+    rss_peak = max(rss_peak, process.memory_info().rss)
+    print(
+        f"engine while a cell printed 300 MB at once: tracemalloc peak {peak / MiB:.1f} MiB, "
+        f"RSS growth {(rss_peak - rss_before) / MiB:.1f} MiB"
+    )
 
     first, second = result.cells
     assert first.state is CellState.SUCCEEDED and first.truncated
@@ -140,7 +152,7 @@ async def test_a_300_mb_print_becomes_a_marker_with_bounded_memory(
     assert stream_text(nb.cells[0]) == "before\nafter\n"
     assert kernel.reconnects == 1 and kernel.oversized_messages == 1
     assert second.state is CellState.SUCCEEDED and stream_text(nb.cells[1]) == "next\n"
-    assert peak < 16 * MiB
+    assert peak < 16 * MiB and rss_peak - rss_before < 64 * MiB
     nbformat.validate(nb)
 
 

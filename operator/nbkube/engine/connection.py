@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KERNEL_LOST_STATES = frozenset({"restarting", "dead"})
+SHELL_CHECK_TIMEOUT = 5.0
+"""After the reconnect that follows a refused message: how long a shell kernel_info may take."""
 _MESSAGE_SIZE = re.compile(r"Message size (\d+)")
 
 
@@ -128,6 +130,8 @@ class KernelConnection:
         self.reconnects = 0
         self.oversized_messages = 0
         """Messages refused for exceeding the client's max_msg_size."""
+        self.shell_resets = 0
+        self._shell_check: asyncio.Task[None] | None = None
         self._subscriptions: dict[str, Subscription] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -198,6 +202,7 @@ class KernelConnection:
                     self._oversized(str(frame.data))
                     self._connected.clear()
                     await self._reconnect()
+                    self._start_shell_check()
                 else:
                     log.info(
                         "websocket of kernel %s lost (%s); reconnecting", self.kernel_id, frame.type.name
@@ -270,6 +275,25 @@ class KernelConnection:
         }
         for subscription in list(self._subscriptions.values()):
             subscription.push(event)
+
+    def _start_shell_check(self) -> None:
+        if self._shell_check is None or self._shell_check.done():
+            self._shell_check = asyncio.create_task(self._check_shell(), name=f"shell-check-{self.kernel_id}")
+
+    async def _check_shell(self) -> None:
+        """The gateway sometimes leaves the websocket that replaces one closed with 1009 without shell
+        replies (iopub and control still flow; seen about once in 20 such reconnects, the old websocket
+        still being torn down). A shell kernel_info tells; without its reply in SHELL_CHECK_TIMEOUT
+        (a long-running cell delays it too), reconnect once more, which restores them."""
+        try:
+            await self.kernel_info(reply_timeout=SHELL_CHECK_TIMEOUT, channel="shell")
+        except TimeoutError:
+            if not self.closed:
+                log.warning("no shell reply from kernel %s after a reconnect; reconnecting", self.kernel_id)
+                self.shell_resets += 1
+                await self.drop_websocket()
+        except EngineError:
+            pass
 
     def _fail(self, error: BaseException) -> None:
         self._failure = error
@@ -362,6 +386,8 @@ class KernelConnection:
     async def close(self) -> None:
         """Close the websocket (the kernel keeps running; the gateway buffers for this session_id)."""
         self._closing = True
+        if self._shell_check is not None:
+            self._shell_check.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -373,7 +399,8 @@ class KernelConnection:
 
     async def drop_websocket(self, *, stay_away: float = 0.0) -> None:
         """Close the current websocket as a network failure would; the connection reconnects with the
-        same session_id after `stay_away` seconds. For tests of the reconnect path."""
+        same session_id after `stay_away` seconds. For tests of the reconnect path, and to reset a
+        websocket that stopped delivering shell replies."""
         self._stay_away_until = asyncio.get_running_loop().time() + stay_away
         if self._ws is not None:
             await self._ws.close()

@@ -204,6 +204,7 @@ class NotebookExecutor:
         watchdog_interval: float = 0.5,
         kernel_info_timeout: float = 60.0,
         pipeline: bool = True,
+        lost_reply_grace: float = 2.0,
     ) -> None:
         self.connection = connection
         self.cell_timeout = cell_timeout
@@ -216,6 +217,8 @@ class NotebookExecutor:
         self.watchdog_interval = watchdog_interval
         self.kernel_info_timeout = kernel_info_timeout
         self.pipeline = pipeline
+        self.lost_reply_grace = lost_reply_grace
+        """After a refused oversized message: how long a cell's reply may trail its probe's idle."""
         self._cancelled = False
         self._current: Subscription | None = None
         self._upcoming: tuple[int, NotebookNode] | None = None
@@ -458,6 +461,7 @@ class _CellRun:
         self.reply_lost = False
         self.saw_idle = False
         self.saw_error = False
+        self.probe_done_at: float | None = None
         self.owns_oversized = False
 
     async def send_probe(self) -> None:
@@ -538,6 +542,8 @@ class _CellRun:
                     if self.may_have_lost and parent_id(message) == self.probe_id:
                         # iopub is ordered: nothing of ours comes after the probe's status.
                         self.got_idle = True
+                        if state == "idle" and self.probe_done_at is None:
+                            self.probe_done_at = loop.time()
                     elif ours and state == "idle":
                         self.got_idle = self.saw_idle = True
                         self.timing["iopub.status.idle"] = header.get("date", "")
@@ -563,11 +569,7 @@ class _CellRun:
                         # Shell is ordered: a reply of ours not seen by now went with the old websocket.
                         # With all of our iopub seen (our idle), an error output says how it ended.
                         if not self.got_reply:
-                            self.got_reply = True
-                            if self.saw_idle:
-                                self.reply_status = "error" if self.saw_error else "ok"
-                            else:
-                                self.reply_lost = True
+                            self.reply_missing()
                         continue
                     if not self.got_reply:  # the probe overtook the resumed execution
                         raise ExecutionLost(msg_id)
@@ -596,18 +598,28 @@ class _CellRun:
         """A message over the websocket's limit was refused (the connection reconnected). It is this
         cell's unless the cell's idle came first (then it belongs to a cell after it) or an earlier
         cell took it. Either way the gateway's messages written after it on the old websocket are
-        lost, and this cell's reply or idle may be among them: the cell is over once the kernel shows
-        it is past it, by an iopub message of the cell sent ahead (checked when quiet) or, when none
-        was sent ahead, of a probe queued behind this one (its shell reply says whether ours was lost).
-        """
+        lost, and this cell's reply or idle may be among them (or every message of a cell sent ahead).
+        A probe queued behind what was sent ends the wait: its shell reply says whether our reply was
+        lost, its iopub status that nothing more of ours comes. An iopub message of the cell sent ahead
+        says the same sooner (checked when quiet: it also keeps this cell from waiting on a probe stuck
+        behind that cell's full subscription)."""
         executor = self.executor
         if not self.got_idle and event["seq"] > executor._oversized_seen:
             executor._oversized_seen = event["seq"]
             self.owns_oversized = True
             await self.outputs.message_lost(event.get("size"), event.get("limit"))
         self.may_have_lost = True
-        if self._later_execution() is None and self.probe_id is None:
+        if self.probe_id is None:
             await self.send_probe()
+
+    def reply_missing(self) -> None:
+        """Our reply will not come (the kernel is past the cell). With all of our iopub seen (our idle),
+        an error output says how the cell ended; without it the outcome is unknown."""
+        self.got_reply = True
+        if self.saw_idle:
+            self.reply_status = "error" if self.saw_error else "ok"
+        else:
+            self.reply_lost = True
 
     def _later_execution(self) -> Subscription | None:
         ahead = self.executor._sent_ahead
@@ -625,6 +637,14 @@ class _CellRun:
         executor = self.executor
         if self.may_have_lost and self.got_reply and self._kernel_is_past_us():
             self.got_idle = True  # (a cell is sent ahead only once our reply came)
+        elif (
+            self.may_have_lost
+            and not self.got_reply
+            and self.probe_done_at is not None
+            and now >= self.probe_done_at + executor.lost_reply_grace
+        ):
+            # The kernel sent our reply before it ran the probe: not here by now, it is lost.
+            self.reply_missing()
         elif self.interrupted_at is not None:
             if now >= self.interrupted_at + executor.interrupt_grace:
                 # The interrupt did not stop the cell: only a restart frees the kernel (its state is lost).
@@ -709,8 +729,8 @@ class _CellRun:
             result.error_value = (
                 f"{whose} sent a message larger than the websocket's limit of {limit} bytes; it was "
                 "refused, the connection was reset, and the kernel's messages written after it (this "
-                "cell's reply and idle among them) were lost, so whether the cell raised is unknown. "
-                "The kernel finished the cell and is still running."
+                "cell's reply among them) were lost, so whether the cell raised is unknown. The kernel "
+                "is past the cell and still running."
             )
             tags = self.cell.get("metadata", {}).get("tags", [])
             result.error_allowed = executor.allow_errors or RAISES_TAG in tags

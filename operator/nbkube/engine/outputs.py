@@ -479,8 +479,8 @@ class CellOutputs:
             )
             refused = (
                 f" {self.lost_messages} message(s) of {self.lost_bytes} bytes in all exceeded the "
-                f"websocket's limit of {self.message_limit} bytes: refused unread (not in the spill), "
-                "the connection was reset."
+                f"websocket's limit of {self.message_limit} bytes: refused unread (not in the spill); "
+                "the connection was reset, and what the gateway sent right after may be lost too."
                 if self.lost_messages
                 else ""
             )
