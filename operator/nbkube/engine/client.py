@@ -16,6 +16,7 @@ from nbkube.engine.errors import (
     KernelLimitReached,
     KernelNotFound,
 )
+from nbkube.engine.outputs import message_limit
 
 if TYPE_CHECKING:
     from nbkube.engine.connection import KernelConnection
@@ -48,6 +49,11 @@ class GatewayClient:
     Use as `async with GatewayClient(url, token) as client:`. Every request is bounded by
     request_timeout; an unreachable gateway raises GatewayUnavailable, a wrong token
     AuthenticationError.
+
+    max_msg_size bounds one websocket message (by default message_limit() of the default OutputLimits:
+    the cell cap plus headroom). With other caps, pass message_limit(limits). A larger message is refused
+    before it is buffered: the connection reports it to the running cell, which marks its output, and
+    reconnects.
     """
 
     def __init__(
@@ -58,14 +64,14 @@ class GatewayClient:
         request_timeout: float = 30.0,
         reconnect_timeout: float = 10.0,
         heartbeat: float | None = 10.0,
-        max_msg_size: int = 256 * 1024 * 1024,
+        max_msg_size: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.request_timeout = request_timeout
         self.reconnect_timeout = reconnect_timeout
         self.heartbeat = heartbeat
-        self.max_msg_size = max_msg_size
+        self.max_msg_size = max_msg_size if max_msg_size is not None else message_limit()
         self._session: aiohttp.ClientSession | None = None
 
     @property

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -30,6 +31,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KERNEL_LOST_STATES = frozenset({"restarting", "dead"})
+SHELL_CHECK_TIMEOUT = 5.0
+"""After the reconnect that follows a refused message: how long a shell kernel_info may take."""
+_MESSAGE_SIZE = re.compile(r"Message size (\d+)")
+
+
+def _too_big(frame: aiohttp.WSMessage) -> bool:
+    error = frame.data
+    return isinstance(error, aiohttp.WebSocketError) and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 
 
 class Subscription:
@@ -103,6 +112,12 @@ class KernelConnection:
     When the websocket drops, it is reopened with the same session_id so the gateway replays what it
     buffered; if that fails within the client's reconnect_timeout, subscriptions fail with
     GatewayUnavailable (KernelNotFound if the kernel is gone, AuthenticationError if the token is refused).
+
+    A message larger than the client's max_msg_size is refused from its frame header (nothing of it is
+    buffered) and the websocket closes with 1009. Every subscription then gets
+    `{"nbkube": "oversized", "seq": n, "size": bytes, "limit": max_msg_size}` and the connection
+    reconnects. The gateway does not send the refused message again: it was taken off its replay buffer
+    before it was written (replays happen once), but what it wrote after it on the dead websocket is lost.
     """
 
     def __init__(self, client: GatewayClient, kernel_id: str, session_id: str | None = None) -> None:
@@ -113,6 +128,10 @@ class KernelConnection:
         """The kernel process's own session id (from its messages); it changes when the kernel restarts."""
         self.kernel_lost_events = 0
         self.reconnects = 0
+        self.oversized_messages = 0
+        """Messages refused for exceeding the client's max_msg_size."""
+        self.shell_resets = 0
+        self._shell_check: asyncio.Task[None] | None = None
         self._subscriptions: dict[str, Subscription] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -179,6 +198,11 @@ class KernelConnection:
                     await self._deliver(decode_v1(frame.data) if self._v1 else decode_binary(frame.data))
                 elif self._closing:
                     return
+                elif frame.type is aiohttp.WSMsgType.ERROR and _too_big(frame):
+                    self._oversized(str(frame.data))
+                    self._connected.clear()
+                    await self._reconnect()
+                    self._start_shell_check()
                 else:
                     log.info(
                         "websocket of kernel %s lost (%s); reconnecting", self.kernel_id, frame.type.name
@@ -232,6 +256,44 @@ class KernelConnection:
             self.kernel_lost_events += 1
             for subscription in list(self._subscriptions.values()):
                 subscription.push(message)
+
+    def _oversized(self, reason: str) -> None:
+        self.oversized_messages += 1
+        found = _MESSAGE_SIZE.search(reason)
+        limit = self.client.max_msg_size
+        log.warning(
+            "kernel %s sent a message over the websocket limit of %d bytes (%s); reconnecting",
+            self.kernel_id,
+            limit,
+            reason,
+        )
+        event = {
+            "nbkube": "oversized",
+            "seq": self.oversized_messages,
+            "size": int(found.group(1)) if found else None,
+            "limit": limit,
+        }
+        for subscription in list(self._subscriptions.values()):
+            subscription.push(event)
+
+    def _start_shell_check(self) -> None:
+        if self._shell_check is None or self._shell_check.done():
+            self._shell_check = asyncio.create_task(self._check_shell(), name=f"shell-check-{self.kernel_id}")
+
+    async def _check_shell(self) -> None:
+        """The gateway sometimes leaves the websocket that replaces one closed with 1009 without shell
+        replies (iopub and control still flow; seen about once in 20 such reconnects, the old websocket
+        still being torn down). A shell kernel_info tells; without its reply in SHELL_CHECK_TIMEOUT
+        (a long-running cell delays it too), reconnect once more, which restores them."""
+        try:
+            await self.kernel_info(reply_timeout=SHELL_CHECK_TIMEOUT, channel="shell")
+        except TimeoutError:
+            if not self.closed:
+                log.warning("no shell reply from kernel %s after a reconnect; reconnecting", self.kernel_id)
+                self.shell_resets += 1
+                await self.drop_websocket()
+        except EngineError:
+            pass
 
     def _fail(self, error: BaseException) -> None:
         self._failure = error
@@ -324,6 +386,8 @@ class KernelConnection:
     async def close(self) -> None:
         """Close the websocket (the kernel keeps running; the gateway buffers for this session_id)."""
         self._closing = True
+        if self._shell_check is not None:
+            self._shell_check.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
@@ -335,7 +399,8 @@ class KernelConnection:
 
     async def drop_websocket(self, *, stay_away: float = 0.0) -> None:
         """Close the current websocket as a network failure would; the connection reconnects with the
-        same session_id after `stay_away` seconds. For tests of the reconnect path."""
+        same session_id after `stay_away` seconds. For tests of the reconnect path, and to reset a
+        websocket that stopped delivering shell replies."""
         self._stay_away_until = asyncio.get_running_loop().time() + stay_away
         if self._ws is not None:
             await self._ws.close()

@@ -204,6 +204,7 @@ class NotebookExecutor:
         watchdog_interval: float = 0.5,
         kernel_info_timeout: float = 60.0,
         pipeline: bool = True,
+        lost_reply_grace: float = 2.0,
     ) -> None:
         self.connection = connection
         self.cell_timeout = cell_timeout
@@ -216,12 +217,16 @@ class NotebookExecutor:
         self.watchdog_interval = watchdog_interval
         self.kernel_info_timeout = kernel_info_timeout
         self.pipeline = pipeline
+        self.lost_reply_grace = lost_reply_grace
+        """After a refused oversized message: how long a cell's reply may trail its probe's idle."""
         self._cancelled = False
         self._current: Subscription | None = None
         self._upcoming: tuple[int, NotebookNode] | None = None
         self._sent_ahead: _SentAhead | None = None
         # Kernel deaths the gateway reported on this connection before our cells (see _run).
         self._lost_events_seen = connection.kernel_lost_events
+        # The last oversized-message event a cell took as its own (every subscription gets each one).
+        self._oversized_seen = connection.oversized_messages
 
     # -- control ---------------------------------------------------------------------------------------
 
@@ -408,7 +413,7 @@ class NotebookExecutor:
     ) -> None:
         final = await outputs.finish()
         result.output_bytes = outputs.total
-        result.truncated = outputs.truncated
+        result.truncated = outputs.incomplete
         cell.outputs = final
         cell.execution_count = result.execution_count
         cell.metadata["execution"] = timing
@@ -450,6 +455,14 @@ class _CellRun:
         self.probe_id: str | None = None
         self.watchdog: asyncio.Task[None] | None = None
         self.aliases: list[str] = []
+        self.may_have_lost = False
+        """A message over the websocket's limit was refused while this cell ran: what the gateway wrote
+        after it went with the old websocket, so the cell's own reply or idle may never come."""
+        self.reply_lost = False
+        self.saw_idle = False
+        self.saw_error = False
+        self.probe_done_at: float | None = None
+        self.owns_oversized = False
 
     async def send_probe(self) -> None:
         """An empty silent execution queued behind the resumed one: its reply arriving first means the
@@ -512,6 +525,9 @@ class _CellRun:
             if event == "kernel_died":
                 self.kernel_died(message["reason"])
                 return
+            if event == "oversized":
+                await self.on_oversized(message)
+                continue
             header = message["header"]
             msg_type = header["msg_type"]
             channel = message.get("channel")
@@ -523,8 +539,13 @@ class _CellRun:
                     if state in KERNEL_LOST_STATES:
                         self.kernel_died(f"the gateway reported the kernel {state}")
                         return
-                    if ours and state == "idle":
+                    if self.may_have_lost and parent_id(message) == self.probe_id:
+                        # iopub is ordered: nothing of ours comes after the probe's status.
                         self.got_idle = True
+                        if state == "idle" and self.probe_done_at is None:
+                            self.probe_done_at = loop.time()
+                    elif ours and state == "idle":
+                        self.got_idle = self.saw_idle = True
                         self.timing["iopub.status.idle"] = header.get("date", "")
                     elif ours and state == "busy":
                         self.kernel_session = header.get("session")
@@ -538,11 +559,18 @@ class _CellRun:
                 else:
                     output = await self.outputs.handle(message)
                     if msg_type == "error":
+                        self.saw_error = True
                         self.note_error(content)
                     if output is not None:
                         await _call(executor.on_output, self.index, output)
             elif channel == "shell" and msg_type == "execute_reply":
-                if not ours:
+                if not ours:  # the probe's reply: the kernel is past our execution
+                    if self.may_have_lost:
+                        # Shell is ordered: a reply of ours not seen by now went with the old websocket.
+                        # With all of our iopub seen (our idle), an error output says how it ended.
+                        if not self.got_reply:
+                            self.reply_missing()
+                        continue
                     if not self.got_reply:  # the probe overtook the resumed execution
                         raise ExecutionLost(msg_id)
                     continue
@@ -566,9 +594,58 @@ class _CellRun:
                 await self.connection.send("stdin", "input_reply", {"value": ""}, parent=header)
         self.settle()
 
+    async def on_oversized(self, event: dict[str, Any]) -> None:
+        """A message over the websocket's limit was refused (the connection reconnected). It is this
+        cell's unless the cell's idle came first (then it belongs to a cell after it) or an earlier
+        cell took it. Either way the gateway's messages written after it on the old websocket are
+        lost, and this cell's reply or idle may be among them (or every message of a cell sent ahead).
+        A probe queued behind what was sent ends the wait: its shell reply says whether our reply was
+        lost, its iopub status that nothing more of ours comes. An iopub message of the cell sent ahead
+        says the same sooner (checked when quiet: it also keeps this cell from waiting on a probe stuck
+        behind that cell's full subscription)."""
+        executor = self.executor
+        if not self.got_idle and event["seq"] > executor._oversized_seen:
+            executor._oversized_seen = event["seq"]
+            self.owns_oversized = True
+            await self.outputs.message_lost(event.get("size"), event.get("limit"))
+        self.may_have_lost = True
+        if self.probe_id is None:
+            await self.send_probe()
+
+    def reply_missing(self) -> None:
+        """Our reply will not come (the kernel is past the cell). With all of our iopub seen (our idle),
+        an error output says how the cell ended; without it the outcome is unknown."""
+        self.got_reply = True
+        if self.saw_idle:
+            self.reply_status = "error" if self.saw_error else "ok"
+        else:
+            self.reply_lost = True
+
+    def _later_execution(self) -> Subscription | None:
+        ahead = self.executor._sent_ahead
+        if ahead is None or ahead.index == self.index:
+            return None
+        return self.connection._subscriptions.get(ahead.msg_id)
+
+    def _kernel_is_past_us(self) -> bool:
+        """Whether the cell sent ahead has iopub messages waiting: iopub is ordered, so nothing of ours
+        comes after them."""
+        later = self._later_execution()
+        return later is not None and any(m.get("channel") == "iopub" for m in later._items)
+
     async def on_quiet(self, now: float, start: float, deadline: float | None) -> None:
         executor = self.executor
-        if self.interrupted_at is not None:
+        if self.may_have_lost and self.got_reply and self._kernel_is_past_us():
+            self.got_idle = True  # (a cell is sent ahead only once our reply came)
+        elif (
+            self.may_have_lost
+            and not self.got_reply
+            and self.probe_done_at is not None
+            and now >= self.probe_done_at + executor.lost_reply_grace
+        ):
+            # The kernel sent our reply before it ran the probe: not here by now, it is lost.
+            self.reply_missing()
+        elif self.interrupted_at is not None:
             if now >= self.interrupted_at + executor.interrupt_grace:
                 # The interrupt did not stop the cell: only a restart frees the kernel (its state is lost).
                 await executor.connection.client.restart_kernel(self.connection.kernel_id)
@@ -615,9 +692,11 @@ class _CellRun:
                 return
 
     def note_error(self, content: dict[str, Any]) -> None:
-        self.result.error_name = content.get("ename")
-        self.result.error_value = content.get("evalue")
-        self.result.traceback_summary = summarize_traceback(content.get("traceback") or [])
+        ename, evalue, traceback = content.get("ename"), content.get("evalue"), content.get("traceback")
+        self.result.error_name = None if ename is None else str(ename)[:SUMMARY_CHARS]
+        self.result.error_value = None if evalue is None else str(evalue)[:SUMMARY_CHARS]
+        lines = [str(line) for line in traceback] if isinstance(traceback, list) else []
+        self.result.traceback_summary = summarize_traceback(lines)
 
     def kernel_died(self, reason: str) -> None:
         result = self.result
@@ -642,6 +721,19 @@ class _CellRun:
             result.state = CellState.CANCELLED
         elif self.final_state is CellState.KERNEL_DIED:
             self.kernel_died("the kernel disappeared while interrupting")
+        elif self.reply_lost:
+            limit = self.connection.client.max_msg_size
+            whose = "this cell" if self.owns_oversized else "an earlier cell"
+            result.state = CellState.FAILED
+            result.error_name = "OutputTooLarge"
+            result.error_value = (
+                f"{whose} sent a message larger than the websocket's limit of {limit} bytes; it was "
+                "refused, the connection was reset, and the kernel's messages written after it (this "
+                "cell's reply among them) were lost, so whether the cell raised is unknown. The kernel "
+                "is past the cell and still running."
+            )
+            tags = self.cell.get("metadata", {}).get("tags", [])
+            result.error_allowed = executor.allow_errors or RAISES_TAG in tags
         elif self.reply_status in ("error", "aborted"):
             result.state = CellState.FAILED
             if self.reply_status == "aborted" and result.error_name is None:

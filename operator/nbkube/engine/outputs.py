@@ -1,11 +1,21 @@
 """Kernel messages to nbformat v4 outputs, with byte caps, a truncation marker and a bounded spill.
 
-Caps count UTF-8 bytes of stream text and of every mime value of rich outputs (base64 for images).
-Once a cell passes its cap, or the notebook passes its cap, the cell's further outputs are dropped from
-the notebook (error outputs excepted: they are kept, their traceback capped) and a stderr stream marker
-says how much was dropped and where it went. Every output of a truncated cell, from its first one, is
-written to the spill as JSON lines `{"index": i, "cell_id": id, "output": {...}}`, so nothing is lost
-silently; the spill has its own cap, past which even the spill drops (and says so in the marker).
+Caps count UTF-8 bytes of stream text, of every mime value of rich outputs (base64 for images), of
+display updates (what an update adds to every output showing that display), and of errors (ename,
+evalue and traceback). Once a cell passes its cap, or the notebook passes its cap, the cell's further
+outputs are dropped from the notebook and a stderr stream marker says how much was dropped and where
+it went. Errors stay visible past the cap in a short form (ERROR_SUMMARY_BYTES each, at most
+ERROR_ALLOWANCE per cell, counted too). Every output of a truncated cell, from its first one, is
+written to the spill as JSON lines `{"index": i, "cell_id": id, "output": {...}}` (a display update
+that did not fit also carries `"update_display_id"`), so nothing is lost silently; the spill has its
+own cap, past which even the spill drops (and says so in the marker).
+
+A message larger than the websocket's limit (message_limit: the cell cap plus headroom) never reaches
+the engine: the connection reports it and the cell's marker says so (it is not in the spill either).
+
+Every output is checked against nbformat's output schema as it arrives (check_bundle and friends: cheap
+type checks, no schema validator); an invalid one is replaced by a stderr marker saying what was
+dropped, so the cell's outputs always validate.
 """
 
 from __future__ import annotations
@@ -26,6 +36,12 @@ Output = dict[str, Any]
 
 TRACEBACK_CAP = 64 * 1024
 MARKER_KEY = "nbkube_truncated"
+ERROR_SUMMARY_BYTES = 8 * 1024
+"""An error kept past the cap: its ename, evalue and traceback tail cut to about this many bytes."""
+ERROR_ALLOWANCE = 64 * 1024
+"""What the short errors kept past a cell's cap may add to it, in all."""
+MESSAGE_HEADROOM = 1024 * 1024
+"""What a websocket message may carry beyond a cell's cap: its envelope and JSON escaping."""
 
 
 @dataclass(frozen=True)
@@ -37,35 +53,158 @@ class OutputLimits:
     """Where the spill file goes; a fresh temporary directory when None."""
 
 
+def message_limit(limits: OutputLimits | None = None) -> int:
+    """The websocket's max message size for these caps (GatewayClient's max_msg_size): the cell cap, a
+    quarter more for JSON escaping, and MESSAGE_HEADROOM. An output that fits the cap always fits a
+    message; a larger message is refused by the websocket before it is buffered."""
+    cell = (limits or OutputLimits()).cell_bytes
+    return cell + cell // 4 + MESSAGE_HEADROOM
+
+
 def text_bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def _value_bytes(value: Any) -> int:
+    if type(value) is str:
+        return text_bytes(value)
+    if isinstance(value, list) and all(type(v) is str for v in value):
+        return sum(map(text_bytes, value))
+    return text_bytes(json.dumps(value))
+
+
+def bundle_bytes(data: dict[str, Any]) -> int:
+    return sum(_value_bytes(value) for value in data.values())
 
 
 def output_bytes(output: Output) -> int:
     kind = output["output_type"]
     if kind == "stream":
-        text = output["text"]
-        return sum(map(text_bytes, text)) if isinstance(text, list) else text_bytes(text)
+        return _value_bytes(output["text"])
     if kind == "error":
-        return sum(text_bytes(line) for line in output.get("traceback", ())) + text_bytes(
-            output.get("evalue", "")
+        return (
+            text_bytes(output["ename"])
+            + text_bytes(output["evalue"])
+            + sum(text_bytes(line) for line in output["traceback"])
         )
-    total = 0
-    for value in output.get("data", {}).values():
-        total += text_bytes(value) if isinstance(value, str) else text_bytes(json.dumps(value))
-    return total
+    return bundle_bytes(output.get("data", {}))
 
 
-def cap_traceback(lines: list[str]) -> list[str]:
+def cap_traceback(lines: list[str], cap: int = TRACEBACK_CAP) -> list[str]:
     kept: list[str] = []
     size = 0
     for line in reversed(lines):  # the last lines say what went wrong
         size += text_bytes(line)
-        if size > TRACEBACK_CAP:
+        if size > cap:
             kept.append("[nbkube: traceback truncated]")
             break
         kept.append(line)
     return kept[::-1]
+
+
+def cut_text(text: str, cap: int) -> str:
+    """text cut to at most about `cap` bytes, saying so."""
+    if text_bytes(text) <= cap:
+        return text
+    head = text.encode("utf-8")[:cap].decode("utf-8", "ignore")
+    return f"{head}… [nbkube: cut, {text_bytes(text)} bytes in all]"
+
+
+def summarize_error(output: Output) -> Output:
+    """The short form of an error kept past the cap (at most about ERROR_SUMMARY_BYTES)."""
+    quarter = ERROR_SUMMARY_BYTES // 4
+    return nbformat.from_dict(
+        {
+            "output_type": "error",
+            "ename": cut_text(output["ename"], 256),
+            "evalue": cut_text(output["evalue"], quarter),
+            "traceback": cap_traceback(output["traceback"], ERROR_SUMMARY_BYTES - quarter - 512),
+        }
+    )
+
+
+# -- the output schema, checked as outputs arrive -----------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def is_json_mime(mime: str) -> bool:
+    """The mime types whose value may be any JSON (nbformat: ^application/(.*\\+)?json$)."""
+    return mime.startswith("application/") and (mime == "application/json" or mime.endswith("+json"))
+
+
+def _is_multiline(value: Any) -> bool:
+    return type(value) is str or (isinstance(value, list) and all(type(v) is str for v in value))
+
+
+def check_bundle(data: Any) -> str | None:
+    """None when `data` is a valid mime bundle, else what is wrong with it."""
+    if not isinstance(data, dict):
+        return f"data is {_kind(data)}, not an object"
+    for mime, value in data.items():
+        if type(value) is str or is_json_mime(mime) or _is_multiline(value):
+            continue
+        return f"data[{mime!r}] is {_kind(value)}, not a string or a list of strings"
+    return None
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, list):
+        return "".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+def build_output(msg_type: str, content: dict[str, Any]) -> tuple[Output | None, str | None]:
+    """The nbformat output of an iopub message (None for other message types), and what was wrong
+    with it when it cannot be one (then the output is None). Errors are coerced, not dropped: a
+    non-string ename or evalue becomes its str(), traceback lines likewise."""
+    if msg_type == "stream":
+        name, text = content.get("name"), content.get("text")
+        if type(name) is not str:
+            return None, f"stream name is {_kind(name)}, not a string"
+        if type(text) is not str:
+            if not _is_multiline(text):
+                return None, f"stream text is {_kind(text)}, not a string"
+            text = "".join(text)
+        return {"output_type": "stream", "name": name, "text": text}, None
+    if msg_type in ("display_data", "execute_result"):
+        data = content.get("data", {})
+        problem = check_bundle(data)
+        if problem is not None:
+            return None, problem
+        output: Output = {
+            "output_type": msg_type,
+            "data": data,
+            "metadata": _metadata(content.get("metadata")),
+        }
+        if msg_type == "execute_result":
+            count = content.get("execution_count")
+            output["execution_count"] = count if type(count) is int and count >= 0 else None
+        return output, None
+    if msg_type == "error":
+        traceback = content.get("traceback") or []
+        if not isinstance(traceback, list):
+            traceback = [traceback]
+        return {
+            "output_type": "error",
+            "ename": _strings(content.get("ename", "")),
+            "evalue": _strings(content.get("evalue", "")),
+            "traceback": cap_traceback([line if type(line) is str else str(line) for line in traceback]),
+        }, None
+    return None, None
+
+
+def invalid_marker(msg_type: str, problem: str) -> Output:
+    text = f"[nbkube: dropped an invalid {msg_type} output from the kernel: {problem}]\n"
+    return nbformat.from_dict({"output_type": "stream", "name": "stderr", "text": text})
 
 
 class Spill:
@@ -87,8 +226,8 @@ class Spill:
     def full(self) -> bool:
         return self.written + self._buffered >= self.limit
 
-    async def write(self, index: int, cell_id: str, output: Output) -> None:
-        line = json.dumps({"index": index, "cell_id": cell_id, "output": output}) + "\n"
+    async def write(self, index: int, cell_id: str, output: Output, **extra: Any) -> None:
+        line = json.dumps({"index": index, "cell_id": cell_id, "output": output, **extra}) + "\n"
         size = text_bytes(line)
         if self.written + self._buffered + size > self.limit:
             self.dropped += size
@@ -128,8 +267,8 @@ class NotebookBudget:
         self.limits = limits
         self.kept = 0
         self.spill = Spill(limits.spill_dir, limits.spill_bytes)
-        # display_id -> outputs showing it, across cells (update_display_data may target any cell).
-        self.displays: dict[str, list[Output]] = {}
+        # display_id -> (cell, output) showing it, across cells (update_display_data may target any cell).
+        self.displays: dict[str, list[tuple[CellOutputs, Output]]] = {}
 
 
 class CellOutputs:
@@ -144,9 +283,22 @@ class CellOutputs:
         self.total = 0
         self.truncated = False
         self.marker: Output | None = None
+        self.errors_kept_past_cap = 0
+        self.invalid = 0
+        """Outputs replaced by a marker for not fitting nbformat's schema."""
+        self.updates_dropped = 0
+        self.lost_messages = 0
+        self.lost_bytes = 0
+        self.message_limit: int | None = None
         self._clear_pending = False
+        self._display_ids: set[str] = set()
         # Stream text accumulates as chunks (joined at finish) so merging stays linear.
         self._stream_chunks: dict[int, list[str]] = {}
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether something of the cell's output is not in the notebook (the marker says what)."""
+        return self.truncated or bool(self.updates_dropped or self.lost_messages)
 
     def _remaining(self) -> int:
         limits = self.budget.limits
@@ -157,6 +309,8 @@ class CellOutputs:
         self.budget.kept += size
 
     async def _start_truncation(self) -> None:
+        if self.truncated:
+            return
         self.truncated = True
         for output in self.outputs:
             await self.budget.spill.write(self.index, self.cell_id, self._materialize(output))
@@ -168,10 +322,28 @@ class CellOutputs:
         return output
 
     def _clear(self) -> None:
+        if self._display_ids:
+            displays = self.budget.displays
+            for display_id in self._display_ids:
+                shown = [entry for entry in displays.get(display_id, ()) if entry[0] is not self]
+                if shown:
+                    displays[display_id] = shown
+                else:
+                    displays.pop(display_id, None)
+            self._display_ids.clear()
         self.outputs.clear()
         self._stream_chunks.clear()
         self.budget.kept -= self.kept
         self.kept = 0
+
+    async def message_lost(self, size: int | None, limit: int | None) -> None:
+        """A message of this cell was larger than the websocket's limit: the connection refused it
+        unread (and reconnected). Counted and marked (it is not in the spill); the cell's later outputs
+        are kept as usual."""
+        self.lost_messages += 1
+        self.lost_bytes += size or 0
+        self.total += size or 0
+        self.message_limit = limit
 
     async def handle(self, message: Message) -> Output | None:
         """Apply one iopub message; returns the new output (a stream chunk for streams) or None."""
@@ -184,57 +356,90 @@ class CellOutputs:
                 self._clear()
             return None
         if msg_type == "update_display_data":
-            display_id = content.get("transient", {}).get("display_id")
-            for output in self.budget.displays.get(display_id, ()):
-                output["data"] = content.get("data", {})
-                output["metadata"] = content.get("metadata", {})
-            return None
-        if msg_type == "stream":
-            output: Output = {"output_type": "stream", "name": content["name"], "text": content["text"]}
-        elif msg_type in ("display_data", "execute_result"):
-            output = {
-                "output_type": msg_type,
-                "data": content.get("data", {}),
-                "metadata": content.get("metadata", {}),
-            }
-            if msg_type == "execute_result":
-                output["execution_count"] = content.get("execution_count")
-        elif msg_type == "error":
-            output = {
-                "output_type": "error",
-                "ename": content.get("ename", ""),
-                "evalue": content.get("evalue", ""),
-                "traceback": cap_traceback(content.get("traceback", [])),
-            }
-        else:
-            return None
-        output = nbformat.from_dict(output)
+            return await self._update(content)
+        built, problem = build_output(msg_type, content)
+        if built is None:
+            if problem is None:
+                return None
+            self.invalid += 1
+            built = invalid_marker(msg_type, problem)
+        output = nbformat.from_dict(built)
         if self._clear_pending:
             self._clear_pending = False
             self._clear()
-        await self._add(output, transient=content.get("transient") or {})
+        transient = content.get("transient")
+        display_id = transient.get("display_id") if problem is None and isinstance(transient, dict) else None
+        await self._add(output, display_id if isinstance(display_id, str) else None)
         return output
 
-    async def _add(self, output: Output, transient: dict[str, Any]) -> None:
+    async def _update(self, content: dict[str, Any]) -> Output | None:
+        """update_display_data: every output showing the display takes the new data, if what that adds
+        fits the cap of its cell and the notebook's; otherwise it keeps its old data, the update goes to
+        the spill and this cell's marker says so (its later outputs are kept as usual)."""
+        transient = content.get("transient")
+        display_id = transient.get("display_id") if isinstance(transient, dict) else None
+        data = content.get("data", {})
+        problem = check_bundle(data)
+        if problem is not None:
+            self.invalid += 1
+            marker = invalid_marker("update_display_data", problem)
+            await self._add(marker, None)
+            return marker
+        shown = self.budget.displays.get(display_id) if isinstance(display_id, str) else None
+        if not shown:
+            return None
+        metadata = _metadata(content.get("metadata"))
+        size = bundle_bytes(data)
+        limits = self.budget.limits
+        dropped = False
+        for owner, output in shown:
+            self.total += size
+            added = size - bundle_bytes(output["data"])
+            if added > 0 and (
+                owner.kept + added > limits.cell_bytes or self.budget.kept + added > limits.notebook_bytes
+            ):
+                dropped = True
+                continue
+            output["data"] = data
+            output["metadata"] = metadata
+            owner._account(added)
+        if dropped:
+            self.updates_dropped += 1
+            update: Output = {"output_type": "display_data", "data": data, "metadata": metadata}
+            await self.budget.spill.write(self.index, self.cell_id, update, update_display_id=display_id)
+        return None
+
+    async def _add(self, output: Output, display_id: str | None) -> None:
         size = output_bytes(output)
         self.total += size
         if self.truncated:
             await self.budget.spill.write(self.index, self.cell_id, output)
             if output["output_type"] == "error":
-                self._append(output, size)
+                self._keep_error(output)
             return
         remaining = self._remaining()
-        if size <= remaining or output["output_type"] == "error":
+        if size <= remaining:
             self._append(output, size)
-            display_id = transient.get("display_id")
             if display_id:
-                self.budget.displays.setdefault(display_id, []).append(output)
+                self.budget.displays.setdefault(display_id, []).append((self, output))
+                self._display_ids.add(display_id)
             return
         await self._start_truncation()
         await self.budget.spill.write(self.index, self.cell_id, output)
         if output["output_type"] == "stream" and remaining > 0:
             head = output["text"].encode("utf-8")[:remaining].decode("utf-8", "ignore")
             self._append(nbformat.from_dict({**output, "text": head}), text_bytes(head))
+        elif output["output_type"] == "error":
+            self._keep_error(output)
+
+    def _keep_error(self, output: Output) -> None:
+        """An error past the cap stays visible in short form, within ERROR_ALLOWANCE for the cell."""
+        short = summarize_error(output)
+        size = output_bytes(short)
+        if self.errors_kept_past_cap + size > ERROR_ALLOWANCE:
+            return
+        self.errors_kept_past_cap += size
+        self._append(short, size)
 
     def _append(self, output: Output, size: int) -> None:
         self._account(size)
@@ -256,7 +461,7 @@ class CellOutputs:
             if chunks is not None:
                 output["text"] = "".join(chunks)
         self._stream_chunks.clear()
-        if self.truncated:
+        if self.incomplete:
             spill = self.budget.spill
             await spill.flush()
             limits = self.budget.limits
@@ -266,11 +471,24 @@ class CellOutputs:
                 if spill.dropped
                 else ""
             )
+            updates = (
+                f" {self.updates_dropped} display update(s) did not fit and were not applied "
+                f"(they are in the {where})."
+                if self.updates_dropped
+                else ""
+            )
+            refused = (
+                f" {self.lost_messages} message(s) of {self.lost_bytes} bytes in all exceeded the "
+                f"websocket's limit of {self.message_limit} bytes: refused unread (not in the spill); "
+                "the connection was reset, and what the gateway sent right after may be lost too."
+                if self.lost_messages
+                else ""
+            )
+            rest = f" The full output is in the {where}{lost}." if self.truncated else ""
             text = (
                 f"[nbkube: output truncated: this cell produced {self.total} bytes of output, "
                 f"{self.kept} kept here (cell cap {limits.cell_bytes}, "
-                f"notebook cap {limits.notebook_bytes}). "
-                f"The full output is in the {where}{lost}.]\n"
+                f"notebook cap {limits.notebook_bytes}).{updates}{refused}{rest}]\n"
             )
             self.marker = nbformat.from_dict({"output_type": "stream", "name": "stderr", "text": text})
             self.outputs.append(self.marker)
