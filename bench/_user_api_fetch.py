@@ -16,7 +16,6 @@ import json
 import logging
 import ssl
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from nbkube.userapi.frontproxy import (
 from nbkube.userapi.server import UserApi, serve_user_api
 from nbkube.userapi.startup import publish_ca_bundle
 from nbkube_testenv.cluster import LocalCluster, free_port
-from nbkube_testenv.operator_process import API_SERVICE_NAME, user_api_manifests
+from nbkube_testenv.operator_process import API_SERVICE_NAME, kubectl, user_api_manifests
 
 NAMESPACE = "bench"
 
@@ -64,18 +63,6 @@ async def _median_fetch(url: str, context: ssl.SSLContext | None, repeat: int) -
     return statistics.median(times), size
 
 
-def _kubectl(info: Any, *args: str, input: str | None = None) -> str:
-    done = subprocess.run(
-        [str(info.kubectl), f"--kubeconfig={info.kubeconfig}", *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
-
-
 async def authorised_vs_direct(size: int = 1024 * 1024, repeat: int = 30) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nbkube-bench-userapi-") as tmp:
         cluster = LocalCluster(Path(tmp) / "cluster")
@@ -88,9 +75,9 @@ async def authorised_vs_direct(size: int = 1024 * 1024, repeat: int = 30) -> dic
 
 async def _measure(info: Any, tmp: Path, size: int, repeat: int) -> dict[str, float]:
     port = free_port()
-    _kubectl(info, "create", "namespace", "nbkube-system")
+    kubectl(info, "create", "namespace", "nbkube-system")
     items = {"apiVersion": "v1", "kind": "List", "items": user_api_manifests(port=port)}
-    _kubectl(info, "apply", "-f", "-", input=json.dumps(items))
+    kubectl(info, "apply", "-f", "-", input=json.dumps(items))
     kube = await Kube.connect(str(info.kubeconfig), connections=4)
     async with ResultsRepositories(tmp / "results", fsync=False) as repositories:
         record = RunRecord(
