@@ -31,6 +31,7 @@ import aiohttp
 import nbformat
 from nbkube.results import ResultsRepositories, RunRecord
 from nbkube.results.http import serve_results
+from nbkube_testenv.procs import git_children, open_fds
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "NO_PROXY": "127.0.0.1"}
 
@@ -120,24 +121,6 @@ async def phase(root: Path, first: int, count: int, concurrency: int, fsync: boo
     async with ResultsRepositories(root, fsync=fsync) as store:
         rate = await commits_per_s(store, first, count, concurrency)
     return rate, (cpu_s() - cpu0) * 1e3 / count
-
-
-def git_children() -> int:
-    """Running git processes whose parent is this process."""
-    me, count = str(os.getpid()), 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            count += name.startswith("git") and rest[1] == me
-    return count
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def many_namespaces(root: Path, count: int, idle_s: float = 2.0) -> dict[str, int]:

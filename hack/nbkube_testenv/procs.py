@@ -111,3 +111,24 @@ def stop(procs: Iterable[tuple[int, int | None]], grace: float, group: bool = Tr
     while time.monotonic() < deadline and any(is_same(p, s) for p, s in live):
         time.sleep(0.05)
     return [pid for pid, _ in live]
+
+
+def git_children() -> int:
+    """Running git processes whose parent is this process (tests and benches count what they start)."""
+    me, count = str(os.getpid()), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        count += name.startswith("git") and rest[1] == me
+    return count
+
+
+def open_fds() -> int:
+    """File descriptors this process holds open."""
+    return len(os.listdir("/proc/self/fd"))

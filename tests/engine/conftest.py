@@ -6,6 +6,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from engine_helpers import fresh_kernel
 from nbkube.engine import GatewayClient, KernelConnection
 from nbkube.gateway.local import LocalGateway
 
@@ -27,10 +28,5 @@ async def client(gateway: LocalGateway) -> AsyncIterator[GatewayClient]:
 @pytest.fixture
 async def kernel(client: GatewayClient) -> AsyncIterator[KernelConnection]:
     """A fresh kernel and an open connection to it; deleted afterwards."""
-    model = await client.start_kernel("python3")
-    connection = await client.connect(model["id"])
-    try:
+    async with fresh_kernel(client) as connection:
         yield connection
-    finally:
-        await connection.close()
-        await client.delete_kernel(model["id"])

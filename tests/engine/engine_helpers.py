@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 
 import pytest
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-from nbkube.engine import GatewayClient
+from nbkube.engine import GatewayClient, KernelConnection
 from nbkube.gateway.local import LocalGateway
 
 
@@ -46,3 +48,15 @@ async def wait_for_state(client: GatewayClient, kernel_id: str, state: str) -> d
             return dict(model)
         await asyncio.sleep(0.1)
     raise AssertionError(f"kernel {kernel_id} stayed {model['execution_state']}, expected {state}")
+
+
+@contextlib.asynccontextmanager
+async def fresh_kernel(client: GatewayClient) -> AsyncIterator[KernelConnection]:
+    """A fresh kernel on `client` and an open connection to it; deleted afterwards."""
+    model = await client.start_kernel("python3")
+    connection = await client.connect(model["id"])
+    try:
+        yield connection
+    finally:
+        await connection.close()
+        await client.delete_kernel(model["id"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from engine_helpers import notebook, stream_text
+from engine_helpers import fresh_kernel, notebook, stream_text
 from nbformat import NotebookNode
 from nbkube.engine import CellState, GatewayClient, KernelConnection, NotebookExecutor, OutputLimits
 from nbkube.engine.outputs import ERROR_ALLOWANCE, message_limit, output_bytes
@@ -47,13 +47,8 @@ async def small_messages(gateway: LocalGateway) -> AsyncIterator[KernelConnectio
     """A kernel on a client whose websocket takes messages up to message_limit(1 MiB cell cap)."""
     limit = message_limit(OutputLimits(cell_bytes=MiB))
     async with GatewayClient(gateway.url, gateway.token, reconnect_timeout=5, max_msg_size=limit) as client:
-        model = await client.start_kernel("python3")
-        connection = await client.connect(model["id"])
-        try:
+        async with fresh_kernel(client) as connection:
             yield connection
-        finally:
-            await connection.close()
-            await client.delete_kernel(model["id"])
 
 
 async def test_display_updates_count_against_the_cell_cap(kernel: KernelConnection, tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import nbformat
-import psutil
 import pytest
 from conftest import executed_notebook, record
 from nbkube.results import ResultsStore
 from nbkube.results.http import BadRef, GitGate, GitLimits, parse_ref, serve_results
 from nbkube.run.logs import _notebook_events
+from nbkube_testenv.procs import git_children
 
 
 @pytest.mark.parametrize(
@@ -49,14 +49,10 @@ async def limited(store: ResultsStore) -> AsyncIterator[tuple[str, GitGate]]:
     await runner.cleanup()
 
 
-def _git_children() -> int:
-    return sum(1 for p in psutil.Process().children(recursive=True) if p.name() == "git")
-
-
 async def test_stalled_upload_pack_requests_start_no_git_and_time_out(limited: tuple[str, GitGate]) -> None:
     url, _ = limited
     host, port = url.removeprefix("http://").split(":")
-    before = _git_children()
+    before = git_children()
     writers = []
     for _ in range(50):  # headers sent, the body never comes
         reader, writer = await asyncio.open_connection(host, int(port))
@@ -67,7 +63,7 @@ async def test_stalled_upload_pack_requests_start_no_git_and_time_out(limited: t
         await writer.drain()
         writers.append((reader, writer))
     await asyncio.sleep(0.3)
-    assert _git_children() - before <= 0  # nobody's git started on a body that never came
+    assert git_children() - before <= 0  # nobody's git started on a body that never came
     async with aiohttp.ClientSession() as http:  # an ordinary fetch is served meanwhile
         async with http.get(f"{url}/git/info/refs", params={"service": "git-upload-pack"}) as response:
             assert response.status == 200

@@ -20,6 +20,7 @@ from nbkube.results import CommitInfo, ResultsRepositories, ResultsStore, StoreL
 from nbkube.results.repositories import LEGACY_NAME, LEGACY_PARTIAL
 from nbkube.run.driver import RunDriver, RunService
 from nbkube.run.outcome import Reason
+from nbkube_testenv.procs import git_children, open_fds
 
 
 def _all_objects(git_dir: Path) -> set[str]:
@@ -30,25 +31,6 @@ def _all_objects(git_dir: Path) -> set[str]:
 def _blobs(git_dir: Path, ref: str = "main") -> set[str]:
     out = git(git_dir, "ls-tree", "-r", ref)
     return {line.split()[2] for line in out.splitlines() if line.split()[1] == "blob"}
-
-
-def _git_children() -> int:
-    """Running git processes whose parent is this (test) process."""
-    me, count = str(os.getpid()), 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        count += name.startswith("git") and rest[1] == me
-    return count
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture
@@ -171,7 +153,7 @@ async def test_a_second_writer_of_the_root_is_refused(repositories: ResultsRepos
 
 
 async def test_git_processes_of_200_namespaces_are_bounded_and_stop_when_idle(tmp_path: Path) -> None:
-    fds_before = _open_fds()
+    fds_before = open_fds()
     peak = {"git": 0, "fds": 0}
     async with ResultsRepositories(
         tmp_path / "results", fsync=False, pipe_idle_seconds=1.0, max_active=8
@@ -179,8 +161,8 @@ async def test_git_processes_of_200_namespaces_are_bounded_and_stop_when_idle(tm
 
         async def sample() -> None:
             while True:
-                peak["git"] = max(peak["git"], await asyncio.to_thread(_git_children))
-                peak["fds"] = max(peak["fds"], _open_fds())
+                peak["git"] = max(peak["git"], await asyncio.to_thread(git_children))
+                peak["fds"] = max(peak["fds"], open_fds())
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
@@ -193,7 +175,7 @@ async def test_git_processes_of_200_namespaces_are_bounded_and_stop_when_idle(tm
         await asyncio.sleep(0.3)  # the stores beyond the 8 most recent stop theirs in the background
         assert repositories.running_processes() <= 8 * 6
         await asyncio.sleep(2.5)
-        idle_git, idle_fds = await asyncio.to_thread(_git_children), _open_fds()
+        idle_git, idle_fds = await asyncio.to_thread(git_children), open_fds()
         assert repositories.running_processes() == 0
         logging.getLogger(__name__).warning(
             "200 namespaces: git processes peak %d, idle %d; fds before %d, peak %d, idle %d",
@@ -209,7 +191,7 @@ async def test_git_processes_of_200_namespaces_are_bounded_and_stop_when_idle(tm
         assert peak["git"] <= 8 * 6 + 8 * 2 + 8 * 6
         # a store whose processes stopped works again
         assert await repositories.find_final("ns-7", "0000-uid-7") is not None
-    assert _open_fds() <= fds_before
+    assert open_fds() <= fds_before
 
 
 # ---------------------------------------------------------------------- the driver's read path
