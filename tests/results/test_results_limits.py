@@ -99,3 +99,20 @@ async def test_the_logs_of_a_large_result_are_read_in_bounded_memory(store: Resu
     # A whole-notebook parse holds the 40 MiB text and its objects several times over; cell by cell,
     # a few cells at most.
     assert peak < 12 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+async def test_an_upload_pack_body_past_the_limit_is_refused_without_starting_git(
+    store: ResultsStore,
+) -> None:
+    await store.commit_run(record(1), executed_notebook(), final=True)
+    gate = GitGate(GitLimits(max_body_bytes=64 * 1024))
+    runner, url = await serve_results(store, gate=gate)
+    try:
+        before = git_children()
+        async with aiohttp.ClientSession() as http:
+            body = b"0032want " + b"0" * 40 + b"\n" * (200 * 1024)
+            async with http.post(f"{url}/git/git-upload-pack", data=body) as response:
+                assert response.status == 413
+        assert git_children() - before <= 0
+    finally:
+        await runner.cleanup()
