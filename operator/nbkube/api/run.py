@@ -8,6 +8,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from nbkube.api.common import ApiModel, Condition, StatusModel
+from nbkube.api.inputs import (
+    ENV_UNIQUE_RULE,
+    MAX_ENV,
+    MAX_FILE_SOURCES,
+    InputFiles,
+    RunEnvVar,
+    check_unique_env,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CELL_ID_PATTERN = r"^[a-zA-Z0-9-_]+$"
@@ -126,9 +134,23 @@ class NotebookRunSpec(ApiModel):
     allow_errors: bool = Field(False, description="Keep going after a failing cell; the run still succeeds.")
     cancel: bool = Field(False, description="Set to true to interrupt the run; it ends Cancelled.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 86400)
+    files: list[InputFiles] = Field(
+        default_factory=list,
+        max_length=MAX_FILE_SOURCES,
+        description="Files placed in the run's working directory (a fresh one per run) before its first "
+        "cell.",
+        json_schema_extra=_IMMUTABLE,
+    )
+    env: list[RunEnvVar] = Field(
+        default_factory=list,
+        max_length=MAX_ENV,
+        description="Environment variables set in the run's kernel only, resolved at run start.",
+        json_schema_extra=_IMMUTABLE,
+    )
 
     @model_validator(mode="after")
     def _check(self) -> NotebookRunSpec:
+        check_unique_env(self.env)
         for key in list(self.parameters) + list(self.matrix):
             if key.lower() in ("true", "false"):
                 raise ValueError(
@@ -157,6 +179,7 @@ class NotebookRunSpec(ApiModel):
                 "message": "a cancelled run cannot be resumed",
                 "fieldPath": ".cancel",
             },
+            ENV_UNIQUE_RULE,
         ]
 
     def sweep_size(self) -> int:
