@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from nbkube.api import NotebookRunSpec
 from nbkube.api.inputs import MAX_INPUT_BYTES, MAX_INPUT_FILES
-from nbkube.kube import KubeError, NotFound
+from nbkube.kube import KubeError
+from nbkube.objectdata import from_json
 from nbkube.results import ReadLimitExceeded
 from nbkube.run.inputs import SECRET_FILE_MODE, InputProblem, InputResolver, resolve_waiting
 
@@ -28,14 +29,14 @@ class FakeKube:
         self.forbidden = forbidden or set()
         self.gets: list[str] = []
 
-    async def get(self, path: str) -> dict[str, Any]:
+    async def get_data(self, path: str, kind: str) -> dict[str, bytes] | None:
         self.gets.append(path)
         name = "/".join(path.split("/")[-2:])  # "configmaps/<name>" or "secrets/<name>"
         if name in self.forbidden:
             raise KubeError(403, "Forbidden", "secrets is forbidden")
         if name not in self.objects:
-            raise NotFound(404, "NotFound", f"{name} not found")
-        return self.objects[name]
+            return None
+        return from_json(self.objects[name], kind)  # as the API server's JSON gives it
 
 
 OBJECTS = {

@@ -128,7 +128,7 @@ def _write(path, chunk, append, mode):
         s.files += 1
         if mode is not None:
             os.chmod(target, mode)
-    s.bytes += len(chunk)
+    s.bytes += chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
 
 
 def _receive(msg):
@@ -141,7 +141,7 @@ def _receive(msg):
             if "b64" in entry:
                 chunk = base64.b64decode(entry["b64"])
             else:
-                chunk = bytes(buffers[index])
+                chunk = memoryview(buffers[index])  # written as it came, not copied
             _write(entry["path"], chunk, entry.get("append", False), entry.get("mode"))
         env = data.get("env")
         if env:

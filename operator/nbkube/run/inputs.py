@@ -11,18 +11,16 @@ and paths, never a value, and no exception that could carry one (a decoding erro
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import posixpath
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from nbkube import objectdata
 from nbkube.api import NotebookRunSpec, Reason
 from nbkube.api.inputs import MAX_INPUT_BYTES, MAX_INPUT_FILES, InputFiles, KeySelector, ObjectFiles
 from nbkube.engine.setup import KernelSetup, SetupFile
-from nbkube.kube import Kube, KubeError, NotFound, resource_path
+from nbkube.kube import Kube, KubeError, resource_path
 from nbkube.results import ReadLimitExceeded
 
 SECRET_FILE_MODE = 0o600
@@ -143,9 +141,7 @@ class InputResolver:
     async def _fetch(self, kind: str, name: str) -> _Object | None:
         plural = "secrets" if kind == "Secret" else "configmaps"
         try:
-            body = await self.kube.get(resource_path("v1", plural, self.namespace, name))
-        except NotFound:
-            return None
+            values = await self.kube.get_data(resource_path("v1", plural, self.namespace, name), kind)
         except KubeError as exc:
             if exc.status == 403:
                 raise InputProblem(
@@ -153,7 +149,9 @@ class InputResolver:
                     f"{kind} {self.namespace}/{name} cannot be read: the operator is not allowed to get it",
                 ) from None
             raise
-        return _Object(kind, name, await asyncio.to_thread(_decode_values, kind, body))
+        except objectdata.UndecodableObject as exc:
+            raise InputProblem(Reason.INPUT_NOT_FOUND, f"{kind} {self.namespace}/{name}: {exc}") from None
+        return None if values is None else _Object(kind, name, values)
 
     def _object(self, objects: dict[tuple[str, str], _Object | None], kind: str, name: str) -> _Object:
         found = objects.get((kind, name))
@@ -268,22 +266,6 @@ def _secrets_off(where: str) -> str:
 def _no_key(namespace: str, obj: _Object, key: str, what: str) -> str:
     keys = ", ".join(sorted(obj.values)[:20]) or "none"
     return f"{what}: {obj.kind} {namespace}/{obj.name} has no key {key!r} (keys: {keys})"
-
-
-def _decode_values(kind: str, body: dict[str, Any]) -> dict[str, bytes]:
-    """Key -> bytes of a ConfigMap (data and binaryData) or a Secret (data, base64). Undecodable values
-    (which the API server never returns) are left out rather than reported with their content."""
-    values: dict[str, bytes] = {}
-    if kind == "ConfigMap":
-        for key, text in (body.get("data") or {}).items():
-            values[key] = str(text).encode("utf-8")
-    encoded = body.get("binaryData" if kind == "ConfigMap" else "data") or {}
-    for key, b64 in encoded.items():
-        try:
-            values[key] = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            continue
-    return values
 
 
 def _place(destination: str, path: str, what: str) -> str:
