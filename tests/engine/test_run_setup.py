@@ -134,3 +134,12 @@ async def test_a_kernel_that_is_not_python_gets_no_setup(kernel: KernelConnectio
     assert await apply_setup(NotPython(kernel), KernelSetup(name="r")) is False  # type: ignore[arg-type]
     with pytest.raises(SetupFailed, match="Python kernel"):
         await apply_setup(NotPython(kernel), KernelSetup(name="r", env={"A": "1"}))  # type: ignore[arg-type]
+
+
+async def test_an_env_value_the_kernel_cannot_hold_fails_the_setup_without_quoting_it(
+    kernel: KernelConnection,
+) -> None:
+    with pytest.raises(SetupFailed, match=r"env BAD cannot be set: ValueError$") as failure:
+        await apply_setup(kernel, KernelSetup(name="nul", env={"BAD": "secret\x00value"}))
+    assert "secret" not in str(failure.value)
+    await teardown(kernel)

@@ -190,7 +190,11 @@ def finish():
                 s.files, s.expected[0], s.bytes, s.expected[1]
             )
         env, s.env = s.env or {}, None
-        os.environ.update(env)
+        for name, value in env.items():
+            try:
+                os.environ[name] = value
+            except Exception as exc:  # its message could quote the value: only its type goes back
+                return "env %s cannot be set: %s" % (name, type(exc).__name__)
         os.chdir(s.workdir)
         importlib.invalidate_caches()
         return "ok"
