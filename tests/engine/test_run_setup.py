@@ -37,6 +37,7 @@ async def test_files_env_and_the_working_directory_arrive_before_the_first_cell_
             SetupFile("images/deep/pixel.bin", big),
             SetupFile("empty.txt", b""),
             SetupFile("secret/token", b"s3cret", mode=0o600),
+            SetupFile("helper.py", b"ANSWER = 42\n"),
         ],
         env={"NBKUBE_TEST_VALUE": "v-123", "OTHER": "x y"},
     )
@@ -47,6 +48,7 @@ async def test_files_env_and_the_working_directory_arrive_before_the_first_cell_
         "print(os.environ['NBKUBE_TEST_VALUE'], os.environ['OTHER'], os.path.getsize('empty.txt'))",
         "print(oct(os.stat('secret/token').st_mode & 0o777), os.getcwd())",
         "print(sorted(k for k in globals() if 'nbkube' in k.lower()), len(In), len(Out))",
+        "import helper\nprint(helper.ANSWER)",  # a module beside the notebook imports
     )
     result = await NotebookExecutor(kernel).execute_notebook(nb)
     assert result.state is CellState.SUCCEEDED, [c.error_value for c in result.cells]
@@ -59,7 +61,8 @@ async def test_files_env_and_the_working_directory_arrive_before_the_first_cell_
     assert Path(cwd).name.startswith("my-run-") and Path(cwd).parent.name.startswith("kernel-")
     # nothing of the setup in the user's namespace or history; counts start at 1
     assert texts[4] == "[] 6 0\n"
-    assert [c.execution_count for c in nb.cells] == [1, 2, 3, 4, 5]
+    assert texts[5] == "42\n"
+    assert [c.execution_count for c in nb.cells] == [1, 2, 3, 4, 5, 6]
 
     assert await teardown(kernel) == "ok"
     assert not _exists(cwd)
