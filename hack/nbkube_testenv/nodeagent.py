@@ -318,7 +318,9 @@ class Container:
         """(source directory or file, mountPath, read-only) of each volumeMount this process gets."""
         worker = self.worker
         keep = [worker.agent.dir, worker.pod_dir, self.cwd, sys.prefix, sys.base_prefix]
-        keep += [p for p in self.env.get("PYTHONPATH", "").split(":") if p]
+        # the agent's own PYTHONPATH (what the process imports nbkube from unless it sets its own): a
+        # container's PYTHONPATH may well point into one of its volumes
+        keep += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
         executable = shutil.which(argv[0], path=self.env.get("PATH")) if argv else None
         if executable:
             keep.append(os.path.dirname(os.path.realpath(executable)))
