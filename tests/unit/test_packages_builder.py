@@ -234,7 +234,7 @@ def test_a_failed_install_makes_the_environment_not_ready_with_pips_line():
     assert (ready.status, ready.reason) == ("False", Reason.PACKAGES_FAILED)
     assert PIP_LINE in ready.message and "kubectl logs py-gateway-abc -c nbkube-packages" in ready.message
     (still,) = _status([("py-gateway-abc", PIP_LINE)], ready=1).conditions
-    assert still.reason == Reason.PACKAGES_FAILED and "previous spec still serve" in still.message
+    assert still.reason == Reason.PACKAGES_FAILED and "1 ready gateway pod(s)" in still.message
 
 
 async def test_the_registry_reports_failed_installs_of_the_current_spec_until_the_pod_goes():

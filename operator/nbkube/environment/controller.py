@@ -156,7 +156,7 @@ def compute_status(
         status, reason = ConditionStatus.FALSE, Reason.PACKAGES_FAILED
         message = packages.failure_message(*install_failures[0])
         if ready:
-            message += f"; {ready} gateway pod(s) of the previous spec still serve kernels"
+            message += f"; {ready} ready gateway pod(s) (of this spec or the previous one) serve kernels"
     elif ready >= spec.replicas and not rolling:
         status, reason, message = ConditionStatus.TRUE, Reason.GATEWAYS_READY, f"{ready} gateway pod(s) ready"
     elif rolling and ready > 0:
