@@ -16,6 +16,7 @@ from typing import Any
 
 from nbkube import API_VERSION
 from nbkube.api import NotebookEnvironmentSpec
+from nbkube.environment import packages
 
 GATEWAY_PORT = 8888
 TOKEN_KEY = "token"
@@ -174,6 +175,7 @@ def gateway_deployment(
     }
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
+    pod_spec = packages.with_installer(pod_spec, spec)
     labels = gateway_labels(env_name)
     return {
         "apiVersion": "apps/v1",

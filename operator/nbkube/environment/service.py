@@ -81,7 +81,9 @@ class EnvironmentService:
         kopf.info(
             body, reason="Reconciled", message=f"gateway Deployment {objects.gateway_name(name)} applied"
         )
-        return self._status(name, namespace, uid, spec, generation, deployment, previous)
+        status = self._status(name, namespace, uid, spec, generation, deployment, previous)
+        _warn_on_failed_install(body, previous, status)
+        return status
 
     async def refresh_status(self, body: kopf.Body) -> dict[str, Any] | None:
         """The status from the gateway Deployment; while a child's name is taken by someone else's
@@ -107,6 +109,7 @@ class EnvironmentService:
             status = self._status(
                 name, namespace, uid, spec, body["metadata"].get("generation"), deployment, previous
             )
+            _warn_on_failed_install(body, previous, status)
         return None if _same(status, previous) else status
 
     def _status(
@@ -124,10 +127,25 @@ class EnvironmentService:
         kernels_gauge.labels(f"{namespace}/{name}", "warm").set(warm)
         usage = controller.KernelUsage(in_use=in_use, warm=warm)
         token_secret = self.tokens.secret_name(namespace, name, uid)
-        return controller.compute_status(token_secret, spec, generation, deployment, previous, usage).to_api()
+        failures = [
+            (pod.name, pod.install_failure or "")
+            for pod in self.registry.install_failures(namespace, name, objects.spec_hash(spec))
+        ]
+        return controller.compute_status(
+            token_secret, spec, generation, deployment, previous, usage, failures
+        ).to_api()
 
     def forget(self, namespace: str, name: str) -> None:
         self.registry.forget_environment(namespace, name)
+
+
+def _warn_on_failed_install(body: kopf.Body, previous: dict[str, Any] | None, status: dict[str, Any]) -> None:
+    """A Warning event when the environment turns PackagesFailed, or fails differently."""
+    now, was = controller.ready_condition(status), controller.ready_condition(previous)
+    if now.get("reason") != Reason.PACKAGES_FAILED:
+        return
+    if (was.get("reason"), was.get("message")) != (now.get("reason"), now.get("message")):
+        kopf.warn(body, reason=Reason.PACKAGES_FAILED, message=now.get("message", ""))
 
 
 def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
