@@ -66,7 +66,9 @@ class CellResult:
     traceback_summary: str | None = None
     """The traceback's last lines without ANSI colours, at most SUMMARY_CHARS characters."""
     error_allowed: bool = False
-    """The cell raised, but `raises-exception` or allow_errors lets the notebook go on."""
+    """The cell raised, but `raises-exception` or allow_errors lets the notebook go on; or it timed out,
+    was stopped by an interrupt, and allow_errors lets the notebook go on (as nbclient does with
+    interrupt_on_timeout and allow_errors)."""
     input_requested: bool = False
     output_bytes: int = 0
     truncated: bool = False
@@ -76,9 +78,9 @@ class CellResult:
 
     @property
     def blocks_notebook(self) -> bool:
-        if self.state is CellState.FAILED:
+        if self.state in (CellState.FAILED, CellState.TIMED_OUT):
             return not self.error_allowed
-        return self.state in (CellState.TIMED_OUT, CellState.KERNEL_DIED, CellState.CANCELLED)
+        return self.state in (CellState.KERNEL_DIED, CellState.CANCELLED)
 
 
 @dataclass
@@ -717,6 +719,8 @@ class _CellRun:
             result.state = CellState.TIMED_OUT
             result.error_name = "CellTimeout"
             result.error_value = f"the cell ran longer than {executor.cell_timeout:g}s and was interrupted"
+            # Going on is sound only in the kernel the cell ran in: after a restart its state is gone.
+            result.error_allowed = executor.allow_errors and not result.kernel_restarted
         elif self.final_state is CellState.CANCELLED:
             result.state = CellState.CANCELLED
         elif self.final_state is CellState.KERNEL_DIED:
