@@ -142,9 +142,9 @@ async def apply_children(
     try:
         return await claim(kube, deployment, uid)
     except KubeError as exc:
-        if exc.status != 422:
+        if exc.status not in (400, 422):  # 400: a field of the wrong type; 422: an invalid value
             raise
-        # What the models cannot see (an overlay field of the wrong type, say): the user's to fix.
+        # What the models cannot see (in the free-form overlay, say): the user's to fix.
         raise InvalidEnvironmentSpec(
             f"the API server refused the gateway Deployment: {exc.message}"
         ) from None

@@ -60,9 +60,7 @@ class EnvironmentService:
             controller.check_name(name)
             spec = controller.parse_spec(body.get("spec") or {})
         except controller.InvalidEnvironmentSpec as exc:
-            reconcile_total.labels("notebookenvironment", "invalid").inc()
-            kopf.warn(body, reason=Reason.INVALID_SPEC, message=str(exc))
-            return controller.not_ready_status(previous, generation, Reason.INVALID_SPEC, str(exc))
+            return self._invalid(body, previous, generation, exc)
         await self.registry.configure(
             namespace,
             name,
@@ -72,6 +70,8 @@ class EnvironmentService:
             deployment = await controller.apply_children(
                 self.kube, self.settings, self.tokens, self.egress, name, namespace, uid, spec
             )
+        except controller.InvalidEnvironmentSpec as exc:  # the API server refused the Deployment
+            return self._invalid(body, previous, generation, exc)
         except controller.ChildConflict as exc:
             reconcile_total.labels("notebookenvironment", "conflict").inc()
             was = controller.ready_condition(previous)
@@ -89,6 +89,13 @@ class EnvironmentService:
         )
         return await self._status(name, namespace, uid, spec, generation, deployment, previous)
 
+    def _invalid(
+        self, body: kopf.Body, previous: dict[str, Any] | None, generation: int | None, exc: Exception
+    ) -> dict[str, Any]:
+        reconcile_total.labels("notebookenvironment", "invalid").inc()
+        kopf.warn(body, reason=Reason.INVALID_SPEC, message=str(exc))
+        return controller.not_ready_status(previous, generation, Reason.INVALID_SPEC, str(exc))
+
     async def refresh_status(self, body: kopf.Body) -> dict[str, Any] | None:
         """The status from the gateway Deployment; while a child's name is taken by someone else's
         object (ChildConflict), or once the Deployment is, a full reconcile instead, so the environment
@@ -103,6 +110,9 @@ class EnvironmentService:
         except controller.InvalidEnvironmentSpec:
             return None
         previous = body.get("status") or {}
+        refused = controller.ready_condition(previous).get("reason") == Reason.INVALID_SPEC
+        if refused and previous.get("observedGeneration") == body["metadata"].get("generation"):
+            return None  # the API server refused this generation's Deployment: a spec change retries
         deployment = await self.kube.get_or_none(
             resource_path("apps/v1", "deployments", namespace, objects.gateway_name(name))
         )
