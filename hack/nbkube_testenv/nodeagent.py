@@ -235,6 +235,7 @@ class Container:
         self.backoff = BACKOFF_INITIAL_S
         self.env: dict[str, str] = {}
         self.cwd = ""
+        self.log_offset = 0
         self.readiness = Probe(spec["readinessProbe"], self) if "readinessProbe" in spec else None
         self.liveness = Probe(spec["livenessProbe"], self) if "livenessProbe" in spec else None
 
@@ -275,6 +276,7 @@ class Container:
             self.restart_count += 1
         self.runs += 1
         logf = open(self.worker.pod_dir / f"{self.name}.log", "ab")
+        self.log_offset = logf.tell()  # where this run's output starts (the termination message's tail)
         started = now_iso()
         try:
             self.proc = subprocess.Popen(
@@ -316,7 +318,9 @@ class Container:
         """(source directory or file, mountPath, read-only) of each volumeMount this process gets."""
         worker = self.worker
         keep = [worker.agent.dir, worker.pod_dir, self.cwd, sys.prefix, sys.base_prefix]
-        keep += [p for p in self.env.get("PYTHONPATH", "").split(":") if p]
+        # the agent's own PYTHONPATH (what the process imports nbkube from unless it sets its own): a
+        # container's PYTHONPATH may well point into one of its volumes
+        keep += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
         executable = shutil.which(argv[0], path=self.env.get("PATH")) if argv else None
         if executable:
             keep.append(os.path.dirname(os.path.realpath(executable)))
@@ -424,12 +428,30 @@ class Container:
                 "containerID": f"nbkube://{self.proc.pid}",
             }
         }
+        message = self._termination_message(code)
+        if message:
+            self.state["terminated"]["message"] = message
         log.info("%s/%s pid %d exited with %d", self.worker.key, self.name, self.proc.pid, code)
         self.proc = None
         self.ready = False
         if time.monotonic() - self.started_mono > 60:
             self.backoff = BACKOFF_INITIAL_S
         self._schedule_restart(code)
+
+    def _termination_message(self, code: int) -> str:
+        """terminationMessagePolicy FallbackToLogsOnError, as the kubelet does it when the
+        termination-message file is empty (there is none here: nothing is mounted at
+        terminationMessagePath): the tail of this run's log (80 lines, 2048 bytes) after a failure."""
+        if code == 0 or self.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return ""
+        try:
+            with open(self.worker.pod_dir / f"{self.name}.log", "rb") as logf:
+                logf.seek(self.log_offset)
+                output = logf.read()
+        except OSError:
+            return ""
+        tail = b"\n".join(output.rstrip(b"\n").split(b"\n")[-80:])[-2048:]
+        return tail.decode(errors="replace")
 
     def _schedule_restart(self, code: int) -> None:
         policy = self.worker.pod["spec"].get("restartPolicy", "Always")

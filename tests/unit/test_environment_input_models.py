@@ -117,6 +117,8 @@ REFUSED = [
     ("a mountPath of /", _volume("/"), "mountPath"),
     ("a mountPath at /tmp", _volume("/tmp"), "would hide nbkube's /tmp"),
     ("a mountPath above /home/nbkube", _volume("/home"), "would hide nbkube's /home/nbkube"),
+    ("a mountPath at nbkube's packages", _volume("/opt/nbkube/packages"), "would hide nbkube's /opt/nbkube"),
+    ("a mountPath above nbkube's packages", _volume("/opt"), "would hide nbkube's /opt/nbkube/packages"),
     ("an absolute subPath", _volume("/data", subPath="/etc"), "subPath"),
     ("a subPath with ..", _volume("/data", subPath="a/../../b"), "subPath"),
     (

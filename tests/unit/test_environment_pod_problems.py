@@ -86,12 +86,16 @@ def test_an_init_container_waiting_is_named_too():
 def test_the_ready_condition_ends_with_the_problem_while_pods_are_missing():
     deployment = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "updatedReplicas": 1}}
     problem = 'pod py-gateway-1: container gateway CreateContainerConfigError: configmap "conf" not found'
-    status = controller.compute_status("t", SPEC, 1, deployment, None, controller.KernelUsage(), problem)
+    status = controller.compute_status(
+        "t", SPEC, 1, deployment, None, controller.KernelUsage(), problem=problem
+    )
     (ready,) = status.conditions
     assert (ready.status, ready.reason) == ("False", "GatewaysNotReady")
     assert ready.message == f"0/1 gateway pod(s) ready; {problem}"
     deployment["status"]["readyReplicas"] = 1
-    status = controller.compute_status("t", SPEC, 1, deployment, None, controller.KernelUsage(), problem)
+    status = controller.compute_status(
+        "t", SPEC, 1, deployment, None, controller.KernelUsage(), problem=problem
+    )
     assert status.conditions[0].message == "1 gateway pod(s) ready"
 
 

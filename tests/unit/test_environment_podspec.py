@@ -274,6 +274,19 @@ def test_an_overlay_changing_what_nbkube_owns_is_refused_before_anything_is_buil
         controller.parse_spec({"image": "nbkube/kernel-python:dev", "podTemplate": {"spec": overlay}})
 
 
+def test_the_packages_installer_is_nbkubes_too():
+    overlay = {"initContainers": [{"name": "nbkube-packages", "command": ["sh", "-c", "true"]}]}
+    spec = _spec(packages={"requirements": ["tabulate==0.9.0"]}, podTemplate={"spec": overlay})
+    assert podspec.overlay_problems(spec) == [
+        "podTemplate.spec.initContainers[nbkube-packages]: nbkube-* containers are nbkube's"
+    ]
+    spec = _spec(
+        packages={"requirements": ["tabulate==0.9.0"]}, podTemplate={"spec": {"dnsPolicy": "Default"}}
+    )
+    assert podspec.overlay_problems(spec) == []
+    assert [c["name"] for c in _pod(spec)["spec"]["initContainers"]] == ["nbkube-packages"]
+
+
 def test_with_the_token_opted_in_an_overlay_may_project_one():
     volume = {
         "name": "t",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from nbkube.api.common import ApiModel, Condition, StatusModel
 from nbkube.api.pod import (
@@ -21,8 +22,72 @@ from nbkube.api.pod import (
     check_volumes,
     volume_rules,
 )
+from nbkube.api.run import ConfigMapKeyRef
 
 __all__ = ["EnvVar", "NotebookEnvironmentSpec", "NotebookEnvironmentStatus", "ResourceRequirements"]
+
+
+# A plain PEP 508 requirement specifier: a name, extras, version clauses and an environment marker;
+# no URL (`name @ url`), no path, no pip option (`-e`, `-r`, `--index-url`): an option or a URL in a spec
+# would change where pip installs from without saying so (the index is `packages.indexUrl`).
+_REQ_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_REQ_VERSION = r"(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"
+REQUIREMENT_PATTERN = (
+    rf"^{_REQ_NAME}\s*(?:\[\s*(?:{_REQ_NAME}(?:\s*,\s*{_REQ_NAME})*)?\s*\])?"
+    rf"\s*(?:{_REQ_VERSION}(?:\s*,\s*{_REQ_VERSION})*)?"
+    r"\s*(?:;\s*[A-Za-z0-9_.'\"()<>=!~ ,*+-]+)?$"
+)
+# pip reads a bare name ending like an archive (`tool.whl`, `data.tar.gz`) as a file path.
+ARCHIVE_NAME_PATTERN = (
+    r"^[A-Za-z0-9._-]*\.(?:whl|zip|tar|tgz|tbz|txz|tlz|tar\.(?:gz|bz2|xz|lz|lzma))(?:[^A-Za-z0-9._-]|$)"
+)
+INDEX_URL_PATTERN = r"^https?://[^\s/@?#]+(?:/[^\s@]*)?$"
+
+Requirement = Annotated[str, Field(min_length=1, max_length=512, pattern=REQUIREMENT_PATTERN)]
+
+
+class Packages(ApiModel):
+    """pip packages installed into each gateway pod before it reports Ready, on its kernels' path."""
+
+    requirements: list[Requirement] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Plain requirement specifiers (PEP 508 without URLs), e.g. tabulate==0.9.0 or "
+        "pandas[excel]>=2,<3; no pip options, URLs or paths.",
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        None,
+        description="A pip requirements file in a ConfigMap of the environment's namespace, read by pip "
+        "in the pod (the ConfigMap's other keys beside it, for -c or -r).",
+    )
+    index_url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=INDEX_URL_PATTERN,
+        description="pip's --index-url (instead of PyPI); no credentials in it: see the README.",
+    )
+
+    @field_validator("requirements")
+    @classmethod
+    def _no_archive_names(cls, value: list[str]) -> list[str]:
+        for requirement in value:
+            if re.match(ARCHIVE_NAME_PATTERN, requirement):
+                raise ValueError(f"{requirement!r} looks like a file name, which pip would read as a path")
+        return value
+
+    @classmethod
+    def crd_validations(cls) -> list[dict[str, Any]]:
+        return [
+            {
+                "rule": f"self.requirements.all(r, !r.matches(r'{ARCHIVE_NAME_PATTERN}'))",
+                "message": "requirements must not look like file names (pip would read them as paths)",
+                "fieldPath": ".requirements",
+            }
+        ]
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.requirements or self.config_map_ref)
 
 
 class NotebookEnvironmentSpec(ApiModel):
@@ -72,6 +137,7 @@ class NotebookEnvironmentSpec(ApiModel):
         max_length=64,
         description="Overrides the gateway command (default: python -m nbkube.gateway).",
     )
+    packages: Packages | None = None
 
     @model_validator(mode="after")
     def _check_pod_fields(self) -> NotebookEnvironmentSpec:

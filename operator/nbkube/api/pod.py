@@ -23,7 +23,9 @@ TMP_VOLUME = "nbkube-tmp"
 HOME_VOLUME = "nbkube-home"
 TMP_MOUNT_PATH = "/tmp"
 HOME_MOUNT_PATH = "/home/nbkube"
-NBKUBE_MOUNT_PATHS = (TMP_MOUNT_PATH, HOME_MOUNT_PATH)
+PACKAGES_MOUNT_PATH = "/opt/nbkube/packages"  # environment/packages.py: where pip installs
+REQUIREMENTS_MOUNT_PATH = "/opt/nbkube/requirements"  # and the requirements ConfigMap
+NBKUBE_MOUNT_PATHS = (TMP_MOUNT_PATH, HOME_MOUNT_PATH, PACKAGES_MOUNT_PATH, REQUIREMENTS_MOUNT_PATH)
 # Every Jupyter Kernel Gateway setting is read from KG_*; nbkube sets the ones it needs, and a user's
 # KG_* could only fight them (KG_AUTH_TOKEN above all). The other names the gateway container gets:
 NBKUBE_ENV_PREFIX = "KG_"
@@ -313,7 +315,7 @@ def _shadows(mount_path: str, reserved: str) -> bool:
 
 def check_volumes(volumes: list[Volume], mounts: list[VolumeMount]) -> None:
     """Unique volume names, mounts of declared volumes at distinct paths that leave nbkube's own
-    mounts alone (a mount at or above /tmp or /home/nbkube would hide them)."""
+    mounts alone (a mount at or above one of NBKUBE_MOUNT_PATHS would hide it)."""
     names = [v.name for v in volumes]
     if len(set(names)) != len(names):
         raise ValueError("volume names must be unique")
@@ -352,7 +354,7 @@ def volume_rules() -> list[dict[str, Any]]:
         },
         {
             "rule": f"!self.volumeMounts.exists(m, {hides})",
-            "message": f"a volumeMount at or above {' or '.join(NBKUBE_MOUNT_PATHS)} would hide nbkube's own",
+            "message": f"a volumeMount at or above {', '.join(NBKUBE_MOUNT_PATHS)} would hide nbkube's own",
             "fieldPath": ".volumeMounts",
         },
     ]

@@ -6,6 +6,7 @@ its controller ownerReference is this environment; any other is left exactly as 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from nbkube import API_VERSION
 from nbkube.api import ConditionStatus, NotebookEnvironmentSpec, NotebookEnvironmentStatus, Reason
 from nbkube.api.common import Condition, set_condition, validation_message
 from nbkube.config import Settings
-from nbkube.environment import objects, podspec
+from nbkube.environment import objects, packages, podspec
 from nbkube.environment.tokens import GatewayTokens
 from nbkube.kube import Conflict, Kube, KubeError, path_of, resource_path
 
@@ -216,10 +217,12 @@ def compute_status(
     deployment: dict[str, Any] | None,
     previous: dict[str, Any] | None,
     usage: KernelUsage,
+    install_failures: Sequence[tuple[str, str]] = (),
     problem: str | None = None,
 ) -> NotebookEnvironmentStatus:
-    """The status from the Deployment; `problem` (pod_problem, replica_failure) says why pods are
-    missing and ends the Ready message while not every pod is ready."""
+    """install_failures: (pod, pip's decisive line) of the pods of this spec whose packages install
+    failed; any makes the environment Ready=False, PackagesFailed. `problem` (pod_problem,
+    replica_failure) says why pods are missing and ends the Ready message while not every pod is ready."""
     old = NotebookEnvironmentStatus.model_validate(previous or {})
     dep_status = (deployment or {}).get("status", {})
     ready = int(dep_status.get("readyReplicas") or 0)
@@ -229,6 +232,11 @@ def compute_status(
     rolling = deployment is not None and (observed != dep_generation or updated < spec.replicas)
     if spec.replicas == 0:
         status, reason, message = ConditionStatus.FALSE, Reason.GATEWAYS_NOT_READY, "scaled to zero replicas"
+    elif install_failures:
+        status, reason = ConditionStatus.FALSE, Reason.PACKAGES_FAILED
+        message = packages.failure_message(*install_failures[0])
+        if ready:
+            message += f"; {ready} ready gateway pod(s) (of this spec or the previous one) serve kernels"
     elif ready >= spec.replicas and not rolling:
         status, reason, message = ConditionStatus.TRUE, Reason.GATEWAYS_READY, f"{ready} gateway pod(s) ready"
     elif rolling and ready > 0:

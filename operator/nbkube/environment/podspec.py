@@ -27,6 +27,7 @@ from nbkube.api.pod import (
     TMP_VOLUME,
     env_name_problem,
 )
+from nbkube.environment import packages
 
 GATEWAY_CONTAINER = "gateway"
 GATEWAY_PORT = 8888
@@ -157,7 +158,7 @@ def base_pod_spec(spec: NotebookEnvironmentSpec, token_secret: str) -> dict[str,
         pod["imagePullSecrets"] = [_k8s(s) for s in spec.image_pull_secrets]
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
-    return pod
+    return packages.with_installer(pod, spec, GATEWAY_CONTAINER)
 
 
 def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -274,13 +275,19 @@ def overlay_problems(spec: NotebookEnvironmentSpec) -> list[str]:
     if _nbkube_env(gateway.get("env")) != _nbkube_env(ours["env"]):
         problems.append(f"{where}.env: {NBKUBE_ENV_PREFIX}*, POD_IP and JUPYTER_RUNTIME_DIR are nbkube's")
     mounts = gateway.get("volumeMounts") or []
-    for mount in ours["volumeMounts"][:2]:
+    our_mounts = [m for m in ours["volumeMounts"] if m["name"].startswith(NBKUBE_VOLUME_PREFIX)]
+    for mount in our_mounts:
         if mount not in mounts:
             problems.append(f"{where}.volumeMounts: {mount['mountPath']} ({mount['name']}) is nbkube's")
     for mount in mounts:
-        if isinstance(mount, Mapping) and mount not in ours["volumeMounts"][:2]:
+        if isinstance(mount, Mapping) and mount not in our_mounts:
             if _hides_ours(str(mount.get("mountPath", ""))):
                 problems.append(f"{where}.volumeMounts: {mount.get('mountPath')} would hide nbkube's own")
+    for kind in ("containers", "initContainers"):
+        for container in pod.get(kind) or []:
+            name = str(container.get("name", "")) if isinstance(container, Mapping) else ""
+            if name.startswith(NBKUBE_VOLUME_PREFIX) and container != _named(base.get(kind), name):
+                problems.append(f"{prefix}.{kind}[{name}]: {NBKUBE_VOLUME_PREFIX}* containers are nbkube's")
 
     for kind in ("containers", "initContainers"):
         for i, container in enumerate(pod.get(kind) or []):

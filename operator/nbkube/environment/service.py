@@ -87,7 +87,9 @@ class EnvironmentService:
         kopf.info(
             body, reason="Reconciled", message=f"gateway Deployment {objects.gateway_name(name)} applied"
         )
-        return await self._status(name, namespace, uid, spec, generation, deployment, previous)
+        status = await self._status(name, namespace, uid, spec, generation, deployment, previous)
+        _warn_on_failed_install(body, previous, status)
+        return status
 
     def _invalid(
         self, body: kopf.Body, previous: dict[str, Any] | None, generation: int | None, exc: Exception
@@ -123,6 +125,7 @@ class EnvironmentService:
             status = await self._status(
                 name, namespace, uid, spec, body["metadata"].get("generation"), deployment, previous
             )
+            _warn_on_failed_install(body, previous, status)
         return None if _same(status, previous) else status
 
     async def _status(
@@ -140,9 +143,13 @@ class EnvironmentService:
         kernels_gauge.labels(f"{namespace}/{name}", "warm").set(warm)
         usage = controller.KernelUsage(in_use=in_use, warm=warm)
         token_secret = self.tokens.secret_name(namespace, name, uid)
+        failures = [
+            (pod.name, pod.install_failure or "")
+            for pod in self.registry.install_failures(namespace, name, objects.spec_hash(spec))
+        ]
         problem = await self._pod_problem(name, namespace, spec, deployment)
         return controller.compute_status(
-            token_secret, spec, generation, deployment, previous, usage, problem
+            token_secret, spec, generation, deployment, previous, usage, failures, problem
         ).to_api()
 
     async def _pod_problem(
@@ -190,6 +197,15 @@ def _starting(pod: dict[str, Any], current_hash: str) -> bool:
         return False
     conditions = (pod.get("status") or {}).get("conditions") or []
     return not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _warn_on_failed_install(body: kopf.Body, previous: dict[str, Any] | None, status: dict[str, Any]) -> None:
+    """A Warning event when the environment turns PackagesFailed, or fails differently."""
+    now, was = controller.ready_condition(status), controller.ready_condition(previous)
+    if now.get("reason") != Reason.PACKAGES_FAILED:
+        return
+    if (was.get("reason"), was.get("message")) != (now.get("reason"), now.get("message")):
+        kopf.warn(body, reason=Reason.PACKAGES_FAILED, message=now.get("message", ""))
 
 
 def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
