@@ -5,28 +5,26 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from nbkube.api.common import ApiModel, Condition, StatusModel
+from nbkube.api.pod import (
+    DNS_SUBDOMAIN,
+    Affinity,
+    EnvFromSource,
+    EnvVar,
+    LocalObjectReference,
+    PodTemplateOverlay,
+    ResourceRequirements,
+    Toleration,
+    Volume,
+    VolumeMount,
+    check_volumes,
+    volume_rules,
+)
 from nbkube.api.run import ConfigMapKeyRef
 
-Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
-
-ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-
-
-class ResourceRequirements(ApiModel):
-    """Compute resources of each gateway pod (its kernels share them)."""
-
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-
-
-class EnvVar(ApiModel):
-    """An environment variable for the gateway and its kernels."""
-
-    name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)
-    value: str = ""
+__all__ = ["EnvVar", "NotebookEnvironmentSpec", "NotebookEnvironmentStatus", "ResourceRequirements"]
 
 
 # A plain PEP 508 requirement specifier: a name, extras, version clauses and an environment marker;
@@ -107,10 +105,33 @@ class NotebookEnvironmentSpec(ApiModel):
     )
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list, max_length=16, description="Every key of a ConfigMap or Secret as a variable."
+    )
     idle_kernel_timeout_seconds: int = Field(
         600, ge=0, le=7 * 86400, description="Idle kernels are culled after this long; 0 never culls."
     )
     node_selector: dict[str, str] = Field(default_factory=dict)
+    # Pod-spec pieces (nbkube.api.pod); nbkube.environment.podspec puts them in the gateway pods.
+    volumes: list[Volume] = Field(default_factory=list, max_length=32, description="Data volumes.")
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list, max_length=32, description="Where kernels see volumes."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: Affinity | None = None
+    priority_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN)
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    service_account_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Runs the gateway pods under this ServiceAccount; its token is mounted only with "
+        "automountServiceAccountToken.",
+    )
+    automount_service_account_token: bool = Field(
+        False, description="Mount the serviceAccountName's token into the pods (kernels can read it)."
+    )
+    pod_template: PodTemplateOverlay | None = None
     command: list[str] = Field(
         default_factory=list,
         max_length=64,
@@ -118,9 +139,22 @@ class NotebookEnvironmentSpec(ApiModel):
     )
     packages: Packages | None = None
 
+    @model_validator(mode="after")
+    def _check_pod_fields(self) -> NotebookEnvironmentSpec:
+        check_volumes(self.volumes, self.volume_mounts)
+        if self.automount_service_account_token and not self.service_account_name:
+            raise ValueError("automountServiceAccountToken needs serviceAccountName")
+        return self
+
     @classmethod
     def crd_validations(cls) -> list[dict[str, Any]]:
         return [
+            *volume_rules(),
+            {
+                "rule": "!self.automountServiceAccountToken || has(self.serviceAccountName)",
+                "message": "automountServiceAccountToken needs serviceAccountName",
+                "fieldPath": ".automountServiceAccountToken",
+            },
             {
                 "rule": "self.warmKernels <= self.maxKernelsPerPod",
                 "message": "warmKernels must not exceed maxKernelsPerPod",

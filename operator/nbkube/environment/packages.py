@@ -16,15 +16,16 @@ from typing import Any
 
 from nbkube.api import NotebookEnvironmentSpec
 from nbkube.api.environment import Packages
+from nbkube.api.pod import PACKAGES_MOUNT_PATH, REQUIREMENTS_MOUNT_PATH
 
 INIT_CONTAINER = "nbkube-packages"
 VOLUME = "nbkube-packages"
 REQUIREMENTS_VOLUME = "nbkube-requirements"
-MOUNT_PATH = "/opt/nbkube/packages"
+MOUNT_PATH = PACKAGES_MOUNT_PATH  # reserved in nbkube.api.pod: no user mount may hide it
 SITE_PACKAGES = f"{MOUNT_PATH}/site-packages"
 INSTALL_LOG = f"{MOUNT_PATH}/install.log"
 SCRATCH = f"{MOUNT_PATH}/.scratch"
-REQUIREMENTS_PATH = "/opt/nbkube/requirements"
+REQUIREMENTS_PATH = REQUIREMENTS_MOUNT_PATH
 TERMINATION_LOG = "/dev/termination-log"
 INSTALLER_COMMAND = ["python", "-m", "nbkube.gateway.packages"]
 
