@@ -10,14 +10,15 @@ materialised in DIR/pods/<ns>_<pod>/volumes/<name>; a persistentVolumeClaim reso
 of the PersistentVolume it is bound to (hostPath or local). Each container runs in a private mount
 namespace (unshare) in which every volumeMount is a bind mount of that directory (or its subPath) at
 its mountPath, read-only where the mount, the claim or the volume kind (secret, configMap,
-downwardAPI, projected) says so, as a kubelet mounts them. A missing mount point is created on the
-host (an empty directory or file left behind). Two exceptions keep the agent working on a shared
-machine: a mountPath that would hide what the process runs from (the agent's directory, the pod's
-directory, the working directory, Python's prefix, PYTHONPATH entries, the executable) is not mounted,
-with a log line; and where mount namespaces are unavailable (not root) nothing is mounted. Either way
-each container also sees NBKUBE_VOLUME_<NAME> pointing at the volume's directory. A volume that
-cannot be set up (a missing ConfigMap or Secret, an unbound claim) keeps the pod in ContainerCreating
-with a FailedMount warning event, as a kubelet reports it. Logs go to
+downwardAPI, projected) says so, as a kubelet mounts them. A missing mount point is created (on the
+host an empty directory or file is left behind; inside another volume, in that volume). Two exceptions
+keep the agent working on a shared machine: a mountPath that would hide what the process runs from
+(the agent's directory, the pod's directory, the working directory, Python's prefix, the agent's
+PYTHONPATH entries, the executable) is not mounted, with a log line; and where mount namespaces are
+unavailable (not root) nothing is mounted. Either way each container also sees NBKUBE_VOLUME_<NAME>
+pointing at the volume's directory. A volume that cannot be set up (a missing ConfigMap or Secret, an
+unbound claim) keeps the pod in ContainerCreating with a FailedMount warning event, as a kubelet
+reports it. Logs go to
 DIR/pods/<ns>_<pod>/<container>.log. Startup probes, sidecar init containers, resource limits and
 ephemeral containers are not implemented.
 """
@@ -355,14 +356,18 @@ class Container:
         if not mounts:
             return argv
         script = ["set -e"]
-        for source, target, read_only in mounts:
-            if not os.path.lexists(target):  # the mount point, in the host's tree as a kubelet makes it
-                if os.path.isdir(source):
-                    os.makedirs(target, exist_ok=True)
-                else:
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    Path(target).touch()
-            script.append(f"mount --bind {shlex.quote(source)} {shlex.quote(target)}")
+        # Outer mounts first, and each mount point made just before its mount, inside the namespace, so
+        # a mount nested in another volume (/home/nbkube/data in the home emptyDir) gets its mount point
+        # in that volume, as a kubelet makes it in the container; read-only only once all are in place.
+        mounts.sort(key=lambda m: m[1].count("/"))
+        for source, target, _ in mounts:
+            q = shlex.quote(target)
+            if os.path.isdir(source):
+                script.append(f"mkdir -p {q}")
+            else:
+                script.append(f"mkdir -p {shlex.quote(os.path.dirname(target))}; [ -e {q} ] || : > {q}")
+            script.append(f"mount --bind {shlex.quote(source)} {q}")
+        for _, target, read_only in mounts:
             if read_only:
                 script.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
         script.append('exec "$@"')

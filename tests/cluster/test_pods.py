@@ -348,6 +348,7 @@ print(json.dumps({
     "ini": (root / "conf" / "app.ini").read_text(),
     "png": (root / "conf" / "pixel.png").read_bytes().hex(),
     "single": (root / "single.ini").read_text(),
+    "nested": (root / "scratch" / "inner" / "app.ini").read_text(),
     "data_writable": writable("data"),
     "conf_writable": writable("conf"),
     "scratch_writable": writable("scratch"),
@@ -413,6 +414,8 @@ def test_volumes_are_mounted_at_their_mount_path_read_only_where_asked(
                 {"name": "conf", "mountPath": str(mounts / "conf")},
                 {"name": "scratch", "mountPath": str(mounts / "scratch")},
                 {"name": "conf", "mountPath": str(mounts / "single.ini"), "subPath": "app.ini"},
+                # nested in the scratch volume: its mount point is made in that volume, not on the host
+                {"name": "conf", "mountPath": str(mounts / "scratch" / "inner")},
             ],
         }
         volumes = [
@@ -431,6 +434,7 @@ def test_volumes_are_mounted_at_their_mount_path_read_only_where_asked(
             "ini": "[app]",
             "png": pixel.hex(),
             "single": "[app]",
+            "nested": "[app]",
             "data_writable": False,
             "conf_writable": False,
             "scratch_writable": True,
@@ -438,6 +442,7 @@ def test_volumes_are_mounted_at_their_mount_path_read_only_where_asked(
         # The mounts lived in the pod's own mount namespace: the host sees only the empty mount points.
         assert sorted(p.name for p in mounts.iterdir()) == ["conf", "data", "scratch", "single.ini"]
         assert list((mounts / "data").iterdir()) == []
+        assert list((mounts / "scratch").iterdir()) == []
         assert list(dataset.iterdir()) == [dataset / "rows.csv"]
     finally:
         kubectl("delete", "pod", "mounts", "--ignore-not-found", "--wait=false", namespace=namespace)
