@@ -24,9 +24,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script (`python hack/nbkube_testenv/cluster.py down`)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -152,6 +153,162 @@ def log_tail(path: Path, lines: int = 8) -> str:
 
 class PortTaken(ClusterError):
     """A component could not bind the port picked for it."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one cluster's pieces live: its directory, binaries, ports, certificates and kubeconfig."""
+
+    dir: Path
+    assets: Path
+    ports: dict[str, int]
+    pki: Any
+    kubeconfig: Path
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['etcd']}"
+
+
+def etcd_argv(layout: Layout) -> list[str]:
+    peer_url = f"http://127.0.0.1:{layout.ports['etcd_peer']}"
+    return [
+        str(layout.assets / "etcd"),
+        "--name=default",
+        f"--data-dir={layout.dir / 'etcd'}",
+        f"--listen-client-urls={layout.etcd_url}",
+        f"--advertise-client-urls={layout.etcd_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=default={peer_url}",
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(layout: Layout) -> list[str]:
+    from nbkube_testenv import pki as pki_mod
+
+    pki = layout.pki
+    return [
+        str(layout.assets / "kube-apiserver"),
+        f"--etcd-servers={layout.etcd_url}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={layout.ports['apiserver']}",
+        f"--cert-dir={pki.dir}",
+        f"--tls-cert-file={pki.apiserver_crt}",
+        f"--tls-private-key-file={pki.apiserver_key}",
+        f"--client-ca-file={pki.ca_crt}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={pki.sa_pub}",
+        f"--service-account-signing-key-file={pki.sa_key}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--endpoint-reconciler-type=none",
+        "--allow-privileged=true",
+        "--profiling=false",
+        # The aggregation layer: the API server authenticates every caller, then forwards the request to
+        # an aggregated API server (nbkube's operator) over mTLS with this front-proxy client certificate
+        # and the caller's identity in X-Remote-* headers.
+        f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
+        f"--requestheader-allowed-names={pki_mod.FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-uid-headers=X-Remote-Uid",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki.front_proxy_client_crt}",
+        f"--proxy-client-key-file={pki.front_proxy_client_key}",
+    ]
+
+
+def _control_plane_client(layout: Layout) -> list[str]:
+    kc = str(layout.kubeconfig)
+    return [
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+    ]
+
+
+def controller_manager_argv(layout: Layout) -> list[str]:
+    pki = layout.pki
+    return [
+        str(layout.assets / "kube-controller-manager"),
+        *_control_plane_client(layout),
+        f"--secure-port={layout.ports['kcm']}",
+        f"--cert-dir={layout.dir / 'kcm'}",
+        "--controllers=*",
+        f"--service-account-private-key-file={pki.sa_key}",
+        f"--root-ca-file={pki.ca_crt}",
+        f"--cluster-signing-cert-file={pki.ca_crt}",
+        f"--cluster-signing-key-file={pki.ca_key}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+    ]
+
+
+def scheduler_argv(layout: Layout) -> list[str]:
+    return [
+        str(layout.assets / "kube-scheduler"),
+        *_control_plane_client(layout),
+        f"--secure-port={layout.ports['scheduler']}",
+        f"--cert-dir={layout.dir / 'scheduler'}",
+    ]
+
+
+def nodeagent_argv(layout: Layout, version: str, pod_octet: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "nbkube_testenv.nodeagent",
+        f"--kubeconfig={layout.kubeconfig}",
+        f"--dir={layout.dir}",
+        f"--node-name={NODE_NAME}",
+        f"--kubelet-version={version}",
+        f"--pod-octet={pod_octet}",
+    ]
+
+
+class _Launch:
+    """Starts a cluster's processes one by one, recording each in the state file, and waits for each to
+    be ready, failing with the component's log as soon as it exits or the deadline passes."""
+
+    def __init__(self, cluster: LocalCluster, state: dict, deadline: float, timeout: float) -> None:
+        self.cluster = cluster
+        self.state = state
+        self.deadline = deadline
+        self.timeout = timeout
+
+    def start(self, name: str, argv: list[str]) -> None:
+        self.state["processes"].append(self.cluster._spawn(name, argv))
+        self.cluster._write_state(self.state)
+
+    def wait(self, name: str, check: Callable[[], bool], what: str) -> None:
+        while True:
+            try:
+                if check():
+                    return
+            except (OSError, ssl.SSLError, ValueError, KeyError):
+                pass
+            rec = next(p for p in self.state["processes"] if p["name"] == name)
+            log = self.cluster._log(name)
+            if not procs.is_same(rec["pid"], rec["start_time"]):
+                text = log.read_text(errors="replace") if log.exists() else ""
+                if "address already in use" in text:
+                    raise PortTaken(
+                        f"{name} could not bind its port (address already in use): another process took "
+                        f"it; run `make cluster-down` and `make cluster-up` again. Log {log}:\n    "
+                        + log_tail(log)
+                    )
+                raise ClusterError(f"{name} exited before {what}; last lines of {log}:\n    " + log_tail(log))
+            if time.monotonic() > self.deadline:
+                raise ClusterError(
+                    f"{name} did not become {what} within {self.timeout:.0f}s; last lines of {log}:\n    "
+                    + log_tail(log)
+                )
+            time.sleep(0.2)
 
 
 class LocalCluster:
@@ -319,158 +476,31 @@ class LocalCluster:
         self._write_state(state)
         pki = pki_mod.create(self.dir / "pki", SERVICE_IP)
         self._write_admin_kubeconfig(server, pki)
-        kc = str(self.kubeconfig)
-
-        def start(name: str, argv: list[str]) -> None:
-            state["processes"].append(self._spawn(name, argv))
-            self._write_state(state)
-
-        def wait(name: str, check, what: str) -> None:
-            deadline = t0 + timeout
-            while True:
-                try:
-                    if check():
-                        return
-                except (OSError, ssl.SSLError, ValueError, KeyError):
-                    pass
-                rec = next(p for p in state["processes"] if p["name"] == name)
-                log = self._log(name)
-                if not procs.is_same(rec["pid"], rec["start_time"]):
-                    text = log.read_text(errors="replace") if log.exists() else ""
-                    if "address already in use" in text:
-                        raise PortTaken(
-                            f"{name} could not bind its port (address already in use): another process took "
-                            f"it; run `make cluster-down` and `make cluster-up` again. Log {log}:\n    "
-                            + log_tail(log)
-                        )
-                    raise ClusterError(
-                        f"{name} exited before {what}; last lines of {log}:\n    " + log_tail(log)
-                    )
-                if time.monotonic() > deadline:
-                    raise ClusterError(
-                        f"{name} did not become {what} within {timeout:.0f}s; last lines of {log}:\n    "
-                        + log_tail(log)
-                    )
-                time.sleep(0.2)
+        layout = Layout(self.dir, assets, ports, pki, self.kubeconfig)
+        launch = _Launch(self, state, deadline=t0 + timeout, timeout=timeout)
 
         say(f"starting etcd on 127.0.0.1:{ports['etcd']}")
-        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-        peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
-        start(
-            "etcd",
-            [
-                str(assets / "etcd"),
-                "--name=default",
-                f"--data-dir={self.dir / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ],
-        )
-        wait("etcd", lambda: _http_ok(etcd_url + "/health"), "healthy")
+        launch.start("etcd", etcd_argv(layout))
+        launch.wait("etcd", lambda: _http_ok(layout.etcd_url + "/health"), "healthy")
 
         say(f"starting kube-apiserver on {server}")
-        start(
-            "kube-apiserver",
-            [
-                str(assets / "kube-apiserver"),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={ports['apiserver']}",
-                f"--cert-dir={pki.dir}",
-                f"--tls-cert-file={pki.apiserver_crt}",
-                f"--tls-private-key-file={pki.apiserver_key}",
-                f"--client-ca-file={pki.ca_crt}",
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.sa_pub}",
-                f"--service-account-signing-key-file={pki.sa_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--endpoint-reconciler-type=none",
-                "--allow-privileged=true",
-                "--profiling=false",
-                # The aggregation layer: the API server authenticates every caller, then forwards the
-                # request to an aggregated API server (nbkube's operator) over mTLS with this front-proxy
-                # client certificate and the caller's identity in X-Remote-* headers.
-                f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
-                f"--requestheader-allowed-names={pki_mod.FRONT_PROXY_CLIENT}",
-                "--requestheader-username-headers=X-Remote-User",
-                "--requestheader-uid-headers=X-Remote-Uid",
-                "--requestheader-group-headers=X-Remote-Group",
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--proxy-client-cert-file={pki.front_proxy_client_crt}",
-                f"--proxy-client-key-file={pki.front_proxy_client_key}",
-            ],
-        )
-        wait("kube-apiserver", lambda: self._api(server, "/readyz")[0] == 200, "ready")
+        launch.start("kube-apiserver", apiserver_argv(layout))
+        launch.wait("kube-apiserver", lambda: self._api(server, "/readyz")[0] == 200, "ready")
         version = self._api(server, "/version")[1].get("gitVersion", "unknown")
         state["version"] = version
 
         say(f"kube-apiserver {version} ready; starting controller-manager, scheduler and node agent")
-        common = [
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-        ]
-        start(
-            "kube-controller-manager",
-            [
-                str(assets / "kube-controller-manager"),
-                *common,
-                f"--secure-port={ports['kcm']}",
-                f"--cert-dir={self.dir / 'kcm'}",
-                "--controllers=*",
-                f"--service-account-private-key-file={pki.sa_key}",
-                f"--root-ca-file={pki.ca_crt}",
-                f"--cluster-signing-cert-file={pki.ca_crt}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-            ],
-        )
-        start(
-            "kube-scheduler",
-            [
-                str(assets / "kube-scheduler"),
-                *common,
-                f"--secure-port={ports['scheduler']}",
-                f"--cert-dir={self.dir / 'scheduler'}",
-            ],
-        )
-        start(
-            "nodeagent",
-            [
-                sys.executable,
-                "-m",
-                "nbkube_testenv.nodeagent",
-                f"--kubeconfig={kc}",
-                f"--dir={self.dir}",
-                f"--node-name={NODE_NAME}",
-                f"--kubelet-version={version}",
-                f"--pod-octet={state['pod_octet']}",
-            ],
-        )
+        launch.start("kube-controller-manager", controller_manager_argv(layout))
+        launch.start("kube-scheduler", scheduler_argv(layout))
+        launch.start("nodeagent", nodeagent_argv(layout, version, state["pod_octet"]))
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
-        wait(
-            "kube-controller-manager",
-            lambda: _http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", insecure),
-            "healthy",
-        )
-        wait(
-            "kube-scheduler",
-            lambda: _http_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz", insecure),
-            "healthy",
-        )
-        wait("nodeagent", lambda: self._node_ready(server), "a Ready node")
-        wait(
+        for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
+            url = f"https://127.0.0.1:{ports[port]}/healthz"
+            launch.wait(name, lambda url=url: _http_ok(url, insecure), "healthy")
+        launch.wait("nodeagent", lambda: self._node_ready(server), "a Ready node")
+        launch.wait(
             "kube-controller-manager",
             lambda: self._api(server, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
             "ready (no default ServiceAccount in namespace default)",

@@ -5,9 +5,20 @@ agent's own environment (its PATH puts the virtualenv first), in its own process
 container's env and workingDir, on the pod's own loopback address (127.N.x.y, N chosen per cluster;
 every 127/8 address works on Linux without setup).
 
-Volumes are not mounted at their mountPath: emptyDir, secret, configMap, downwardAPI and projected
-(service-account token) volumes are materialised in DIR/pods/<ns>_<pod>/volumes/<name>, and each
-container sees NBKUBE_VOLUME_<NAME> pointing at that directory. Logs go to
+Volumes: emptyDir, secret, configMap, downwardAPI and projected (service-account token) volumes are
+materialised in DIR/pods/<ns>_<pod>/volumes/<name>; a persistentVolumeClaim resolves to the directory
+of the PersistentVolume it is bound to (hostPath or local). Each container runs in a private mount
+namespace (unshare) in which every volumeMount is a bind mount of that directory (or its subPath) at
+its mountPath, read-only where the mount, the claim or the volume kind (secret, configMap,
+downwardAPI, projected) says so, as a kubelet mounts them. A missing mount point is created (on the
+host an empty directory or file is left behind; inside another volume, in that volume). Two exceptions
+keep the agent working on a shared machine: a mountPath that would hide what the process runs from
+(the agent's directory, the pod's directory, the working directory, Python's prefix, the agent's
+PYTHONPATH entries, the executable) is not mounted, with a log line; and where mount namespaces are
+unavailable (not root) nothing is mounted. Either way each container also sees NBKUBE_VOLUME_<NAME>
+pointing at the volume's directory. A volume that cannot be set up (a missing ConfigMap or Secret, an
+unbound claim) keeps the pod in ContainerCreating with a FailedMount warning event, as a kubelet
+reports it. Logs go to
 DIR/pods/<ns>_<pod>/<container>.log. Startup probes, sidecar init containers, resource limits and
 ephemeral containers are not implemented.
 """
@@ -21,10 +32,13 @@ import http.client
 import logging
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -68,6 +82,21 @@ def expand(text: str, env: dict[str, str]) -> str:
         return env.get(m.group(1), m.group(0))
 
     return _VAR_REF.sub(sub, text)
+
+
+def mount_namespaces_work() -> bool:
+    """True when this process may make private mount namespaces with bind mounts (root, util-linux)."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("mount"):
+        log.warning("volumes are not mounted at their mountPath: the node agent is not root or lacks unshare")
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--", "mount", "-t", "tmpfs", "none", "/mnt"],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        log.warning("volumes are not mounted at their mountPath: %s", probe.stderr.decode().strip())
+    return probe.returncode == 0
 
 
 class ConfigError(Exception):
@@ -207,6 +236,7 @@ class Container:
         self.backoff = BACKOFF_INITIAL_S
         self.env: dict[str, str] = {}
         self.cwd = ""
+        self.log_offset = 0
         self.readiness = Probe(spec["readinessProbe"], self) if "readinessProbe" in spec else None
         self.liveness = Probe(spec["livenessProbe"], self) if "livenessProbe" in spec else None
 
@@ -234,6 +264,7 @@ class Container:
                 raise ConfigError(
                     "CreateContainerError", f"workingDir {self.cwd} does not exist on this machine"
                 )
+            argv = self._in_mount_namespace(argv)
         except ConfigError as e:
             self.state = {"waiting": {"reason": e.reason, "message": str(e)}}
             self.next_start_at = time.monotonic() + 2
@@ -246,6 +277,7 @@ class Container:
             self.restart_count += 1
         self.runs += 1
         logf = open(self.worker.pod_dir / f"{self.name}.log", "ab")
+        self.log_offset = logf.tell()  # where this run's output starts (the termination message's tail)
         started = now_iso()
         try:
             self.proc = subprocess.Popen(
@@ -282,6 +314,75 @@ class Container:
             if probe:
                 probe.reset()
         log.info("%s/%s started pid %d: %s", self.worker.key, self.name, self.proc.pid, argv)
+
+    def _mounts(self, argv: list[str]) -> list[tuple[str, str, bool]]:
+        """(source directory or file, mountPath, read-only) of each volumeMount this process gets."""
+        worker = self.worker
+        keep = [worker.agent.dir, worker.pod_dir, self.cwd, sys.prefix, sys.base_prefix]
+        # the agent's own PYTHONPATH (what the process imports nbkube from unless it sets its own): a
+        # container's PYTHONPATH may well point into one of its volumes
+        keep += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+        executable = shutil.which(argv[0], path=self.env.get("PATH")) if argv else None
+        if executable:
+            keep.append(os.path.dirname(os.path.realpath(executable)))
+        kept = [os.path.realpath(p) for p in map(str, keep)]
+        mounts = []
+        for m in self.spec.get("volumeMounts", []):
+            name, target = m["name"], os.path.normpath(m["mountPath"])
+            if name not in worker.volumes:
+                raise ConfigError("CreateContainerConfigError", f'volume "{name}" is not declared by the pod')
+            source = worker.volumes[name]
+            if m.get("subPath"):
+                source = os.path.join(source, m["subPath"])
+                if not os.path.exists(source):
+                    os.makedirs(source, exist_ok=True)
+            if target == "/" or any(k == target or k.startswith(target + "/") for k in kept):
+                log.info(
+                    "%s/%s: volume %s not mounted at %s: it would hide what the process runs from",
+                    worker.key,
+                    self.name,
+                    name,
+                    target,
+                )
+                continue
+            mounts.append((source, target, bool(m.get("readOnly")) or name in worker.read_only))
+        return mounts
+
+    def _in_mount_namespace(self, argv: list[str]) -> list[str]:
+        """argv run in a private mount namespace holding the container's volume mounts."""
+        if not self.worker.agent.can_mount:
+            return argv
+        mounts = self._mounts(argv)
+        if not mounts:
+            return argv
+        script = ["set -e"]
+        # Outer mounts first, and each mount point made just before its mount, inside the namespace, so
+        # a mount nested in another volume (/home/nbkube/data in the home emptyDir) gets its mount point
+        # in that volume, as a kubelet makes it in the container; read-only only once all are in place.
+        mounts.sort(key=lambda m: m[1].count("/"))
+        for source, target, _ in mounts:
+            q = shlex.quote(target)
+            if os.path.isdir(source):
+                script.append(f"mkdir -p {q}")
+            else:
+                script.append(f"mkdir -p {shlex.quote(os.path.dirname(target))}; [ -e {q} ] || : > {q}")
+            script.append(f"mount --bind {shlex.quote(source)} {q}")
+        for _, target, read_only in mounts:
+            if read_only:
+                script.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+        script.append('exec "$@"')
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            "\n".join(script),
+            "sh",
+            *argv,
+        ]
 
     def _await_exit(self, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
@@ -332,12 +433,30 @@ class Container:
                 "containerID": f"nbkube://{self.proc.pid}",
             }
         }
+        message = self._termination_message(code)
+        if message:
+            self.state["terminated"]["message"] = message
         log.info("%s/%s pid %d exited with %d", self.worker.key, self.name, self.proc.pid, code)
         self.proc = None
         self.ready = False
         if time.monotonic() - self.started_mono > 60:
             self.backoff = BACKOFF_INITIAL_S
         self._schedule_restart(code)
+
+    def _termination_message(self, code: int) -> str:
+        """terminationMessagePolicy FallbackToLogsOnError, as the kubelet does it when the
+        termination-message file is empty (there is none here: nothing is mounted at
+        terminationMessagePath): the tail of this run's log (80 lines, 2048 bytes) after a failure."""
+        if code == 0 or self.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return ""
+        try:
+            with open(self.worker.pod_dir / f"{self.name}.log", "rb") as logf:
+                logf.seek(self.log_offset)
+                output = logf.read()
+        except OSError:
+            return ""
+        tail = b"\n".join(output.rstrip(b"\n").split(b"\n")[-80:])[-2048:]
+        return tail.decode(errors="replace")
 
     def _schedule_restart(self, code: int) -> None:
         policy = self.worker.pod["spec"].get("restartPolicy", "Always")
@@ -419,6 +538,8 @@ class PodWorker(threading.Thread):
         self.init_containers = [Container(self, c, True) for c in pod["spec"].get("initContainers", [])]
         self.containers = [Container(self, c, False) for c in pod["spec"]["containers"]]
         self.volumes: dict[str, str] = {}
+        self.read_only: set[str] = set()
+        self.mount_problem = ""
         self.init_done = not self.init_containers
         self.init_failed = False
         self.conditions: dict[str, tuple[str, str]] = {}
@@ -473,6 +594,7 @@ class PodWorker(threading.Thread):
                 break
             except (ApiError, ConfigError, OSError) as e:
                 log.warning("%s: volumes not ready: %s", self.key, e)
+                self._failed_mount(str(e))
                 self._report()
                 self.wake.wait(2)
                 self.wake.clear()
@@ -496,6 +618,37 @@ class PodWorker(threading.Thread):
         if not self.gone:
             self._report()
             self._remove()
+
+    def _failed_mount(self, problem: str) -> None:
+        """A FailedMount warning event on the pod, once per distinct problem, as a kubelet emits it."""
+        if problem == self.mount_problem:
+            return
+        self.mount_problem = problem
+        meta = self.pod["metadata"]
+        now = now_iso()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "reason": "FailedMount",
+            "message": problem,
+            "type": "Warning",
+            "source": {"component": "kubelet", "host": self.agent.node_name},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.agent.api.post(f"/api/v1/namespaces/{meta['namespace']}/events", event)
+        except (ApiError, OSError) as e:
+            log.warning("%s: event not recorded: %s", self.key, e)
 
     def _remove(self) -> None:
         """Deletes the pod object for good, retrying while the API server is unreachable."""
@@ -581,7 +734,8 @@ class PodWorker(threading.Thread):
             log.warning("%s: status patch failed: %s", self.key, e)
 
     # -- env and volumes -----------------------------------------------------------------------
-    def _lookup(self, kind: str, name: str, optional: bool) -> dict[str, str] | None:
+    def _lookup(self, kind: str, name: str, optional: bool) -> dict[str, bytes] | None:
+        """A ConfigMap's or Secret's entries as bytes (binaryData included), None when optional and absent."""
         ns = self.pod["metadata"]["namespace"]
         try:
             obj = self.agent.api.get(f"/api/v1/namespaces/{ns}/{kind}s/{name}")
@@ -592,15 +746,17 @@ class PodWorker(threading.Thread):
                 raise ConfigError("CreateContainerConfigError", f'{kind} "{name}" not found') from e
             raise
         if kind == "secret":
-            return {k: base64.b64decode(v).decode(errors="replace") for k, v in obj.get("data", {}).items()}
-        data = dict(obj.get("data", {}))
-        data.update(
-            {k: base64.b64decode(v).decode(errors="replace") for k, v in obj.get("binaryData", {}).items()}
-        )
+            return {k: base64.b64decode(v) for k, v in obj.get("data", {}).items()}
+        data = {k: v.encode() for k, v in obj.get("data", {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in obj.get("binaryData", {}).items()})
         return data
 
+    def _text(self, kind: str, name: str, optional: bool) -> dict[str, str] | None:
+        data = self._lookup(kind, name, optional)
+        return None if data is None else {k: v.decode(errors="replace") for k, v in data.items()}
+
     def _key_ref(self, kind: str, ref: dict[str, Any]) -> str | None:
-        data = self._lookup(kind, ref["name"], ref.get("optional", False))
+        data = self._text(kind, ref["name"], ref.get("optional", False))
         if data is None:
             return None
         if ref["key"] not in data:
@@ -655,10 +811,10 @@ class PodWorker(threading.Thread):
             prefix = src.get("prefix", "")
             if "configMapRef" in src:
                 ref = src["configMapRef"]
-                data = self._lookup("configmap", ref["name"], ref.get("optional", False)) or {}
+                data = self._text("configmap", ref["name"], ref.get("optional", False)) or {}
             else:
                 ref = src["secretRef"]
-                data = self._lookup("secret", ref["name"], ref.get("optional", False)) or {}
+                data = self._text("secret", ref["name"], ref.get("optional", False)) or {}
             defined.update({prefix + k: v for k, v in data.items()})
         for item in spec.get("env", []):
             name = item["name"]
@@ -682,14 +838,14 @@ class PodWorker(threading.Thread):
         env.update(defined)
         return env
 
-    def _write_files(self, target: Path, data: dict[str, str], items: list[dict[str, Any]] | None) -> None:
+    def _write_files(self, target: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None) -> None:
         pairs = (
             [(i["path"], data[i["key"]]) for i in items if i["key"] in data] if items else list(data.items())
         )
         for rel, content in pairs:
             dest = target / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(content)
+            dest.write_bytes(content)
 
     def _token(self, source: dict[str, Any]) -> str:
         meta, spec = self.pod["metadata"], self.pod["spec"]
@@ -712,55 +868,96 @@ class PodWorker(threading.Thread):
         resp = self.agent.api.post(f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token", body)
         return resp["status"]["token"]
 
+    def _claim_path(self, claim: dict[str, Any]) -> str:
+        """The directory of the PersistentVolume a claim of the pod's namespace is bound to."""
+        ns, name = self.pod["metadata"]["namespace"], claim["claimName"]
+        try:
+            pvc = self.agent.api.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}")
+        except ApiError as e:
+            if e.status == 404:
+                raise ConfigError("FailedMount", f'persistentvolumeclaim "{name}" not found') from e
+            raise
+        volume_name = pvc.get("spec", {}).get("volumeName")
+        if pvc.get("status", {}).get("phase") != "Bound" or not volume_name:
+            raise ConfigError("FailedMount", f'persistentvolumeclaim "{name}" is not bound')
+        pv = self.agent.api.get(f"/api/v1/persistentvolumes/{volume_name}")
+        source = pv["spec"].get("hostPath") or pv["spec"].get("local")
+        if not source:
+            raise ConfigError(
+                "FailedMount",
+                f'persistentvolume "{volume_name}": the node agent mounts only hostPath and local volumes',
+            )
+        path = str(source["path"])
+        if not os.path.isdir(path):
+            if pv["spec"].get("hostPath", {}).get("type") != "DirectoryOrCreate":
+                raise ConfigError("FailedMount", f'persistentvolume "{volume_name}": {path} does not exist')
+            os.makedirs(path, exist_ok=True)
+        return path
+
     def _materialise_volumes(self) -> None:
-        root = self.pod_dir / "volumes"
         for vol in self.pod["spec"].get("volumes", []):
-            name = vol["name"]
-            if "hostPath" in vol:
-                self.volumes[name] = vol["hostPath"]["path"]
-                continue
-            target = root / name
-            target.mkdir(parents=True, exist_ok=True)
-            self.volumes[name] = str(target)
-            if "secret" in vol:
-                s = vol["secret"]
-                data = self._lookup("secret", s["secretName"], s.get("optional", False)) or {}
-                self._write_files(target, data, s.get("items"))
-            elif "configMap" in vol:
-                c = vol["configMap"]
-                data = self._lookup("configmap", c["name"], c.get("optional", False)) or {}
-                self._write_files(target, data, c.get("items"))
-            elif "downwardAPI" in vol:
-                for item in vol["downwardAPI"].get("items", []):
-                    if "fieldRef" in item:
-                        self._write_files(
-                            target,
-                            {"v": self._field(item["fieldRef"]["fieldPath"])},
-                            [{"key": "v", "path": item["path"]}],
-                        )
-            elif "projected" in vol:
-                for src in vol["projected"].get("sources", []):
-                    if "serviceAccountToken" in src:
-                        sat = src["serviceAccountToken"]
-                        self._write_files(
-                            target, {"t": self._token(sat)}, [{"key": "t", "path": sat["path"]}]
-                        )
-                    elif "configMap" in src:
-                        c = src["configMap"]
-                        data = self._lookup("configmap", c["name"], c.get("optional", False)) or {}
-                        self._write_files(target, data, c.get("items"))
-                    elif "secret" in src:
-                        s = src["secret"]
-                        data = self._lookup("secret", s["name"], s.get("optional", False)) or {}
-                        self._write_files(target, data, s.get("items"))
-                    elif "downwardAPI" in src:
-                        for item in src["downwardAPI"].get("items", []):
-                            if "fieldRef" in item:
-                                self._write_files(
-                                    target,
-                                    {"v": self._field(item["fieldRef"]["fieldPath"])},
-                                    [{"key": "v", "path": item["path"]}],
-                                )
+            try:
+                self._materialise(vol)
+            except ConfigError as e:
+                raise ConfigError(
+                    "FailedMount", f'MountVolume.SetUp failed for volume "{vol["name"]}" : {e}'
+                ) from e
+
+    def _materialise(self, vol: dict[str, Any]) -> None:
+        root = self.pod_dir / "volumes"
+        name = vol["name"]
+        if "hostPath" in vol:
+            self.volumes[name] = vol["hostPath"]["path"]
+            return
+        if "persistentVolumeClaim" in vol:
+            self.volumes[name] = self._claim_path(vol["persistentVolumeClaim"])
+            if vol["persistentVolumeClaim"].get("readOnly"):
+                self.read_only.add(name)
+            return
+        if any(kind in vol for kind in ("secret", "configMap", "downwardAPI", "projected")):
+            self.read_only.add(name)
+        target = root / name
+        target.mkdir(parents=True, exist_ok=True)
+        self.volumes[name] = str(target)
+        if "secret" in vol:
+            s = vol["secret"]
+            data = self._lookup("secret", s["secretName"], s.get("optional", False)) or {}
+            self._write_files(target, data, s.get("items"))
+        elif "configMap" in vol:
+            c = vol["configMap"]
+            data = self._lookup("configmap", c["name"], c.get("optional", False)) or {}
+            self._write_files(target, data, c.get("items"))
+        elif "downwardAPI" in vol:
+            for item in vol["downwardAPI"].get("items", []):
+                if "fieldRef" in item:
+                    self._write_files(
+                        target,
+                        {"v": self._field(item["fieldRef"]["fieldPath"]).encode()},
+                        [{"key": "v", "path": item["path"]}],
+                    )
+        elif "projected" in vol:
+            for src in vol["projected"].get("sources", []):
+                if "serviceAccountToken" in src:
+                    sat = src["serviceAccountToken"]
+                    self._write_files(
+                        target, {"t": self._token(sat).encode()}, [{"key": "t", "path": sat["path"]}]
+                    )
+                elif "configMap" in src:
+                    c = src["configMap"]
+                    data = self._lookup("configmap", c["name"], c.get("optional", False)) or {}
+                    self._write_files(target, data, c.get("items"))
+                elif "secret" in src:
+                    s = src["secret"]
+                    data = self._lookup("secret", s["name"], s.get("optional", False)) or {}
+                    self._write_files(target, data, s.get("items"))
+                elif "downwardAPI" in src:
+                    for item in src["downwardAPI"].get("items", []):
+                        if "fieldRef" in item:
+                            self._write_files(
+                                target,
+                                {"v": self._field(item["fieldRef"]["fieldPath"]).encode()},
+                                [{"key": "v", "path": item["path"]}],
+                            )
 
 
 class Agent:
@@ -794,6 +991,7 @@ class Agent:
         }
         self.node_uid = ""
         self._started = now_iso()
+        self.can_mount = mount_namespaces_work()
 
     # -- pid bookkeeping for `cluster down` ----------------------------------------------------
     def record_pid(self, pid: int, ticks: int | None) -> None:

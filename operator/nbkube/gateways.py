@@ -16,6 +16,7 @@ from typing import Any
 
 from nbkube.engine import EngineError, GatewayClient, KernelConnection, KernelPool
 from nbkube.environment.objects import ENVIRONMENT_LABEL
+from nbkube.environment.packages import install_failure
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class GatewayPod:
     ready: bool
     terminating: bool
     spec_hash: str | None
+    # Why its packages install failed (the pod never gets Ready), None when it has not.
+    install_failure: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -105,6 +108,7 @@ def pod_from_body(body: dict[str, Any]) -> GatewayPod | None:
         ready=ready and status.get("phase") == "Running",
         terminating=bool(meta.get("deletionTimestamp")),
         spec_hash=(meta.get("annotations") or {}).get("nbkube.io/spec-hash"),
+        install_failure=install_failure(body),
     )
 
 
@@ -118,6 +122,9 @@ class GatewayRegistry:
         self._changed = asyncio.Condition()
         self._lock = asyncio.Lock()
         self._releasing: set[asyncio.Task[None]] = set()
+        # Pods whose packages install failed, by environment: written and read without an await in
+        # between, so they need no lock (the lock guards _pods, whose updates await pools and clients).
+        self._install_failed: dict[tuple[str, str], dict[str, GatewayPod]] = {}
 
     async def configure(self, namespace: str, environment: str, settings: EnvironmentSettings) -> None:
         """Records an environment's kernel settings; pods already known get (or lose) their warm pool."""
@@ -137,12 +144,29 @@ class GatewayRegistry:
 
     def forget_environment(self, namespace: str, environment: str) -> None:
         self._settings.pop((namespace, environment), None)
+        self._install_failed.pop((namespace, environment), None)
+
+    def install_failures(self, namespace: str, environment: str, spec_hash: str) -> list[GatewayPod]:
+        """The environment's pods of this spec whose packages install failed, by name."""
+        pods = self._install_failed.get((namespace, environment), {}).values()
+        return sorted((p for p in pods if p.spec_hash == spec_hash), key=lambda p: p.name)
+
+    def _note_install(self, event_type: str, pod: GatewayPod) -> None:
+        key = (pod.namespace, pod.environment)
+        failed = self._install_failed.setdefault(key, {})
+        if event_type == "DELETED" or pod.terminating or pod.install_failure is None:
+            failed.pop(pod.name, None)
+        else:
+            failed[pod.name] = pod
+        if not failed:
+            del self._install_failed[key]
 
     async def observe(self, event_type: str, body: dict[str, Any]) -> None:
         """Feeds a pod watch event in."""
         pod = pod_from_body(body)
         if pod is None:
             return
+        self._note_install(event_type, pod)
         key = (pod.namespace, pod.environment)
         async with self._lock:
             pods = self._pods.setdefault(key, {})

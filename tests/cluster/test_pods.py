@@ -332,3 +332,140 @@ def test_volumes_are_materialised_and_named_by_env_vars(
     )
     assert review["status"]["authenticated"] is True
     assert review["status"]["user"]["username"] == f"system:serviceaccount:{namespace}:default"
+
+
+MOUNT_CHECK = """
+import json, os, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+def writable(path):
+    try:
+        (root / path / "probe").write_text("x")
+        return True
+    except OSError:
+        return False
+print(json.dumps({
+    "csv": (root / "data" / "rows.csv").read_text(),
+    "ini": (root / "conf" / "app.ini").read_text(),
+    "png": (root / "conf" / "pixel.png").read_bytes().hex(),
+    "single": (root / "single.ini").read_text(),
+    "nested": (root / "scratch" / "inner" / "app.ini").read_text(),
+    "data_writable": writable("data"),
+    "conf_writable": writable("conf"),
+    "scratch_writable": writable("scratch"),
+}))
+"""
+
+
+def test_volumes_are_mounted_at_their_mount_path_read_only_where_asked(
+    cluster: ClusterInfo, namespace: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "rows.csv").write_text("a,b\n1,2\n")
+    pv_name = f"{namespace}-data"
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": f"{namespace}-manual",
+                "hostPath": {"path": str(dataset)},
+            },
+        }
+    )
+    try:
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": f"{namespace}-manual",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+            namespace=namespace,
+        )
+        wait_for(
+            lambda: kubectl.json("get", "pvc", "data", namespace=namespace)["status"].get("phase") == "Bound",
+            "the claim bound to its volume by the controller-manager",
+        )
+        pixel = bytes.fromhex("89504e470d0a1a0a0000000d49484452")
+        (tmp_path / "pixel.png").write_bytes(pixel)
+        kubectl(
+            "create",
+            "configmap",
+            "conf",
+            "--from-literal=app.ini=[app]",
+            f"--from-file=pixel.png={tmp_path / 'pixel.png'}",
+            namespace=namespace,
+        )
+        mounts = tmp_path / "mnt"
+        container = {
+            "name": "main",
+            "image": "none",
+            "command": [PY, "-c", MOUNT_CHECK, str(mounts)],
+            "volumeMounts": [
+                {"name": "data", "mountPath": str(mounts / "data"), "readOnly": True},
+                {"name": "conf", "mountPath": str(mounts / "conf")},
+                {"name": "scratch", "mountPath": str(mounts / "scratch")},
+                {"name": "conf", "mountPath": str(mounts / "single.ini"), "subPath": "app.ini"},
+                # nested in the scratch volume: its mount point is made in that volume, not on the host
+                {"name": "conf", "mountPath": str(mounts / "scratch" / "inner")},
+            ],
+        }
+        volumes = [
+            {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+            {"name": "conf", "configMap": {"name": "conf"}},
+            {"name": "scratch", "emptyDir": {}},
+        ]
+        manifest = pod_manifest("mounts", [container], volumes=volumes, restartPolicy="Never")
+        kubectl.apply(manifest, namespace=namespace)
+        pod = pod_in_phase(kubectl, namespace, "mounts", "Succeeded")
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        log = cluster.container_log(namespace, "mounts", "main")
+        seen = json.loads(log.read_text().strip().splitlines()[-1])
+        assert seen == {
+            "csv": "a,b\n1,2\n",
+            "ini": "[app]",
+            "png": pixel.hex(),
+            "single": "[app]",
+            "nested": "[app]",
+            "data_writable": False,
+            "conf_writable": False,
+            "scratch_writable": True,
+        }
+        # The mounts lived in the pod's own mount namespace: the host sees only the empty mount points.
+        assert sorted(p.name for p in mounts.iterdir()) == ["conf", "data", "scratch", "single.ini"]
+        assert list((mounts / "data").iterdir()) == []
+        assert list((mounts / "scratch").iterdir()) == []
+        assert list(dataset.iterdir()) == [dataset / "rows.csv"]
+    finally:
+        kubectl("delete", "pod", "mounts", "--ignore-not-found", "--wait=false", namespace=namespace)
+        kubectl("delete", "pvc", "data", "--ignore-not-found", "--wait=false", namespace=namespace)
+        kubectl("delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
+
+
+def test_a_volume_that_cannot_be_set_up_is_a_failed_mount_event_and_the_pod_waits(
+    namespace: str, kubectl: Kubectl
+) -> None:
+    container = {"name": "main", "image": "none", "command": [PY, "-c", "print('never')"]}
+    volumes = [{"name": "conf", "configMap": {"name": "no-such-config"}}]
+    kubectl.apply(pod_manifest("stuck", [container], volumes=volumes), namespace=namespace)
+
+    def failed_mount() -> list[dict[str, Any]]:
+        events = kubectl.json(
+            "get", "events", "--field-selector=involvedObject.name=stuck", namespace=namespace
+        )["items"]
+        return [e for e in events if e["reason"] == "FailedMount"]
+
+    (event,) = wait_for(failed_mount, "a FailedMount event on the pod")
+    assert event["type"] == "Warning"
+    assert 'volume "conf"' in event["message"] and 'configmap "no-such-config" not found' in event["message"]
+    pod = get_pod(kubectl, namespace, "stuck")
+    assert pod["status"]["phase"] == "Pending"
+    assert pod["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}

@@ -182,3 +182,38 @@ async def test_unknown_kernel_is_kernel_not_found(client: GatewayClient) -> None
         await client.get_kernel("00000000-0000-0000-0000-000000000000")
     with pytest.raises(KernelNotFound):
         await client.connect("00000000-0000-0000-0000-000000000000")
+
+
+async def test_with_allow_errors_a_timed_out_cell_keeps_its_error_and_the_notebook_goes_on(
+    kernel: KernelConnection,
+) -> None:
+    nb = notebook(
+        "state = 'kept'", "import time\nprint('before', flush=True)\ntime.sleep(60)", "print(state)"
+    )
+    result = await NotebookExecutor(kernel, cell_timeout=1.0, allow_errors=True).execute_notebook(nb)
+
+    assert result.state is CellState.SUCCEEDED
+    assert result.failed_index is None
+    timed_out, after = result.cells[1], result.cells[2]
+    assert (timed_out.state, timed_out.error_name, timed_out.error_allowed) == (
+        CellState.TIMED_OUT,
+        "CellTimeout",
+        True,
+    )
+    assert stream_text(nb.cells[1]) == "before\n"
+    assert any(o.get("ename") == "KeyboardInterrupt" for o in nb.cells[1].outputs)
+    assert after.state is CellState.SUCCEEDED
+    assert stream_text(nb.cells[2]) == "kept\n"  # the same kernel, its state intact
+
+
+async def test_with_allow_errors_a_cell_only_a_restart_stopped_still_ends_the_notebook(
+    kernel: KernelConnection,
+) -> None:
+    nb = notebook(
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)", "print('never')"
+    )
+    executor = NotebookExecutor(kernel, cell_timeout=0.5, interrupt_grace=1.0, allow_errors=True)
+    result = await executor.execute_notebook(nb)
+    assert result.state is CellState.TIMED_OUT and result.failed_index == 0
+    assert result.cells[0].kernel_restarted and not result.cells[0].error_allowed
+    assert result.cells[1].state is CellState.PENDING

@@ -43,6 +43,17 @@ def test_a_cell_over_its_timeout_is_interrupted_and_the_run_times_out(kubectl, e
     assert "cellSeconds=2" in status["message"]
 
 
+def test_with_allow_errors_a_timed_out_cell_is_interrupted_and_the_run_goes_on(kubectl, env_namespace):
+    cells = ["state = 'kept'", "import time\nprint('before', flush=True)\ntime.sleep(120)", "print(state)"]
+    manifest = run("slow-allowed", cells, timeouts={"cellSeconds": 2}, allowErrors=True)
+    obj = _finished(kubectl, env_namespace, manifest)
+    status = obj["status"]
+    assert status["state"] == "Succeeded", json.dumps(status, indent=1)
+    assert [c["state"] for c in status["cells"]] == ["succeeded", "timedOut", "succeeded"]
+    assert status["cells"][2]["summary"] == "kept"
+    assert status["result"]["commit"]
+
+
 def test_a_run_past_its_deadline_ends_deadline_exceeded(kubectl, env_namespace):
     manifest = run("deadline", ["import time\ntime.sleep(120)"], timeouts={"runSeconds": 3})
     _failed_with(_finished(kubectl, env_namespace, manifest), "DeadlineExceeded")

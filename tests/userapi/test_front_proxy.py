@@ -6,7 +6,6 @@ and client certificate, and the cluster CA's admin client certificate (which mus
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,7 @@ import aiohttp
 import pytest
 from nbkube.kube import InvalidName, resource_path
 from nbkube.userapi import paths
-from nbkube.userapi.certs import ensure_serving_certificate, service_dns_names
-from nbkube.userapi.frontproxy import RequestHeaderConfig, server_ssl_context
-from nbkube.userapi.server import UserApi, serve_user_api
-from nbkube_testenv import pki as pki_mod
+from userapi_helpers import client_context, get, serving
 
 
 class Reviews:
@@ -46,40 +42,9 @@ class NoResults:
 
 @pytest.fixture
 async def server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    pki = pki_mod.create(tmp_path / "pki", "10.0.0.1")
-    config = RequestHeaderConfig(
-        client_ca=pki.front_proxy_ca_crt.read_text(), allowed_names=(pki_mod.FRONT_PROXY_CLIENT,)
-    )
-    cert = ensure_serving_certificate(tmp_path / "tls", service_dns_names("nbkube-api", "nbkube"))
     reviews = Reviews("team-a")
-    api = UserApi(kube=reviews, results=NoResults(), journal_dir=tmp_path, requestheader=config)  # type: ignore[arg-type]
-    runner = await serve_user_api(
-        api, "127.0.0.1", 0, server_ssl_context(cert.cert_file, cert.key_file, config)
-    )
-    port = runner.addresses[0][1]
-    try:
-        yield pki, cert, reviews, f"https://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-def _client_context(ca: Path, crt: Path | None, key: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca))
-    context.check_hostname = True
-    if crt:
-        context.load_cert_chain(str(crt), str(key))
-    return context
-
-
-async def _get(base: str, path: str, context: ssl.SSLContext, headers: dict[str, str]) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(
-            base + path,
-            ssl=context,
-            headers={"Host": "nbkube-api.nbkube.svc", **headers},
-            server_hostname="nbkube-api.nbkube.svc",
-        ) as response:
-            return response.status, await response.text()
+    async with serving(tmp_path, reviews, NoResults()) as served:
+        yield served.pki, served.cert, reviews, served.base
 
 
 async def test_a_client_without_the_front_proxy_certificate_never_completes_a_handshake(server) -> None:  # type: ignore[no-untyped-def]
@@ -87,23 +52,23 @@ async def test_a_client_without_the_front_proxy_certificate_never_completes_a_ha
     forged = {"X-Remote-User": "system:admin", "X-Remote-Group": "system:masters"}
     log = paths.run_log_path("team-a", "run")
     for crt, key in ((None, None), (pki.admin_crt, pki.admin_key)):  # no certificate; the cluster CA's admin
-        context = _client_context(cert.cert_file.with_name("ca.crt"), crt, key)
+        context = client_context(cert.cert_file.with_name("ca.crt"), crt, key)
         with pytest.raises(aiohttp.ClientError):
-            await _get(base, log, context, forged)
+            await get(base, log, context, forged)
     assert reviews.asked == [] and reviews.paths == []
 
 
 async def test_the_front_proxy_gets_what_the_review_allows_and_a_refusal_for_the_rest(server) -> None:  # type: ignore[no-untyped-def]
     pki, cert, reviews, base = server
-    context = _client_context(
+    context = client_context(
         cert.cert_file.with_name("ca.crt"), pki.front_proxy_client_crt, pki.front_proxy_client_key
     )
     user = {"X-Remote-User": "alice", "X-Remote-Group": "team-a-viewers", "X-Remote-Extra-Scopes%2Fa": "x"}
-    status, body = await _get(base, paths.PREFIX, context, user)
+    status, body = await get(base, paths.PREFIX, context, user)
     assert status == 200 and "notebookruns/log" in body
-    status, body = await _get(base, paths.run_log_path("team-b", "run"), context, user)
+    status, body = await get(base, paths.run_log_path("team-b", "run"), context, user)
     assert status == 403 and "alice cannot get notebookruns/log" in body
-    status, body = await _get(base, paths.run_log_path("team-a", "run"), context, user)
+    status, body = await get(base, paths.run_log_path("team-a", "run"), context, user)
     assert status == 404  # allowed, and there is no such run
     assert reviews.asked[0]["user"] == "alice" and reviews.asked[0]["groups"] == ["team-a-viewers"]
     assert reviews.asked[0]["extra"] == {"scopes/a": ["x"]}
@@ -115,13 +80,13 @@ async def test_the_front_proxy_gets_what_the_review_allows_and_a_refusal_for_the
         "subresource": "log",
         "name": "run",
     }
-    status, _ = await _get(base, paths.PREFIX, context, {})  # the front proxy named nobody
+    status, _ = await get(base, paths.PREFIX, context, {})  # the front proxy named nobody
     assert status == 401
 
 
 async def test_forged_names_never_reach_a_kubernetes_path(server) -> None:  # type: ignore[no-untyped-def]
     pki, cert, reviews, base = server
-    context = _client_context(
+    context = client_context(
         cert.cert_file.with_name("ca.crt"), pki.front_proxy_client_crt, pki.front_proxy_client_key
     )
     user = {"X-Remote-User": "alice"}
@@ -131,7 +96,7 @@ async def test_forged_names_never_reach_a_kubernetes_path(server) -> None:  # ty
         f"{paths.PREFIX}/namespaces/team-a/notebookruns/x%3Fwatch=true/log",
         f"{paths.PREFIX}/namespaces/..%2Fteam-a/notebookruns/x/log",
     ):
-        status, _ = await _get(base, path, context, user)
+        status, _ = await get(base, path, context, user)
         assert status in (400, 404), path
     assert reviews.paths == []
 

@@ -67,6 +67,7 @@ class Reason(StrEnum):
     GATEWAYS_NOT_READY = "GatewaysNotReady"
     ROLLING_OUT = "RollingOut"
     CHILD_CONFLICT = "ChildConflict"
+    PACKAGES_FAILED = "PackagesFailed"
 
 
 def now_rfc3339() -> str:

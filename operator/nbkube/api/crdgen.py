@@ -11,6 +11,7 @@ rewrites it into a structural OpenAPI v3 schema, adds the CEL rules the models d
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ class _CrdJsonSchema(GenerateJsonSchema):
 
 def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, schema_generator=_CrdJsonSchema)
-    return _rewrite(raw, raw.get("$defs", {}))
+    # A JSON round trip: a model used in two places must not come out as one shared (YAML-aliased) node.
+    return json.loads(json.dumps(_rewrite(raw, raw.get("$defs", {}))))
 
 
 def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
@@ -67,7 +69,9 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
         node = {**node.pop("allOf")[0], **node}
         return _rewrite(node, defs)
     if node.get("x-kubernetes-int-or-string"):
-        out = {"x-kubernetes-int-or-string": True}
+        out: dict[str, Any] = {"x-kubernetes-int-or-string": True}
+        if "pattern" in node:  # a quantity: pattern and maxLength check strings, minimum integers
+            out.update(pattern=node["pattern"], maxLength=node.get("maxLength", 64), minimum=0)
         return out
     if "anyOf" in node:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
@@ -90,6 +94,10 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {name: _rewrite(prop, defs) for name, prop in value.items()}
         elif key in ("items",):
             out[key] = _rewrite(value, defs)
+        elif key == "const":  # a one-value Literal: structural schemas have no const
+            out["enum"] = [value]
+        elif key == "description":  # docstrings wrap; a description is one paragraph
+            out[key] = " ".join(value.split())
         else:
             out[key] = value
     extra = node.get("additionalProperties")

@@ -12,10 +12,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, model_validator
 
 from nbkube.api.common import ApiModel
-from nbkube.api.environment import ENV_NAME_PATTERN
+from nbkube.api.pod import CONFIG_KEY, DNS_SUBDOMAIN, ENV_NAME_PATTERN
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 MAX_INPUT_FILES = 10_000
 """Files placed in one run's working directory, all sources together."""
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -48,10 +46,10 @@ def check_relative_path(value: str) -> str:
 RelativePath = Annotated[str, AfterValidator(check_relative_path)]
 
 
-class KeyToPath(ApiModel):
+class InputItem(ApiModel):
     """One key of a ConfigMap or Secret, and the file it becomes."""
 
-    key: str = Field(min_length=1, max_length=253, pattern=KEY_PATTERN)
+    key: str = Field(min_length=1, max_length=253, pattern=CONFIG_KEY)
     path: RelativePath | None = Field(
         None,
         min_length=1,
@@ -67,8 +65,8 @@ class KeyToPath(ApiModel):
 class ObjectFiles(ApiModel):
     """Keys of a ConfigMap or Secret of the run's namespace, as files (binaryData included)."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
-    items: list[KeyToPath] | None = Field(
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    items: list[InputItem] | None = Field(
         None, max_length=MAX_ITEMS, description="The keys to place and where; every key when absent."
     )
 
@@ -120,20 +118,20 @@ class InputFiles(ApiModel):
         return f"repository path {self.repo_path}"
 
 
-class KeySelector(ApiModel):
-    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
-    key: str = Field(min_length=1, max_length=253, pattern=KEY_PATTERN)
+class RunKeySelector(ApiModel):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    key: str = Field(min_length=1, max_length=253, pattern=CONFIG_KEY)
     optional: bool = Field(False, description="A missing object or key leaves the variable unset.")
 
 
-class EnvVarSource(ApiModel):
+class RunEnvVarSource(ApiModel):
     """Where a variable's value is read at run start: exactly one of secretKeyRef or configMapKeyRef."""
 
-    secret_key_ref: KeySelector | None = None
-    config_map_key_ref: KeySelector | None = None
+    secret_key_ref: RunKeySelector | None = None
+    config_map_key_ref: RunKeySelector | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> EnvVarSource:
+    def _exactly_one(self) -> RunEnvVarSource:
         if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
             raise ValueError("exactly one of secretKeyRef, configMapKeyRef is required")
         return self
@@ -153,7 +151,7 @@ class RunEnvVar(ApiModel):
 
     name: str = Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)
     value: str | None = Field(None, max_length=32768)
-    value_from: EnvVarSource | None = None
+    value_from: RunEnvVarSource | None = None
 
     @model_validator(mode="after")
     def _value_or_reference(self) -> RunEnvVar:

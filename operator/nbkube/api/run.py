@@ -100,7 +100,13 @@ class NotebookSource(ApiModel):
 
 
 class Timeouts(ApiModel):
-    cell_seconds: int = Field(600, ge=1, le=7 * 86400, description="A cell running longer is interrupted.")
+    cell_seconds: int = Field(
+        600,
+        ge=1,
+        le=7 * 86400,
+        description="A cell running longer is interrupted and the run ends TimedOut; with allowErrors "
+        "the interrupted cell keeps its error output and the run goes on with the next cell.",
+    )
     run_seconds: int | None = Field(
         None, ge=1, le=30 * 86400, description="Deadline of the whole run, all attempts included."
     )
@@ -131,7 +137,11 @@ class NotebookRunSpec(ApiModel):
     retries: int = Field(
         1, ge=0, le=10, description="Fresh attempts after a kernel death or a lost gateway pod."
     )
-    allow_errors: bool = Field(False, description="Keep going after a failing cell; the run still succeeds.")
+    allow_errors: bool = Field(
+        False,
+        description="Keep going after a failing cell or one interrupted at timeouts.cellSeconds; the run "
+        "still succeeds. A cell that only a kernel restart could stop still ends the run: its state is lost.",
+    )
     cancel: bool = Field(False, description="Set to true to interrupt the run; it ends Cancelled.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 86400)
     files: list[InputFiles] = Field(

@@ -29,7 +29,7 @@ from nbkube.engine.executor import (
     execute_notebook,
     upgrade_notebook,
 )
-from nbkube.engine.outputs import OutputLimits
+from nbkube.engine.outputs import OutputLimits, bounded_outputs
 from nbkube.engine.parameters import UnsupportedLanguage, inject_parameters, parameters_source
 from nbkube.engine.pool import KernelPool
 
@@ -56,6 +56,7 @@ __all__ = [
     "ResumePoint",
     "Subscription",
     "UnsupportedLanguage",
+    "bounded_outputs",
     "execute_cell",
     "execute_notebook",
     "inject_parameters",

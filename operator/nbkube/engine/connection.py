@@ -24,6 +24,7 @@ from nbkube.engine.protocol import (
     new_id,
     parent_id,
 )
+from nbkube.gateway.oversized import MAX_MESSAGE_PARAMETER
 
 if TYPE_CHECKING:
     from nbkube.engine.client import GatewayClient
@@ -143,7 +144,12 @@ class KernelConnection:
 
     @property
     def url(self) -> str:
-        return f"{self.client.ws_base_url}/api/kernels/{self.kernel_id}/channels?session_id={self.session_id}"
+        # The limit lets an nbkube gateway cut a message the websocket would refuse (other gateways
+        # ignore the parameter; the refusal is handled too, see on_oversized).
+        return (
+            f"{self.client.ws_base_url}/api/kernels/{self.kernel_id}/channels?session_id={self.session_id}"
+            f"&{MAX_MESSAGE_PARAMETER}={self.client.max_msg_size}"
+        )
 
     @property
     def failure(self) -> BaseException | None:

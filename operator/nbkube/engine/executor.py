@@ -16,7 +16,7 @@ import inspect
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +66,9 @@ class CellResult:
     traceback_summary: str | None = None
     """The traceback's last lines without ANSI colours, at most SUMMARY_CHARS characters."""
     error_allowed: bool = False
-    """The cell raised, but `raises-exception` or allow_errors lets the notebook go on."""
+    """The cell raised, but `raises-exception` or allow_errors lets the notebook go on; or it timed out,
+    was stopped by an interrupt, and allow_errors lets the notebook go on (as nbclient does with
+    interrupt_on_timeout and allow_errors)."""
     input_requested: bool = False
     output_bytes: int = 0
     truncated: bool = False
@@ -76,9 +78,9 @@ class CellResult:
 
     @property
     def blocks_notebook(self) -> bool:
-        if self.state is CellState.FAILED:
+        if self.state in (CellState.FAILED, CellState.TIMED_OUT):
             return not self.error_allowed
-        return self.state in (CellState.TIMED_OUT, CellState.KERNEL_DIED, CellState.CANCELLED)
+        return self.state in (CellState.KERNEL_DIED, CellState.CANCELLED)
 
 
 @dataclass
@@ -96,10 +98,13 @@ class NotebookResult:
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """Where a previous executor left off: the cell at `index` was sent as `msg_id`."""
+    """Where a previous executor left off: the cell at `index` was sent as `msg_id`, and `outputs` are
+    what of it reached the previous executor (the gateway does not replay those). They count against
+    the caps as if they had just arrived."""
 
     index: int
     msg_id: str
+    outputs: tuple[dict[str, Any], ...] = ()
 
 
 OnCellStart = Callable[[int, NotebookNode, str], Awaitable[None] | None]
@@ -277,7 +282,7 @@ class NotebookExecutor:
                     continue
                 if resume is not None and index == resume.index:
                     self._upcoming = None
-                    cell_result = await self.resume_cell(cell, index, resume.msg_id)
+                    cell_result = await self.resume_cell(cell, index, resume.msg_id, resume.outputs)
                 else:
                     self._upcoming = _next_executable(nb, index) if self.pipeline else None
                     cell_result = await self.execute_cell(cell, index)
@@ -340,16 +345,25 @@ class NotebookExecutor:
         """Execute one code cell, updating it in place (outputs, execution_count, metadata)."""
         return await self._run(cell, index, resume_msg_id=None)
 
-    async def resume_cell(self, cell: NotebookNode, index: int, msg_id: str) -> CellResult:
+    async def resume_cell(
+        self, cell: NotebookNode, index: int, msg_id: str, earlier: Sequence[dict[str, Any]] = ()
+    ) -> CellResult:
         """Collect the rest of an execution started earlier as `msg_id` on this kernel, without running it
         again. The connection must use the session_id of the one that sent it (the gateway replays what
         it buffered for that session); open it with GatewayClient.connect(..., resume_msg_ids=(msg_id,))
         so replayed messages are not dropped before this call. Outputs that reached the previous
-        connection are not replayed. Raises ExecutionLost if the kernel is already past the execution
-        and none of its messages were replayed."""
-        return await self._run(cell, index, resume_msg_id=msg_id)
+        connection are not replayed: pass them as `earlier` (they come first, within the caps). Raises
+        ExecutionLost if the kernel is already past the execution and none of its messages were
+        replayed."""
+        return await self._run(cell, index, resume_msg_id=msg_id, earlier=earlier)
 
-    async def _run(self, cell: NotebookNode, index: int, resume_msg_id: str | None) -> CellResult:
+    async def _run(
+        self,
+        cell: NotebookNode,
+        index: int,
+        resume_msg_id: str | None,
+        earlier: Sequence[dict[str, Any]] = (),
+    ) -> CellResult:
         if not cell.get("id"):
             cell["id"] = uuid.uuid4().hex[:8]
         result = CellResult(index, cell["id"])
@@ -372,6 +386,8 @@ class NotebookExecutor:
         msg_id = ahead.msg_id if ahead is not None else resume_msg_id or new_id()
         subscription = connection.subscribe(msg_id)
         outputs = CellOutputs(self.budget, index, cell["id"])
+        for output in earlier:
+            await outputs.add(output)
         run = _CellRun(self, cell, index, result, subscription, outputs)
         result.msg_id = msg_id
         result.resumed = resume_msg_id is not None
@@ -717,6 +733,8 @@ class _CellRun:
             result.state = CellState.TIMED_OUT
             result.error_name = "CellTimeout"
             result.error_value = f"the cell ran longer than {executor.cell_timeout:g}s and was interrupted"
+            # Going on is sound only in the kernel the cell ran in: after a restart its state is gone.
+            result.error_allowed = executor.allow_errors and not result.kernel_restarted
         elif self.final_state is CellState.CANCELLED:
             result.state = CellState.CANCELLED
         elif self.final_state is CellState.KERNEL_DIED:

@@ -24,7 +24,8 @@ import asyncio
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,15 @@ class Spill:
             f.write(data)
 
 
+async def bounded_outputs(outputs: Sequence[dict[str, Any]], limits: OutputLimits) -> list[Output]:
+    """Outputs recorded elsewhere (a journal's), rebuilt within the cell cap with the usual marker when
+    they exceed it; what does not fit is dropped (said by the marker), not spilled."""
+    cell = CellOutputs(NotebookBudget(replace(limits, spill_bytes=0)), 0, "")
+    for output in outputs:
+        await cell.add(output)
+    return await cell.finish()
+
+
 class NotebookBudget:
     """What the whole notebook has kept so far, shared by its cells."""
 
@@ -372,6 +382,10 @@ class CellOutputs:
         await self._add(output, display_id if isinstance(display_id, str) else None)
         return output
 
+    async def add(self, output: dict[str, Any]) -> None:
+        """An output recorded earlier (a journal's), counted and kept as if it had just arrived."""
+        await self._add(nbformat.from_dict(output), None)
+
     async def _update(self, content: dict[str, Any]) -> Output | None:
         """update_display_data: every output showing the display takes the new data, if what that adds
         fits the cap of its cell and the notebook's; otherwise it keeps its old data, the update goes to
@@ -465,7 +479,7 @@ class CellOutputs:
             spill = self.budget.spill
             await spill.flush()
             limits = self.budget.limits
-            where = f"spill file {spill.path.name}" if spill.path else "the spill"
+            where = f"spill file {spill.path.name}" if spill.path else "spill"
             lost = (
                 f"; the spill is full (cap {limits.spill_bytes} bytes), {spill.dropped} bytes dropped"
                 if spill.dropped

@@ -6,6 +6,7 @@ its controller ownerReference is this environment; any other is left exactly as 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,15 @@ from nbkube import API_VERSION
 from nbkube.api import ConditionStatus, NotebookEnvironmentSpec, NotebookEnvironmentStatus, Reason
 from nbkube.api.common import Condition, set_condition, validation_message
 from nbkube.config import Settings
-from nbkube.environment import objects
+from nbkube.environment import objects, packages, podspec
 from nbkube.environment.tokens import GatewayTokens
-from nbkube.kube import Conflict, Kube, path_of, resource_path
+from nbkube.kube import Conflict, Kube, KubeError, path_of, resource_path
+
+# Waiting reasons of containers that are merely on their way (anything else is worth naming).
+STARTING_REASONS = ("ContainerCreating", "PodInitializing")
+# Warning events of a pod that say why its containers are not created (a kubelet's, for volumes).
+POD_PROBLEM_EVENTS = ("FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox")
+MAX_PROBLEM_CHARS = 1000
 
 
 class InvalidEnvironmentSpec(Exception):
@@ -43,10 +50,15 @@ def check_name(name: str) -> None:
 
 
 def parse_spec(spec: dict[str, Any]) -> NotebookEnvironmentSpec:
+    """The spec as a model, its pod-template overlay checked; InvalidEnvironmentSpec says why not."""
     try:
-        return NotebookEnvironmentSpec.model_validate(dict(spec))
+        parsed = NotebookEnvironmentSpec.model_validate(dict(spec))
     except ValidationError as exc:
         raise InvalidEnvironmentSpec(validation_message(exc)) from None
+    problems = podspec.overlay_problems(parsed)
+    if problems:
+        raise InvalidEnvironmentSpec("spec." + "; spec.".join(problems))
+    return parsed
 
 
 @dataclass
@@ -128,7 +140,74 @@ async def apply_children(
     if existing is not None:
         check_controlled({"kind": "Deployment", **existing}, uid)
     await ensure_token_secret(kube, tokens, name, namespace, uid)
-    return await claim(kube, deployment, uid)
+    try:
+        return await claim(kube, deployment, uid)
+    except KubeError as exc:
+        if exc.status not in (400, 422):  # 400: a field of the wrong type; 422: an invalid value
+            raise
+        # What the models cannot see (in the free-form overlay, say): the user's to fix.
+        raise InvalidEnvironmentSpec(
+            f"the API server refused the gateway Deployment: {exc.message}"
+        ) from None
+
+
+def _waiting(pod: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(container, reason, message) of each of the pod's containers waiting for a reason worth naming."""
+    status = pod.get("status") or {}
+    found = []
+    for entry in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (entry.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason") or ""
+        if reason and reason not in STARTING_REASONS:
+            found.append((entry.get("name", "?"), reason, waiting.get("message") or ""))
+    return found
+
+
+def pod_problem(
+    pods: list[dict[str, Any]], events: dict[str, list[dict[str, Any]]], current_hash: str
+) -> str | None:
+    """Why a gateway pod of the current spec does not start, from what the scheduler and the kubelet
+    report: a PodScheduled=False message (no node with the resources, an unbound or missing claim), a
+    container waiting for a reason (CreateContainerConfigError: a missing ConfigMap, Secret or key;
+    ImagePullBackOff; CrashLoopBackOff), or the pod's FailedMount warning events (a missing volume
+    source). `events` maps pod names to their events. None when no pod says anything."""
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        if (meta.get("annotations") or {}).get(objects.SPEC_HASH_ANNOTATION) != current_hash:
+            continue
+        name = meta.get("name", "?")
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        scheduled = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
+        if scheduled.get("status") == "False":
+            return _clip(
+                f"pod {name} is not scheduled: {scheduled.get('message') or scheduled.get('reason')}"
+            )
+        for container, reason, message in _waiting(pod):
+            return _clip(f"pod {name}: container {container} {reason}: {message}".rstrip(": "))
+        warnings = [
+            e
+            for e in events.get(name, [])
+            if e.get("type") == "Warning" and e.get("reason") in POD_PROBLEM_EVENTS
+        ]
+        if warnings:
+            latest = max(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+            return _clip(f"pod {name}: {latest['reason']}: {latest.get('message', '')}")
+    return None
+
+
+def replica_failure(deployment: dict[str, Any] | None) -> str | None:
+    """Why the Deployment cannot create pods (a missing ServiceAccount or PriorityClass, a quota)."""
+    conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
+    failure = next((c for c in conditions if c.get("type") == "ReplicaFailure"), {})
+    if failure.get("status") == "True":
+        return _clip(f"gateway pods cannot be created: {failure.get('message') or failure.get('reason')}")
+    return None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_PROBLEM_CHARS else text[: MAX_PROBLEM_CHARS - 1] + "…"
 
 
 def compute_status(
@@ -138,7 +217,12 @@ def compute_status(
     deployment: dict[str, Any] | None,
     previous: dict[str, Any] | None,
     usage: KernelUsage,
+    install_failures: Sequence[tuple[str, str]] = (),
+    problem: str | None = None,
 ) -> NotebookEnvironmentStatus:
+    """install_failures: (pod, pip's decisive line) of the pods of this spec whose packages install
+    failed; any makes the environment Ready=False, PackagesFailed. `problem` (pod_problem,
+    replica_failure) says why pods are missing and ends the Ready message while not every pod is ready."""
     old = NotebookEnvironmentStatus.model_validate(previous or {})
     dep_status = (deployment or {}).get("status", {})
     ready = int(dep_status.get("readyReplicas") or 0)
@@ -148,6 +232,11 @@ def compute_status(
     rolling = deployment is not None and (observed != dep_generation or updated < spec.replicas)
     if spec.replicas == 0:
         status, reason, message = ConditionStatus.FALSE, Reason.GATEWAYS_NOT_READY, "scaled to zero replicas"
+    elif install_failures:
+        status, reason = ConditionStatus.FALSE, Reason.PACKAGES_FAILED
+        message = packages.failure_message(*install_failures[0])
+        if ready:
+            message += f"; {ready} ready gateway pod(s) (of this spec or the previous one) serve kernels"
     elif ready >= spec.replicas and not rolling:
         status, reason, message = ConditionStatus.TRUE, Reason.GATEWAYS_READY, f"{ready} gateway pod(s) ready"
     elif rolling and ready > 0:
@@ -156,6 +245,8 @@ def compute_status(
     else:
         status, reason = ConditionStatus.FALSE, Reason.GATEWAYS_NOT_READY
         message = f"{ready}/{spec.replicas} gateway pod(s) ready"
+    if problem and reason != Reason.GATEWAYS_READY and spec.replicas:
+        message = f"{message}; {problem}"
     conditions = set_condition(old.conditions, "Ready", status, reason, message, generation)
     return NotebookEnvironmentStatus(
         observed_generation=generation,

@@ -16,13 +16,12 @@ from typing import Any
 
 from nbkube import API_VERSION
 from nbkube.api import NotebookEnvironmentSpec
+from nbkube.environment.podspec import DEFAULT_COMMAND, GATEWAY_PORT, RUN_AS_USER, TOKEN_KEY, gateway_pod
 
-GATEWAY_PORT = 8888
-TOKEN_KEY = "token"
+__all__ = ["DEFAULT_COMMAND", "GATEWAY_PORT", "RUN_AS_USER", "TOKEN_KEY"]
+
 ENVIRONMENT_LABEL = "nbkube.io/environment"
 SPEC_HASH_ANNOTATION = "nbkube.io/spec-hash"
-DEFAULT_COMMAND = ["python", "-m", "nbkube.gateway"]
-RUN_AS_USER = 1000
 GATEWAY_APP_NAME = "nbkube-gateway"
 # Label values (the environment's name is one, see gateway_labels) hold at most 63 characters.
 MAX_LABEL_VALUE = 63
@@ -114,66 +113,10 @@ def token_secret(env_name: str, namespace: str, uid: str, name: str, token: str)
 def gateway_deployment(
     env_name: str, namespace: str, uid: str, spec: NotebookEnvironmentSpec, token_secret: str
 ) -> dict[str, Any]:
+    """The gateway pods' Deployment; its pod spec comes from podspec.gateway_pod (check the spec's overlay
+    with podspec.overlay_problems first)."""
     digest = spec_hash(spec)
-    env: list[dict[str, Any]] = [
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "KG_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "KG_PORT", "value": str(GATEWAY_PORT)},
-        {
-            "name": "KG_AUTH_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_KEY}},
-        },
-        {"name": "KG_DEFAULT_KERNEL_NAME", "value": spec.kernel_name},
-        {"name": "KG_MAX_KERNELS", "value": str(spec.max_kernels_per_pod)},
-        {"name": "KG_LIST_KERNELS", "value": "True"},
-        {"name": "JUPYTER_RUNTIME_DIR", "value": "/tmp/jupyter-runtime"},
-    ]
-    env += [{"name": e.name, "value": e.value} for e in spec.env]
-    args = [f"--MappingKernelManager.cull_idle_timeout={spec.idle_kernel_timeout_seconds}"]
-    if spec.idle_kernel_timeout_seconds:
-        args.append("--MappingKernelManager.cull_interval=60")
-    probe_base = {"tcpSocket": {"port": GATEWAY_PORT}}
-    container: dict[str, Any] = {
-        "name": "gateway",
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
-        "command": list(spec.command) or list(DEFAULT_COMMAND),
-        "args": args,
-        "env": env,
-        "ports": [{"name": "gateway", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
-        "readinessProbe": {**probe_base, "periodSeconds": 2, "failureThreshold": 3},
-        "livenessProbe": {
-            **probe_base,
-            "periodSeconds": 10,
-            "failureThreshold": 6,
-            "initialDelaySeconds": 10,
-        },
-        "resources": spec.resources.to_api(),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "readOnlyRootFilesystem": True,
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "home", "mountPath": "/home/nbkube"}],
-    }
-    pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 30,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}}],
-    }
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    extra, pod_spec = gateway_pod(spec, token_secret)
     labels = gateway_labels(env_name)
     return {
         "apiVersion": "apps/v1",
@@ -188,8 +131,8 @@ def gateway_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
-                    "labels": _common_labels(env_name),
-                    "annotations": {SPEC_HASH_ANNOTATION: digest},
+                    "labels": {**extra.get("labels", {}), **_common_labels(env_name)},
+                    "annotations": {**extra.get("annotations", {}), SPEC_HASH_ANNOTATION: digest},
                 },
                 "spec": pod_spec,
             },

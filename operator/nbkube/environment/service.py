@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,9 +15,14 @@ from nbkube.config import Settings
 from nbkube.environment import controller, objects
 from nbkube.environment.tokens import GatewayTokens
 from nbkube.gateways import EnvironmentSettings, GatewayRegistry
-from nbkube.kube import Kube, resource_path
+from nbkube.kube import Kube, KubeError, resource_path
 from nbkube.metrics import kernels as kernels_gauge
 from nbkube.metrics import reconcile_time, reconcile_total
+
+log = logging.getLogger(__name__)
+
+# Pods whose events are read per status refresh, at most (the first few not-ready pods say enough).
+EVENT_READS = 3
 
 
 def gateway_egress(settings: Settings, api_server_url: str) -> objects.GatewayEgress:
@@ -54,9 +60,7 @@ class EnvironmentService:
             controller.check_name(name)
             spec = controller.parse_spec(body.get("spec") or {})
         except controller.InvalidEnvironmentSpec as exc:
-            reconcile_total.labels("notebookenvironment", "invalid").inc()
-            kopf.warn(body, reason=Reason.INVALID_SPEC, message=str(exc))
-            return controller.not_ready_status(previous, generation, Reason.INVALID_SPEC, str(exc))
+            return self._invalid(body, previous, generation, exc)
         await self.registry.configure(
             namespace,
             name,
@@ -66,6 +70,8 @@ class EnvironmentService:
             deployment = await controller.apply_children(
                 self.kube, self.settings, self.tokens, self.egress, name, namespace, uid, spec
             )
+        except controller.InvalidEnvironmentSpec as exc:  # the API server refused the Deployment
+            return self._invalid(body, previous, generation, exc)
         except controller.ChildConflict as exc:
             reconcile_total.labels("notebookenvironment", "conflict").inc()
             was = controller.ready_condition(previous)
@@ -81,7 +87,16 @@ class EnvironmentService:
         kopf.info(
             body, reason="Reconciled", message=f"gateway Deployment {objects.gateway_name(name)} applied"
         )
-        return self._status(name, namespace, uid, spec, generation, deployment, previous)
+        status = await self._status(name, namespace, uid, spec, generation, deployment, previous)
+        _warn_on_failed_install(body, previous, status)
+        return status
+
+    def _invalid(
+        self, body: kopf.Body, previous: dict[str, Any] | None, generation: int | None, exc: Exception
+    ) -> dict[str, Any]:
+        reconcile_total.labels("notebookenvironment", "invalid").inc()
+        kopf.warn(body, reason=Reason.INVALID_SPEC, message=str(exc))
+        return controller.not_ready_status(previous, generation, Reason.INVALID_SPEC, str(exc))
 
     async def refresh_status(self, body: kopf.Body) -> dict[str, Any] | None:
         """The status from the gateway Deployment; while a child's name is taken by someone else's
@@ -97,6 +112,9 @@ class EnvironmentService:
         except controller.InvalidEnvironmentSpec:
             return None
         previous = body.get("status") or {}
+        refused = controller.ready_condition(previous).get("reason") == Reason.INVALID_SPEC
+        if refused and previous.get("observedGeneration") == body["metadata"].get("generation"):
+            return None  # the API server refused this generation's Deployment: a spec change retries
         deployment = await self.kube.get_or_none(
             resource_path("apps/v1", "deployments", namespace, objects.gateway_name(name))
         )
@@ -104,12 +122,13 @@ class EnvironmentService:
         if conflicting or (deployment is not None and not objects.controlled_by(deployment, uid)):
             status = await self.reconcile(body)
         else:
-            status = self._status(
+            status = await self._status(
                 name, namespace, uid, spec, body["metadata"].get("generation"), deployment, previous
             )
+            _warn_on_failed_install(body, previous, status)
         return None if _same(status, previous) else status
 
-    def _status(
+    async def _status(
         self,
         name: str,
         namespace: str,
@@ -124,10 +143,69 @@ class EnvironmentService:
         kernels_gauge.labels(f"{namespace}/{name}", "warm").set(warm)
         usage = controller.KernelUsage(in_use=in_use, warm=warm)
         token_secret = self.tokens.secret_name(namespace, name, uid)
-        return controller.compute_status(token_secret, spec, generation, deployment, previous, usage).to_api()
+        failures = [
+            (pod.name, pod.install_failure or "")
+            for pod in self.registry.install_failures(namespace, name, objects.spec_hash(spec))
+        ]
+        problem = await self._pod_problem(name, namespace, spec, deployment)
+        return controller.compute_status(
+            token_secret, spec, generation, deployment, previous, usage, failures, problem
+        ).to_api()
+
+    async def _pod_problem(
+        self, name: str, namespace: str, spec: Any, deployment: dict[str, Any] | None
+    ) -> str | None:
+        """Why gateway pods of the current spec are not ready, while some are not (see pod_problem)."""
+        dep_status = (deployment or {}).get("status") or {}
+        ready = int(dep_status.get("readyReplicas") or 0)
+        updated = int(dep_status.get("updatedReplicas") or 0)
+        if deployment is None or not spec.replicas or (ready >= spec.replicas and updated >= spec.replicas):
+            return None
+        current = objects.spec_hash(spec)
+        pods = await self.kube.list(
+            resource_path("v1", "pods", namespace), label_selector=f"{objects.ENVIRONMENT_LABEL}={name}"
+        )
+        problem = controller.pod_problem(pods, {}, current)
+        if problem is None:
+            events: dict[str, list[dict[str, Any]]] = {}
+            for pod in [p for p in pods if _starting(p, current)][:EVENT_READS]:
+                pod_name = pod["metadata"]["name"]
+                events[pod_name] = await self._warnings(namespace, pod_name)
+            problem = controller.pod_problem(pods, events, current)
+        return problem or controller.replica_failure(deployment)
+
+    async def _warnings(self, namespace: str, pod: str) -> list[dict[str, Any]]:
+        selector = f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning"
+        try:
+            found = await self.kube.call(
+                "GET", resource_path("v1", "events", namespace), query=[("fieldSelector", selector)]
+            )
+        except KubeError as exc:  # e.g. an RBAC without `list` on events: the condition says less
+            log.debug("events of pod %s/%s not read: %s", namespace, pod, exc)
+            return []
+        return list(found.get("items") or [])
 
     def forget(self, namespace: str, name: str) -> None:
         self.registry.forget_environment(namespace, name)
+
+
+def _starting(pod: dict[str, Any], current_hash: str) -> bool:
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    if (meta.get("annotations") or {}).get(objects.SPEC_HASH_ANNOTATION) != current_hash:
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _warn_on_failed_install(body: kopf.Body, previous: dict[str, Any] | None, status: dict[str, Any]) -> None:
+    """A Warning event when the environment turns PackagesFailed, or fails differently."""
+    now, was = controller.ready_condition(status), controller.ready_condition(previous)
+    if now.get("reason") != Reason.PACKAGES_FAILED:
+        return
+    if (was.get("reason"), was.get("message")) != (now.get("reason"), now.get("message")):
+        kopf.warn(body, reason=Reason.PACKAGES_FAILED, message=now.get("message", ""))
 
 
 def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:

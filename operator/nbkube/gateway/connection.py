@@ -10,16 +10,20 @@ import asyncio
 from typing import Any
 
 import zmq
+from jupyter_client.session import DELIM
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from traitlets import Bool, default
+
+from nbkube.gateway.oversized import FRAMING_BYTES, MAX_MESSAGE_PARAMETER, MIN_LIMIT, message_size, shrink
 
 WS_PROTOCOL_V1 = "v1.kernel.websocket.jupyter.org"
 
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     """Sets TCP_NODELAY on the kernel websocket, by default disables jupyter_server's iopub rate limit,
-    and hands v1-protocol requests straight to the kernel's socket.
+    hands v1-protocol requests straight to the kernel's socket, and cuts kernel messages larger than
+    the client's websocket takes (see nbkube.gateway.oversized) instead of sending them to be refused.
 
     As shipped, Nagle's algorithm on the server side plus the client's delayed ACK adds ~40 ms to every
     request/reply exchange over the websocket. The rate limit silently drops iopub messages above
@@ -28,6 +32,12 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     """
 
     nodelay = Bool(True, config=True, help="Set TCP_NODELAY on the kernel websocket when it opens.")
+    cut_oversized = Bool(
+        True,
+        config=True,
+        help="Cut kernel messages larger than the client's websocket takes (the client gives its limit "
+        f"as the {MAX_MESSAGE_PARAMETER} query parameter) instead of sending them to be refused.",
+    )
 
     @default("limit_rate")
     def _limit_rate_default(self) -> bool:
@@ -37,6 +47,32 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         if self.nodelay and self.websocket_handler.ws_connection is not None:
             self.websocket_handler.set_nodelay(True)
         return super().connect()
+
+    def _client_limit(self) -> int:
+        try:
+            value = int(self.websocket_handler.get_query_argument(MAX_MESSAGE_PARAMETER, "0"))
+        except (ValueError, AttributeError):
+            return 0
+        return max(value, MIN_LIMIT) if value > 0 else 0
+
+    def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
+        limit = getattr(self, "_nbkube_limit", None)
+        if limit is None:
+            limit = self._nbkube_limit = self._client_limit()
+        oversized = limit and message_size(outgoing_msg) + FRAMING_BYTES > limit
+        if oversized and self.cut_oversized and self.subprotocol == WS_PROTOCOL_V1:
+            idents, fed = self.session.feed_identities(outgoing_msg)
+            parts = fed[1:]  # [header, parent, metadata, content, *buffers]: v1 sends no signature
+            cut = shrink(parts, self.session.unpack, self.session.pack, limit) if len(parts) >= 4 else None
+            if cut is not None:
+                self.log.warning(
+                    "kernel %s: a %d-byte message cut to %d bytes for the client's websocket limit",
+                    self.kernel_id,
+                    message_size(parts),
+                    message_size(cut),
+                )
+                outgoing_msg = [*idents, DELIM, self.session.sign(cut), *cut]
+        super().handle_outgoing_message(stream, outgoing_msg)
 
     def handle_incoming_message(self, incoming_msg: Any) -> None:
         # A ZMQStream queues every send for its next POLLOUT event: one more event-loop turn between the

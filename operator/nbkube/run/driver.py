@@ -49,6 +49,7 @@ from nbkube.engine import (
     NotebookResult,
     OutputLimits,
     ResumePoint,
+    bounded_outputs,
     inject_parameters,
     upgrade_notebook,
 )
@@ -60,7 +61,7 @@ from nbkube.metrics import runs as runs_gauge
 from nbkube.results.checkpoint import CheckpointPolicy
 from nbkube.results.store import DEFAULT_MAX_SPILL_BYTES
 from nbkube.run import cellstatus, inputs, source
-from nbkube.run.journal import RunJournal, merge_streams
+from nbkube.run.journal import RunJournal
 from nbkube.run.outcome import Outcome, cancelled, failed, succeeded
 from nbkube.run.statuswriter import StatusWriter
 from nbkube.run.sweepdriver import drive_sweep
@@ -194,7 +195,6 @@ class RunDriver:
         self.journal = RunJournal(self.settings.journal_dir, self.uid)
         self.cancel_requested = asyncio.Event()
         self.deadline_passed = asyncio.Event()
-        self._partial_outputs: dict[int, list[dict[str, Any]]] = {}
         self._spill: Path | None = None
         self._checkpoints = CheckpointPolicy(
             every_cells=self.settings.checkpoint_every_cells,
@@ -634,16 +634,16 @@ class RunDriver:
             # It replied ok before the next cell was sent: done, with the outputs the journal has.
             index, outputs = progress.replied
             cell = executed.cells[index]
-            cell.outputs = [nbformat.from_dict(o) for o in merge_streams(outputs)]
+            cell.outputs = await bounded_outputs(outputs, OutputLimits())
             cell.setdefault("metadata", {})["nbkube"] = {"state": "succeeded", "resumed": True}
             self._mark_from_cell(index, cell, "succeeded")
             finished = {**finished, index: dict(cell)}
         start = max(finished) + 1 if finished else 0
-        resume = ResumePoint(in_flight[0], in_flight[1]) if in_flight and in_flight[0] >= start else None
-        self._partial_outputs = {}
-        if resume is not None:
+        resume = None
+        if in_flight and in_flight[0] >= start:
+            # What of the cell reached the dead operator is not replayed: the engine takes it first.
+            resume = ResumePoint(in_flight[0], in_flight[1], tuple(progress.partial_outputs))
             start = resume.index
-            self._partial_outputs[resume.index] = progress.partial_outputs
         kopf.info(
             self.body,
             reason="Reattached",
@@ -698,11 +698,6 @@ class RunDriver:
             cell = notebook.cells[index]
             state = str(result.state)
             with self._guard(Reason.JOURNAL_NOT_WRITTEN, f"journaling cell {index}"):
-                earlier = self._partial_outputs.pop(index, None)
-                if earlier and result.resumed:
-                    # Outputs the dead operator had already received are not replayed by the gateway.
-                    outputs = merge_streams(earlier + list(cell.outputs))
-                    cell.outputs = [nbformat.from_dict(o) for o in outputs]
                 if state not in (CellState.SKIPPED, CellState.PENDING):
                     await self.journal.record(attempt, index, dict(cell))
             with self._guard(Reason.STATUS_NOT_UPDATED, f"the status of cell {index}"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from nbkube import objectdata
 from nbkube.api import NotebookRunSpec, Reason
-from nbkube.api.inputs import MAX_INPUT_BYTES, MAX_INPUT_FILES, InputFiles, KeySelector, ObjectFiles
+from nbkube.api.inputs import MAX_INPUT_BYTES, MAX_INPUT_FILES, InputFiles, ObjectFiles, RunKeySelector
 from nbkube.engine.setup import KernelSetup, SetupFile
 from nbkube.kube import Kube, KubeError, resource_path
 from nbkube.results import ReadLimitExceeded
@@ -183,7 +183,7 @@ class InputResolver:
         return env
 
     def _env_value(
-        self, objects: dict[tuple[str, str], _Object | None], kind: str, ref: KeySelector, env_name: str
+        self, objects: dict[tuple[str, str], _Object | None], kind: str, ref: RunKeySelector, env_name: str
     ) -> str | None:
         if objects.get((kind, ref.name)) is None and ref.optional:
             return None

@@ -179,25 +179,3 @@ class JournalProgress:
     index and the outputs the journal holds (the cell itself ran once and is not run again)."""
     setup_done: bool = False
     """The attempt's kernel holds the run's setup (see RunJournal.setup_done)."""
-
-
-def merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Joins consecutive stream outputs of the same name, as a notebook shows them."""
-    merged: list[dict[str, Any]] = []
-    for out in outputs:
-        prev = merged[-1] if merged else None
-        if (
-            prev is not None
-            and out.get("output_type") == "stream"
-            and prev.get("output_type") == "stream"
-            and prev.get("name") == out.get("name")
-        ):
-            merged[-1] = {**prev, "text": _text(prev) + _text(out)}
-        else:
-            merged.append(dict(out))
-    return merged
-
-
-def _text(output: dict[str, Any]) -> str:
-    text = output.get("text", "")
-    return "".join(text) if isinstance(text, list) else text

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ async def _notebook_events(store: Any, blob: str) -> AsyncIterator[dict[str, Any
 
 async def stream_events(
     read_run: RunReader, results: Any, journal_dir: Path, namespace: str, name: str, follow: bool
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     offset = 0
     attempt_seen: int | None = None
     run: dict[str, Any] | None = None

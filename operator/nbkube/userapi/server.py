@@ -9,6 +9,7 @@ Kubernetes call, git or the filesystem.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,15 @@ class UserApi:
     authorizer: Authorizer = field(init=False)
     gate: GitGate = field(default_factory=GitGate)
     max_log_streams: int = 64
+    max_log_streams_per_user: int = 8
+    write_stall_seconds: float = 30.0
+    """A log stream whose reader takes nothing for this long is closed (its slot goes to others)."""
     _log_streams: int = 0
+    _streams_of: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def log_streams(self) -> int:
+        return self._log_streams
 
     def __post_init__(self) -> None:
         self.authorizer = Authorizer(lambda body: self.kube.call("POST", SAR_PATH, body))
@@ -155,21 +164,44 @@ def user_api_app(api: UserApi) -> web.Application:
         namespace, name = _names(request, "name")
         await _authorize(api, request, namespace, paths.RUN_LOG, name)
         follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+        user = request[USER_KEY].name
         if api._log_streams >= api.max_log_streams:
             raise web.HTTPTooManyRequests(text="too many log streams at once: try again shortly")
+        if api._streams_of.get(user, 0) >= api.max_log_streams_per_user:
+            raise web.HTTPTooManyRequests(
+                text=f"{user} has {api.max_log_streams_per_user} log streams open already: close one first"
+            )
         api._log_streams += 1
+        api._streams_of[user] = api._streams_of.get(user, 0) + 1
         try:
             if await api.read_run(namespace, name) is None:
                 raise web.HTTPNotFound(text=f'notebookruns.nbkube.io "{name}" not found')
             response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await response.prepare(request)
             events = stream_events(api.read_run, api.results, api.journal_dir, namespace, name, follow)
-            async for event in events:
-                await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
-            await response.write_eof()
+            try:
+                async for event in events:
+                    async with asyncio.timeout(api.write_stall_seconds):
+                        await response.write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
+                await response.write_eof()
+            except TimeoutError:
+                log.info(
+                    "user API: %s's log stream of %s/%s read nothing for %gs: closed",
+                    user,
+                    namespace,
+                    name,
+                    api.write_stall_seconds,
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+            finally:
+                await events.aclose()
             return response
         finally:
             api._log_streams -= 1
+            api._streams_of[user] -= 1
+            if not api._streams_of[user]:
+                del api._streams_of[user]
 
     def repository(sub: str, inner: Handler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -205,7 +237,9 @@ async def serve_user_api(
     app = user_api_app(api)
     if on_cleanup is not None:
         app.on_cleanup.append(on_cleanup)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    # A client gone away cancels its handler: a quiet follower's slot, a fetch's git process, and the
+    # review it waits on are given back at once instead of when the next write fails.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, handler_cancellation=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
