@@ -23,7 +23,7 @@ import nbformat
 from nbformat import NotebookNode
 from pydantic import ValidationError
 
-from nbkube import API_VERSION
+from nbkube import API_VERSION, memory
 from nbkube.api import (
     CellStatus,
     ConditionStatus,
@@ -781,7 +781,10 @@ class RunDriver:
         notebook; the journal records that it was done, not what it held."""
         setup, self._pending_setup = self._pending_setup, None
         assert setup is not None
+        size = setup.file_bytes
         await kernel_setup.apply_setup(lease.connection, setup)
+        del setup
+        memory.release_freed_memory(size)
         with self._guard(Reason.JOURNAL_NOT_WRITTEN, "journaling the run's setup"):
             await self.journal.setup_done(attempt)
         self._setup_needed = False
