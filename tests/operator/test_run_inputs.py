@@ -351,3 +351,40 @@ def test_an_operator_killed_mid_run_leaves_the_setup_in_the_kernel_for_the_next_
     first = _stdout(executed.cells[0]).strip()
     assert _stdout(executed.cells[2]) == f"{first} kept\n"
     assert [c.execution_count for c in executed.cells] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("ending", ["Cancelled", "Failed"])
+def test_the_working_directory_goes_when_the_run_is_cancelled_or_fails(
+    kubectl, env_namespace, operator, ending
+):
+    kubectl.apply(config_map("ending-inputs", data={"in.txt": "x"}), namespace=env_namespace)
+    name = f"ends-{ending.lower()}"
+    gate = Gate()
+    last = gate.cell + "\n1 / 0" if ending == "Failed" else "import time\nwhile True:\n    time.sleep(0.05)"
+    cells = ["import os\nprint(os.getcwd())", last]
+    kubectl.apply(run(name, cells, files=[{"configMap": {"name": "ending-inputs"}}]), namespace=env_namespace)
+
+    def second_cell_runs() -> list[dict[str, Any]] | None:
+        now = ((get(kubectl, "nbrun", name, env_namespace) or {}).get("status") or {}).get("cells", [])
+        return now if len(now) == 2 and now[1]["state"] == "running" else None
+
+    workdir = wait_for("the second cell to run", second_cell_runs, timeout=120, interval=0.1)[0]["summary"]
+    assert "/nbkube-runs/kernel-" in workdir
+    pod = next(e for e in events(kubectl, env_namespace, name) if e["reason"] == "Started")
+    url, token = gateway_address(kubectl, env_namespace, pod["message"].rsplit(" ", 1)[1])
+    assert exists_in_pod(url, token, f"{workdir}/in.txt")  # there while the run runs
+    if ending == "Cancelled":
+        kubectl(
+            "patch",
+            "nbrun",
+            name,
+            "--type=merge",
+            "-p",
+            '{"spec": {"cancel": true}}',
+            namespace=env_namespace,
+        )
+    else:
+        gate.open()
+    gate.close()
+    assert wait_run_finished(kubectl, env_namespace, name)["status"]["state"] == ending
+    wait_for(f"{workdir} to be removed", lambda: not exists_in_pod(url, token, workdir), 60, 0.5)
