@@ -116,10 +116,19 @@ def _wait_condition(kubectl, namespace, reason, name="py", timeout=60):
 
 
 def _unchanged(before, after):
+    """Nothing of the object but what Kubernetes' own controllers write (a Deployment's status, which
+    moves its resourceVersion) changed, and no manager but kubectl and those controllers wrote to it."""
     assert after is not None, "the foreign object was deleted"
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert after["metadata"].get("ownerReferences") == before["metadata"].get("ownerReferences")
+    for key in ("generation", "labels", "annotations", "ownerReferences", "finalizers"):
+        assert after["metadata"].get(key) == before["metadata"].get(key), key
     assert after.get("spec") == before.get("spec") and after.get("data") == before.get("data")
+    managers = {m["manager"] for m in after["metadata"].get("managedFields", [])}
+    assert managers <= {
+        "kubectl",
+        "kubectl-client-side-apply",
+        "kubectl-create",
+        "kube-controller-manager",
+    }, managers
 
 
 def _delete_environment_and_wait_for_its_children(kubectl, namespace, kinds):
