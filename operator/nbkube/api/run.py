@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.config import JsonDict
 
 from nbkube.api.common import ApiModel, Condition, StatusModel
 
@@ -16,7 +17,7 @@ PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_SWEEP_SIZE = 256
 MAX_PARAMETERS = 128
 
-_IMMUTABLE = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]}
+_IMMUTABLE: JsonDict = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]}
 
 
 class EnvironmentRef(ApiModel):

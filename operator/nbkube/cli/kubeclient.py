@@ -87,8 +87,8 @@ class Kube:
         self.api_client.close()
 
     def call(
-        self, what: str, fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any
-    ) -> T:
+        self, what: str, fn: Callable[..., Any], *args: Any, missing: str | None = None, **kwargs: Any
+    ) -> Any:
         """Calls the API; a missing object, a refusal or an unreachable server becomes a CliError."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError

@@ -179,7 +179,7 @@ def pod_problem(
             continue
         name = meta.get("name", "?")
         conditions = (pod.get("status") or {}).get("conditions") or []
-        scheduled = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
+        scheduled: dict[str, Any] = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
         if scheduled.get("status") == "False":
             return _clip(
                 f"pod {name} is not scheduled: {scheduled.get('message') or scheduled.get('reason')}"
@@ -200,7 +200,7 @@ def pod_problem(
 def replica_failure(deployment: dict[str, Any] | None) -> str | None:
     """Why the Deployment cannot create pods (a missing ServiceAccount or PriorityClass, a quota)."""
     conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
-    failure = next((c for c in conditions if c.get("type") == "ReplicaFailure"), {})
+    failure: dict[str, Any] = next((c for c in conditions if c.get("type") == "ReplicaFailure"), {})
     if failure.get("status") == "True":
         return _clip(f"gateway pods cannot be created: {failure.get('message') or failure.get('reason')}")
     return None

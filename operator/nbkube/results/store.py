@@ -223,7 +223,7 @@ class ResultsStore:
         self._max_batch = max_batch
         self._trees = TreeCache()
         self._finals: dict[str, str] = {}  # uid -> commit, mirrors refs/nbkube/final/*
-        self._json_meta: BoundedDict[str, dict[str, Any]] = BoundedDict(4096)  # nbkube.json blob -> facts
+        self._json_meta = BoundedDict(4096)  # nbkube.json blob -> its facts  # nbkube.json blob -> facts
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         idle = pipe_idle_seconds
@@ -587,6 +587,7 @@ class ResultsStore:
                 if req.future is not None and not req.future.done():
                     req.future.set_exception(exc)
         if head != self._head:
+            assert head is not None  # (it moved: to a commit)
             await self._flush(staged)
             await self._advance(head, tree, {uid: info.commit for uid, info in new_finals.items()})
         for req, info in done:

@@ -668,7 +668,7 @@ class RunDriver:
         execution = asyncio.create_task(
             executor.execute_notebook(notebook, resume=resume, start_index=start_index)
         )
-        stop_waiters = {
+        stop_waiters: dict[asyncio.Task[Any], str] = {
             asyncio.create_task(self._until_stopped()): "stopped",
             asyncio.create_task(self.cancel_requested.wait()): "cancel",
             asyncio.create_task(self.deadline_passed.wait()): "deadline",
