@@ -8,6 +8,9 @@ ServiceAccount, and measures:
    `kubectl apply` sends) to the printed timestamp (same clock). Sequential repetitions, each after the
    previous run finished and the pool refilled; median (min, max). A few repetitions through a real
    `kubectl apply` subprocess are shown too (they add kubectl's own start-up).
+1b. apply -> first cell with files: the same, for a run with 10 MiB of input files (ten ConfigMaps of
+   1 MiB of binaryData each, created beforehand) placed in its working directory by the silent setup
+   before its first cell; a second cell checks they all arrived.
 2. 32 x 50: one sweep NotebookRun (matrix of 32 values, parallelism 32, 50 trivial cells, each child
    also gets its injected-parameters cell) on an environment of one gateway pod (maxKernelsPerPod 48,
    warmKernels 2), from the create request to the last child seen finished on a watch; versus the same
@@ -25,16 +28,18 @@ ServiceAccount, and measures:
    to zero replicas -> RSS and CPU with 1,000 daemons alive (2,000 runs present).
 
 The last line is one JSON object:
-{"apply_to_first_cell_s", "parallel_32x50_ratio_vs_raw_gateway", "status_patches_per_run",
- "operator_rss_mib_1000_runs"}.
-Environment: BENCH_APPLY_REPEATS (10), BENCH_RSS_RUNS (1000), BENCH_KEEP=1 keeps the temp dir,
-BENCH_PHASES (apply,sweep,patches,rss: a subset prints raw figures as JSON), BENCH_PROFILE_DIR (py-spy
-samples the operator during apply, sweep and rss into collapsed-stack files; BENCH_PYSPY names py-spy).
+{"apply_to_first_cell_s", "apply_to_first_cell_with_files_s", "parallel_32x50_ratio_vs_raw_gateway",
+ "status_patches_per_run", "operator_rss_mib_1000_runs"}.
+Environment: BENCH_APPLY_REPEATS (10), BENCH_FILES_REPEATS (5), BENCH_RSS_RUNS (1000), BENCH_KEEP=1
+keeps the temp dir, BENCH_PHASES (apply,files,sweep,patches,rss: a subset prints raw figures as JSON),
+BENCH_PROFILE_DIR (py-spy samples the operator during apply, files, sweep and rss into collapsed-stack
+files; BENCH_PYSPY names py-spy).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -59,6 +64,7 @@ from _operator_support import (
     load_average,
     notebook_run,
     profiled,
+    retrying,
 )
 from nbkube.engine import CellState, GatewayClient, NotebookExecutor, inject_parameters, upgrade_notebook
 from nbkube.gateway.local import LocalGateway
@@ -68,7 +74,10 @@ KUBECTL_REPEATS = 3
 SWEEP_RUNS = 32
 SWEEP_CELLS = 50
 RSS_RUNS = int(os.environ.get("BENCH_RSS_RUNS", "1000"))
-ALL_PHASES = ("apply", "sweep", "patches", "rss")
+FILES_REPEATS = int(os.environ.get("BENCH_FILES_REPEATS", "5"))
+FILE_CONFIGMAPS = 10
+FILE_BYTES = 1024 * 1024 - 1024  # a ConfigMap holds 1 MiB, its key included
+ALL_PHASES = ("apply", "files", "sweep", "patches", "rss")
 PHASES = tuple(os.environ.get("BENCH_PHASES", ",".join(ALL_PHASES)).split(","))
 RAW_PRESTARTED = os.environ.get("BENCH_RAW_PRESTARTED") == "1"
 NS = "bench"
@@ -147,6 +156,45 @@ def bench_apply(bench: Bench, watch: Any) -> dict[str, Any]:
         "patches_per_run": patches / APPLY_REPEATS,
         "writes_per_run": statistics.fmean(r.writes for r in recs),
         "duration": statistics.fmean((r.terminal_at or 0) - r.created_seen for r in recs),
+    }
+
+
+# 1b. apply -> first cell with 10 MiB of input files
+
+
+def bench_files(bench: Bench, watch: Any) -> dict[str, Any]:
+    total = FILE_CONFIGMAPS * FILE_BYTES
+    say(f"1b. apply -> first cell with {total / 2**20:.1f} MiB of input files: {FILES_REPEATS} runs")
+    for i in range(FILE_CONFIGMAPS):
+        data = base64.b64encode(os.urandom(FILE_BYTES)).decode()
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"input-{i}"}}
+        body["binaryData"] = {"part.bin": data}
+        retrying(lambda b=body: bench.api.post(f"/api/v1/namespaces/{NS}/configmaps", b))
+    files = [
+        {"configMap": {"name": f"input-{i}"}, "destination": f"part-{i}"} for i in range(FILE_CONFIGMAPS)
+    ]
+    check = (
+        f"import os\nprint(sum(os.path.getsize(f'part-{{i}}/part.bin') for i in range({FILE_CONFIGMAPS})))"
+    )
+    samples = []
+    for i in range(FILES_REPEATS):
+        time.sleep(1.0)
+        bench.wait_environment_warm(NS, ENV, 1)
+        name = f"files-first-cell-{i}"
+        t0 = time.time()
+        bench.create(NS, notebook_run(name, ENV, [PRINT_TIME, check], files=files))
+        rec = watch.wait_terminal([name], 120)[0]
+        expect_state([rec], "Succeeded")
+        cells = status(rec)["cells"]
+        if int(cells[1]["summary"]) != total:
+            raise RuntimeError(f"{name}: {cells[1]['summary']} bytes of input files arrived, not {total}")
+        samples.append(float(cells[0]["summary"]) - t0)
+        print(f"   files {i}: first cell {samples[-1] * 1000:7.1f} ms", flush=True)
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "mib": total / 2**20,
     }
 
 
@@ -406,7 +454,7 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     started = time.monotonic()
-    apply = sweep = patches = rss = {}
+    apply = files = sweep = patches = rss = {}
     say("bench-operator: starting a private local cluster and the operator")
     with bench_cluster() as bench:
         bench.keep_dir = os.environ.get("BENCH_KEEP") == "1"
@@ -418,6 +466,9 @@ def main() -> int:
         if "apply" in PHASES:
             with profiled(bench.operator_pid(), "apply"):
                 apply = bench_apply(bench, watch)
+        if "files" in PHASES:
+            with profiled(bench.operator_pid(), "files"):
+                files = bench_files(bench, watch)
         if "sweep" in PHASES:
             with profiled(bench.operator_pid(), "sweep"):
                 sweep = bench_sweep(bench, watch)
@@ -427,7 +478,11 @@ def main() -> int:
             with profiled(bench.operator_pid(), "rss"):
                 rss = bench_rss(bench)
     if PHASES != ALL_PHASES:
-        print(json.dumps({"apply": apply, "sweep": sweep, "patches": patches, "rss": rss}, default=str))
+        print(
+            json.dumps(
+                {"apply": apply, "files": files, "sweep": sweep, "patches": patches, "rss": rss}, default=str
+            )
+        )
         return 0
     elapsed = time.monotonic() - started
 
@@ -442,6 +497,13 @@ def main() -> int:
         ("  create request itself, median", f"{apply['create_call_median'] * 1000:.1f} ms", "", None),
         ("  run seen finished, median", f"{apply['terminal_median']:.3f} s", "", None),
         ("  through `kubectl apply`, median", f"{apply['kubectl_median']:.3f} s", "", None),
+        (
+            f"apply -> first cell with {files['mib']:.0f} MiB of input files, median",
+            f"{files['median']:.3f} s",
+            "< 0.3 s",
+            files["median"] < 0.3,
+        ),
+        ("  min / max", f"{files['min']:.3f} / {files['max']:.3f} s", "", None),
         ("32x50 sweep through the operator", f"{sweep['operator_s']:.2f} s", "", None),
         (
             "  children created (first / last)",
@@ -556,6 +618,7 @@ def main() -> int:
     long = patches["batches"][-1]
     result = {
         "apply_to_first_cell_s": round(apply["median"], 4),
+        "apply_to_first_cell_with_files_s": round(files["median"], 4),
         "parallel_32x50_ratio_vs_raw_gateway": round(sweep["ratio"], 3),
         "status_patches_per_run": round(long["patches_per_run"], 2),
         "operator_rss_mib_1000_runs": round(rss["finished"], 1),

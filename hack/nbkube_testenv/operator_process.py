@@ -45,16 +45,20 @@ def kubectl(info: ClusterInfo, *args: str, input: str | None = None, check: bool
 
 
 def rbac_manifests(
-    namespace: str = OPERATOR_NAMESPACE, name: str = SERVICE_ACCOUNT, watch_namespaces: tuple[str, ...] = ()
+    namespace: str = OPERATOR_NAMESPACE,
+    name: str = SERVICE_ACCOUNT,
+    watch_namespaces: tuple[str, ...] = (),
+    read_secrets: bool = True,
 ) -> list[dict[str, Any]]:
-    """The chart's operator RBAC for ServiceAccount namespace/name: the rules files, bound cluster-wide
-    or (watch_namespaces) by a RoleBinding in each namespace watched, the cluster-scoped rules, and the
+    """The chart's operator RBAC for ServiceAccount namespace/name: the rules files (with the Secret
+    reader rules unless read_secrets is false, as the chart's rbac.readSecrets), bound cluster-wide or
+    (watch_namespaces) by a RoleBinding in each namespace watched, the cluster-scoped rules, and the
     built-in reader Role of the front-proxy settings in kube-system."""
     files = REPO / "charts" / "nbkube" / "files"
     subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
 
-    def role(role_name: str, rules_file: str) -> dict[str, Any]:
-        rules = yaml.safe_load((files / rules_file).read_text())
+    def role(role_name: str, *rules_files: str) -> dict[str, Any]:
+        rules = [rule for f in rules_files for rule in yaml.safe_load((files / f).read_text())]
         return {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
@@ -80,7 +84,7 @@ def rbac_manifests(
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
-        role(name, "clusterrole-rules.yaml"),
+        role(name, "clusterrole-rules.yaml", *(["secret-reader-rules.yaml"] if read_secrets else [])),
         *namespaced,
         role(f"{name}-cluster", "cluster-scoped-rules.yaml"),
         binding("ClusterRoleBinding", f"{name}-cluster", "ClusterRole", f"{name}-cluster"),
@@ -179,6 +183,8 @@ class OperatorProcess:
     service_account: str = SERVICE_ACCOUNT
     # The namespaces kopf watches (`--namespace=` each, as the chart's watchNamespaces); empty: all.
     watch_namespaces: tuple[str, ...] = ()
+    # More `kopf run` options, e.g. ("--debug",) as the chart's operator.logLevel sets them.
+    extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._paused: list[OperatorProcess] = []
@@ -257,6 +263,7 @@ class OperatorProcess:
             *([f"--namespace={ns}" for ns in self.watch_namespaces] or ["--all-namespaces"]),
             "--standalone",
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+            *self.extra_args,
         ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

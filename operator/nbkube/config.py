@@ -62,6 +62,11 @@ class Settings(BaseModel):
         description="The Secret in the operator's namespace holding the key gateway tokens are derived "
         "from; created at start-up if absent.",
     )
+    read_secrets: bool = Field(
+        True,
+        description="Hand runs the Secrets they reference (spec.env valueFrom.secretKeyRef, spec.files "
+        "secret): the operator `get`s them. False: such runs fail at once (the chart's rbac.readSecrets).",
+    )
     gateway_egress_allow_all: bool = Field(
         False, description="Let gateway pods connect anywhere, the operator and the API server included."
     )
@@ -127,6 +132,7 @@ class Settings(BaseModel):
             "journal_grace_seconds": ("NBKUBE_JOURNAL_GRACE_SECONDS",),
             "unknown_journal_seconds": ("NBKUBE_UNKNOWN_JOURNAL_SECONDS",),
             "gateway_token_key_secret": ("NBKUBE_GATEWAY_TOKEN_KEY_SECRET",),
+            "read_secrets": ("NBKUBE_READ_SECRETS",),
             "gateway_egress_allow_all": ("NBKUBE_GATEWAY_EGRESS_ALLOW_ALL",),
             "gateway_egress_denied_cidrs": ("NBKUBE_GATEWAY_EGRESS_DENIED_CIDRS",),
             "gateway_egress_extra_rules": ("NBKUBE_GATEWAY_EGRESS_EXTRA_RULES",),

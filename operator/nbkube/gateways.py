@@ -64,6 +64,8 @@ class KernelLease:
     connection: KernelConnection
     client: GatewayClient
     pool: KernelPool | None = None
+    before_shutdown: Callable[[KernelConnection], Awaitable[object]] | None = None
+    """Run on the kernel when it is released, before it is shut down (e.g. removing a run's files)."""
 
     @property
     def kernel_id(self) -> str:
@@ -297,6 +299,13 @@ class GatewayRegistry:
             kernels.in_use.discard(lease.kernel_id)
 
     async def _shut_down(self, lease: KernelLease) -> None:
+        if lease.before_shutdown is not None:
+            try:
+                await lease.before_shutdown(lease.connection)
+            except Exception as exc:
+                log.info(
+                    "kernel %s on %s: cleaning up before shutdown failed: %s", lease.kernel_id, lease.pod, exc
+                )
         try:
             await lease.connection.close()
             await lease.client.delete_kernel(lease.kernel_id)

@@ -59,7 +59,11 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
         "readOnlyRootFilesystem"
     ]
     role = kubectl.json("get", "clusterrole", "nbkube")
-    assert role["rules"] == yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
+    assert role["rules"] == [
+        rule
+        for f in ("clusterrole-rules.yaml", "secret-reader-rules.yaml")
+        for rule in yaml.safe_load((CHART / "files" / f).read_text())
+    ]
     cluster_role = kubectl.json("get", "clusterrole", "nbkube-cluster")
     assert cluster_role["rules"] == yaml.safe_load(
         (CHART / "files" / "cluster-scoped-rules.yaml").read_text()

@@ -5,6 +5,7 @@ import yaml
 from chart_helpers import ALL_OPTIONS, CHART, REPO, by_kind, env_of, one, run_helm, template
 from nbkube.config import Settings
 from nbkube.userapi.paths import APISERVICE
+from nbkube_testenv.operator_process import rbac_manifests
 from nbkube_testenv.operator_rbac import operator_namespace_rbac_manifests
 
 
@@ -86,25 +87,48 @@ def test_watching_chosen_namespaces_binds_namespaced_rights_there_only(helm):
     assert {r for rule in cluster_rules for r in rule["resources"]} <= cluster_scoped
 
 
-def test_rendered_cluster_role_rules_are_exactly_the_rules_file(helm):
-    rules = yaml.safe_load((CHART / "files" / "clusterrole-rules.yaml").read_text())
+def operator_rules(read_secrets: bool = True) -> list:
+    """The operator's namespaced rules as the chart renders them: the rules file, and the Secret reader
+    rules unless rbac.readSecrets is false."""
+    files = ["clusterrole-rules.yaml", *(["secret-reader-rules.yaml"] if read_secrets else [])]
+    return [rule for f in files for rule in yaml.safe_load((CHART / "files" / f).read_text())]
+
+
+def test_rendered_cluster_role_rules_are_exactly_the_rules_files(helm):
     objects = template(helm)
     role = operator_role(objects)
-    assert role["rules"] == rules
+    assert role["rules"] == operator_rules()
     (binding,) = [b for b in by_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"] == "nbkube"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     account = one(objects, "ServiceAccount")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": "nbkube"}]
 
 
-def test_the_operator_may_create_secrets_anywhere_but_read_only_its_key_secret(helm):
-    objects = template(helm)
-    secret_rules = [
+def _secret_rules(objects):
+    return [
         rule
         for rule in operator_role(objects)["rules"]
         if "" in rule["apiGroups"] and ("secrets" in rule["resources"] or "*" in rule["resources"])
     ]
-    assert [rule["verbs"] for rule in secret_rules] == [["create"]]
+
+
+def test_the_operator_may_get_but_never_list_or_watch_secrets_in_the_namespaces_it_watches(helm):
+    objects = template(helm)
+    assert [rule["verbs"] for rule in _secret_rules(objects)] == [["create"], ["get"]]
+    assert env_of(operator_container(objects))["NBKUBE_READ_SECRETS"] == "true"
+    off = template(helm, sets=["rbac.readSecrets=false"])
+    assert [rule["verbs"] for rule in _secret_rules(off)] == [["create"]]
+    assert operator_role(off)["rules"] == operator_rules(read_secrets=False)
+    assert env_of(operator_container(off))["NBKUBE_READ_SECRETS"] == "false"
+    assert Settings.from_env({"NBKUBE_READ_SECRETS": "false"}).read_secrets is False
+    # the test harness runs the operator under the same rules
+    for read_secrets in (True, False):
+        harness = next(m for m in rbac_manifests(read_secrets=read_secrets) if m["kind"] == "ClusterRole")
+        assert harness["rules"] == operator_rules(read_secrets=read_secrets)
+
+
+def test_the_operator_may_create_secrets_anywhere_but_read_by_name_only_its_key_secret(helm):
+    objects = template(helm)
     role = one(objects, "Role")
     assert role["metadata"]["namespace"] == "nbkube"
     key_secret = env_of(operator_container(objects))["NBKUBE_GATEWAY_TOKEN_KEY_SECRET"]

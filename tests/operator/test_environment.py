@@ -262,7 +262,9 @@ def test_an_environment_whose_name_cannot_be_a_label_value_is_invalid_not_retrie
     assert get(kubectl, "networkpolicy", f"{name}-gateway", namespace) is None
 
 
-def test_the_operator_may_read_no_secret_but_its_key(kubectl, namespace, operator):
+def test_the_operator_may_get_secrets_runs_name_but_never_list_watch_or_change_them(
+    kubectl, namespace, operator
+):
     account = f"system:serviceaccount:{operator.namespace}:{operator.service_account}"
 
     def can(*args, ns):
@@ -270,8 +272,8 @@ def test_the_operator_may_read_no_secret_but_its_key(kubectl, namespace, operato
         return done.stdout.strip() == "yes"
 
     assert can("create", "secrets", ns=namespace)
-    for verb in ("get", "list", "watch", "patch", "update", "delete"):
+    assert can("get", "secrets", ns=namespace)  # the ones a NotebookRun names (spec.env, spec.files)
+    for verb in ("list", "watch", "patch", "update", "delete"):
         assert not can(verb, "secrets", ns=namespace), verb
         assert not can(verb, "secrets", ns=operator.namespace), verb
     assert can("get", "secret/nbkube-gateway-token-key", ns=operator.namespace)
-    assert not can("get", "secret/nbkube-gateway-token-key", ns=namespace)

@@ -124,6 +124,11 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     monkeypatch.setattr(kopf, "info", lambda body, *, reason, message: seen.append(("info", reason, message)))
     monkeypatch.setattr(kopf, "warn", lambda body, *, reason, message: seen.append(("warn", reason, message)))
     monkeypatch.setattr(driver_module, "NotebookExecutor", ScriptedExecutor)
+
+    async def no_kernel_setup(connection: Any, setup: Any) -> bool:  # no kernel here to set up
+        return True
+
+    monkeypatch.setattr(driver_module.kernel_setup, "apply_setup", no_kernel_setup)
     ScriptedExecutor.executed = []
     return seen
 

@@ -9,6 +9,14 @@ from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
 from nbkube.api.common import ApiModel, Condition, StatusModel
+from nbkube.api.inputs import (
+    ENV_UNIQUE_RULE,
+    MAX_ENV,
+    MAX_FILE_SOURCES,
+    InputFiles,
+    RunEnvVar,
+    check_unique_env,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CELL_ID_PATTERN = r"^[a-zA-Z0-9-_]+$"
@@ -137,9 +145,23 @@ class NotebookRunSpec(ApiModel):
     )
     cancel: bool = Field(False, description="Set to true to interrupt the run; it ends Cancelled.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, le=365 * 86400)
+    files: list[InputFiles] = Field(
+        default_factory=list,
+        max_length=MAX_FILE_SOURCES,
+        description="Files placed in the run's working directory (a fresh one per run) before its first "
+        "cell.",
+        json_schema_extra=_IMMUTABLE,
+    )
+    env: list[RunEnvVar] = Field(
+        default_factory=list,
+        max_length=MAX_ENV,
+        description="Environment variables set in the run's kernel only, resolved at run start.",
+        json_schema_extra=_IMMUTABLE,
+    )
 
     @model_validator(mode="after")
     def _check(self) -> NotebookRunSpec:
+        check_unique_env(self.env)
         for key in list(self.parameters) + list(self.matrix):
             if key.lower() in ("true", "false"):
                 raise ValueError(
@@ -168,6 +190,7 @@ class NotebookRunSpec(ApiModel):
                 "message": "a cancelled run cannot be resumed",
                 "fieldPath": ".cancel",
             },
+            ENV_UNIQUE_RULE,
         ]
 
     def sweep_size(self) -> int:

@@ -1,8 +1,8 @@
 """`nbkube run NOTEBOOK.ipynb --env ENV`: upload the notebook, create a NotebookRun, follow it.
 
 The notebook goes into a ConfigMap named after the run (its outputs stripped: the run replaces
-them), the NotebookRun refers to it, and the ConfigMap then gets an ownerReference to the run, so
-deleting the run deletes its notebook too.
+them), with the --file inputs as binaryData (nbkube.cli.uploads), the NotebookRun refers to it, and the
+ConfigMap then gets an ownerReference to the run, so deleting the run deletes its notebook too.
 """
 
 from __future__ import annotations
@@ -21,11 +21,18 @@ from nbkube import API_VERSION
 from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
 from nbkube.cli.kubeclient import TERMINAL_STATES, ClusterOptions, Kube, add_cluster_options, run_state
 from nbkube.cli.progress import Progress
+from nbkube.cli.uploads import (
+    CONFIGMAP_LIMIT,
+    KEY_CHARS,
+    Upload,
+    binary_data,
+    check_size,
+    collect,
+    files_spec,
+)
 
-CONFIGMAP_LIMIT = 1024 * 1024  # the API server's limit on a ConfigMap's data, keys included
 MAX_NAME = 63
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as the API server's generateName uses
-_KEY_CHARS = re.compile(r"[^-._a-zA-Z0-9]+")
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 # nbformat and the API models are imported where used: together they cost seconds of start-up.
 
@@ -62,6 +69,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--timeout-run", type=int, metavar="S", help="deadline of the whole run in seconds")
     parser.add_argument("--retries", type=int, metavar="N", help="fresh attempts after a kernel death")
     parser.add_argument("--allow-errors", action="store_true", help="keep going after a failing cell")
+    parser.add_argument(
+        "--file",
+        dest="files",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="a file or folder uploaded with the notebook and placed beside it in the run's working "
+        "directory (by its path relative to the notebook's folder, else by its name); repeatable",
+    )
     parser.add_argument("--no-follow", action="store_true", help="create the run and return")
     add_cluster_options(parser)
     parser.set_defaults(handler=cmd_run)
@@ -136,7 +153,7 @@ def check_name(name: str) -> str:
 
 
 def config_map_key(notebook: Path) -> str:
-    key = _KEY_CHARS.sub("-", notebook.name).strip("-.") or "notebook.ipynb"
+    key = KEY_CHARS.sub("-", notebook.name).strip("-.") or "notebook.ipynb"
     return key if key.endswith(".ipynb") else f"{key}.ipynb"
 
 
@@ -162,7 +179,9 @@ def notebook_payload(path: Path, key: str) -> str:
     return text
 
 
-def build_spec(args: argparse.Namespace, config_map: str, key: str) -> dict[str, Any]:
+def build_spec(
+    args: argparse.Namespace, config_map: str, key: str, uploads: list[Upload] | None = None
+) -> dict[str, Any]:
     """The NotebookRun spec, checked against the API model before anything is created."""
     from pydantic import ValidationError
 
@@ -172,6 +191,8 @@ def build_spec(args: argparse.Namespace, config_map: str, key: str) -> dict[str,
         "environmentRef": {"name": args.env},
         "notebook": {"configMapRef": {"name": config_map, "key": key}},
     }
+    if uploads:
+        spec["files"] = files_spec(config_map, uploads)
     params = parse_parameters(args.parameters)
     matrix = parse_matrix(args.matrix)
     if params:
@@ -210,13 +231,19 @@ def run_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def config_map_manifest(name: str, key: str, text: str) -> dict[str, Any]:
-    return {
+def config_map_manifest(
+    name: str, key: str, text: str, binary_data: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The run's ConfigMap: the notebook, and the --file inputs as binaryData."""
+    manifest: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "labels": {CREATED_BY_LABEL: "nbkube-cli"}},
         "data": {key: text},
     }
+    if binary_data:
+        manifest["binaryData"] = binary_data
+    return manifest
 
 
 def owner_reference(run: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +259,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     name = check_name(args.name) if args.name else generated_name(args.notebook)
     key = config_map_key(args.notebook)
     text = notebook_payload(args.notebook, key)
-    spec = build_spec(args, name, key)
+    uploads = collect(args.files, args.notebook, {key})
+    check_size(args.notebook, key, text, uploads)
+    spec = build_spec(args, name, key, uploads)
     kube = Kube(ClusterOptions.from_args(args))
     try:
         if not kube.environment_exists(args.env):
@@ -240,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"NotebookEnvironment {args.env!r} not found in namespace {kube.namespace} "
                 f"(kubectl get nbenv -n {kube.namespace} lists them)"
             )
-        run = create(kube, name, key, text, spec)
+        run = create(kube, name, key, text, spec, binary_data(uploads))
         print(f"notebookrun {kube.namespace}/{name} created", flush=True)
         if args.no_follow:
             print(f"follow it with: nbkube logs -n {kube.namespace} -f {name}")
@@ -250,8 +279,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         kube.close()
 
 
-def create(kube: Kube, name: str, key: str, text: str, spec: dict[str, Any]) -> dict[str, Any]:
-    kube.create_config_map(config_map_manifest(name, key, text))
+def create(
+    kube: Kube,
+    name: str,
+    key: str,
+    text: str,
+    spec: dict[str, Any],
+    binary_data: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    kube.create_config_map(config_map_manifest(name, key, text, binary_data))
     try:
         run = kube.create_run(run_manifest(name, spec))
     except BaseException:

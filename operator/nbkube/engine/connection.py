@@ -159,6 +159,11 @@ class KernelConnection:
     def closed(self) -> bool:
         return self._closing or self._failure is not None
 
+    @property
+    def sends_buffers(self) -> bool:
+        """Whether messages sent carry binary buffers (the v1 websocket protocol) rather than JSON only."""
+        return self._v1
+
     async def __aenter__(self) -> KernelConnection:
         return self
 

@@ -6,7 +6,14 @@ See `nbkube.results.store` for the design (why the git CLI, layout, crash safety
 """
 
 from .checkpoint import CheckpointPolicy
-from .records import CommitInfo, InvalidNotebookError, PruneResult, RunRecord, RunSummary
+from .records import (
+    CommitInfo,
+    InvalidNotebookError,
+    PruneResult,
+    ReadLimitExceeded,
+    RunRecord,
+    RunSummary,
+)
 from .repositories import ResultsRepositories
 from .store import ResultsStore, StoreClosedError, StoreLockedError
 
@@ -15,6 +22,7 @@ __all__ = [
     "CommitInfo",
     "InvalidNotebookError",
     "PruneResult",
+    "ReadLimitExceeded",
     "ResultsRepositories",
     "ResultsStore",
     "RunRecord",

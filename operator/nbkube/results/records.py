@@ -19,6 +19,10 @@ class InvalidNotebookError(ValueError):
     """The notebook is not valid nbformat (or not JSON at all)."""
 
 
+class ReadLimitExceeded(ValueError):
+    """A read would return more files or bytes than its caller's bounds (nothing was read)."""
+
+
 def check_component(part: str, what: str = "path component") -> str:
     """`part` if it is a path component the repository holds as is (see `nbkube.names`), else ValueError:
     what a user names for a path never reaches the repository unless every clone can check it out."""

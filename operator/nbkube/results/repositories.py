@@ -251,6 +251,16 @@ class ResultsRepositories:
         async with self._active(namespace):
             return await store.read_file(path, ref)
 
+    async def read_files(
+        self, namespace: str, path: str, ref: str = "HEAD", *, max_files: int, max_bytes: int
+    ) -> list[tuple[str, bytes]]:
+        """`ResultsStore.read_files` in `namespace`'s repository; FileNotFoundError if absent there."""
+        store = await self.repository(namespace)
+        if store is None:
+            raise FileNotFoundError(f"{path} at {ref}")
+        async with self._active(namespace):
+            return await store.read_files(path, ref, max_files=max_files, max_bytes=max_bytes)
+
     async def find_final(self, namespace: str, uid: str) -> CommitInfo | None:
         store = await self.repository(namespace)
         if store is None:

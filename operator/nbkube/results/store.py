@@ -119,6 +119,7 @@ from .records import (
     CommitInfo,
     InvalidNotebookError,
     PruneResult,
+    ReadLimitExceeded,
     RunRecord,
     RunSummary,
     check_component,
@@ -786,6 +787,51 @@ class ResultsStore:
         if obj is None or obj[1] != "blob":
             raise FileNotFoundError(f"{path} at {ref}")
         return obj[2]
+
+    async def read_files(
+        self, path: str, ref: str = "HEAD", *, max_files: int, max_bytes: int
+    ) -> list[tuple[str, bytes]]:
+        """The files at `path`: a file as `[(its name, bytes)]`, a folder as every file below it by path
+        relative to it (sorted). Their count and sizes are checked against `max_files` and `max_bytes`
+        before any content is read (ReadLimitExceeded); FileNotFoundError if `path` is absent."""
+        self._require_open()
+        path = path.rstrip("/")
+        split_path(path)
+        _check_ref(ref)
+        async with self._check_pipe.lock:
+            [line] = await self._check_pipe.lines(f"{ref}:{path}\n".encode(), 1)
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in ("blob", "tree"):
+            raise FileNotFoundError(f"{path} at {ref}")
+        oid, kind, size = parts
+        if kind == "blob":
+            listing = [(path.rsplit("/", 1)[-1], oid, int(size))]
+        else:
+            _, out, _ = await run_git(self.root, "ls-tree", "-r", "-l", "-z", oid)
+            listing = []
+            for item in out.split(b"\0"):
+                if not item:
+                    continue
+                meta, raw_name = item.split(b"\t", 1)
+                mode, entry_kind, entry_oid, entry_size = meta.split()
+                if entry_kind == b"blob" and mode in (b"100644", b"100755"):
+                    listing.append(
+                        (raw_name.decode("utf-8", "surrogateescape"), entry_oid.decode(), int(entry_size))
+                    )
+        total = sum(entry[2] for entry in listing)
+        if len(listing) > max_files or total > max_bytes:
+            raise ReadLimitExceeded(
+                f"{path} holds {len(listing)} files of {total} bytes, more than {max_files} files or "
+                f"{max_bytes} bytes"
+            )
+        async with self._cat_pipe.lock:
+            objects = await self._cat_pipe.objects([entry[1] for entry in listing])
+        files = []
+        for (name, _, _), obj in zip(listing, objects, strict=True):
+            if obj is None:
+                raise FileNotFoundError(f"{path}/{name} at {ref}")
+            files.append((name, obj[2]))
+        return sorted(files)
 
     @contextlib.asynccontextmanager
     async def open_blob(self, blob: str) -> AsyncIterator[asyncio.StreamReader]:

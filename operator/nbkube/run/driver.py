@@ -53,13 +53,14 @@ from nbkube.engine import (
     inject_parameters,
     upgrade_notebook,
 )
+from nbkube.engine import setup as kernel_setup
 from nbkube.gateways import GatewayRegistry, GatewaysAtCapacity, KernelLease, NoGatewayAvailable
 from nbkube.kube import Kube, NotFound, resource_path
 from nbkube.metrics import cell_duration, reconcile_total, status_patches
 from nbkube.metrics import runs as runs_gauge
 from nbkube.results.checkpoint import CheckpointPolicy
 from nbkube.results.store import DEFAULT_MAX_SPILL_BYTES
-from nbkube.run import cellstatus, source
+from nbkube.run import cellstatus, inputs, source
 from nbkube.run.journal import RunJournal
 from nbkube.run.outcome import Outcome, cancelled, failed, succeeded
 from nbkube.run.statuswriter import StatusWriter
@@ -205,6 +206,9 @@ class RunDriver:
         self._callback_failure: Outcome | None = None
         self._callback_failed = asyncio.Event()
         self._journal_ran = False  # the journal of this attempt holds cells that ran (see _reattach)
+        self._setup_needed = True  # the kernel lacks the run's setup (files, env, working directory)
+        self._first_setup: kernel_setup.KernelSetup | None = None
+        self._pending_setup: kernel_setup.KernelSetup | None = None
 
     # status plumbing
 
@@ -351,6 +355,12 @@ class RunDriver:
                 return failed(Reason.INVALID_SPEC, f"parameters cannot be injected: {exc}")
         notebook = upgrade_notebook(notebook)
         self._init_cells(notebook)
+        if self.status.kernel is None or self.status.state != RunState.RUNNING:
+            # Bad input ends the run here, before a kernel is taken (a reattached kernel has them already).
+            first = await self._resolve_inputs(spec)
+            if not isinstance(first, kernel_setup.KernelSetup):
+                return first
+            self._first_setup = first
 
         while True:
             if (early := self._interrupted()) is not None:
@@ -399,6 +409,34 @@ class RunDriver:
                     self._set_progress(RunState.PENDING, Reason.NOTEBOOK_NOT_FOUND, f"waiting: {exc}")
                     await self._flush()
                 await asyncio.sleep(1.0)
+
+    async def _resolve_inputs(self, spec: NotebookRunSpec) -> kernel_setup.KernelSetup | Outcome | None:
+        """The run's input files and env (run/inputs.py), or how the run ends; None when the operator
+        stops."""
+        results = self.service.results
+
+        async def read_repo(path: str, max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
+            return await results.read_files(self.namespace, path, max_files=max_files, max_bytes=max_bytes)
+
+        async def waiting(message: str) -> None:
+            self._set_progress(RunState.PENDING, Reason.INPUT_NOT_FOUND, f"waiting: {message}")
+            await self._flush()
+
+        resolver = inputs.InputResolver(
+            self.kube,
+            self.namespace,
+            read_repo if results is not None else None,
+            read_secrets=self.settings.read_secrets,
+        )
+        try:
+            return await inputs.resolve_waiting(
+                lambda: resolver.resolve(spec, self.name),
+                wait_seconds=NOTEBOOK_WAIT_SECONDS,
+                on_waiting=waiting,
+                stopping=lambda: bool(self.stopped),
+            )
+        except inputs.InputProblem as problem:
+            return None if self.stopped else failed(problem.reason, problem.message[:2000])
 
     async def _read_repo(self, path: str) -> bytes | None:
         """`notebook.repoPath` is read from this namespace's repository only: a path of another
@@ -507,6 +545,19 @@ class RunDriver:
             if lease is None:
                 executed = nbformat.from_dict(notebook)
                 self._init_cells(executed)
+        # Held until the setup is sent, then dropped: a run does not keep its inputs in memory.
+        self._pending_setup, self._first_setup = self._first_setup, None
+        if self._pending_setup is None and (lease is None or self._setup_needed):
+            resolved = await self._resolve_inputs(spec)
+            if not isinstance(resolved, kernel_setup.KernelSetup):
+                if lease is not None and resolved is None:  # stopping: the next operator goes on
+                    with contextlib.suppress(Exception):
+                        await lease.connection.close()
+                elif lease is not None:  # nothing half-started: the kernel goes
+                    self.service.registry.release(lease)
+                    self.status.kernel = None
+                return resolved, executed
+            self._pending_setup = resolved
         if lease is None:
             acquired = await self._acquire(env_spec)
             if acquired is None:
@@ -529,6 +580,7 @@ class RunDriver:
                 message=f"attempt {self.status.attempt}: kernel {lease.kernel_id[:8]} "
                 f"on gateway pod {lease.pod}",
             )
+        lease.before_shutdown = kernel_setup.teardown  # removes the working directory before shutdown
         release = True
         try:
             outcome = await self._execute(spec, lease, executed, start_index, resume)
@@ -549,6 +601,7 @@ class RunDriver:
         env_name = self.body["spec"]["environmentRef"]["name"]
         progress = await self.journal.progress(self.status.attempt)
         finished, in_flight = progress.finished, progress.in_flight
+        self._setup_needed = not progress.setup_done
         await self.service.registry.wait_for_pod(self.namespace, env_name, 15.0)
         lease = None
         try:
@@ -665,9 +718,13 @@ class RunDriver:
             on_output=on_output,
             on_cell_end=on_cell_end,
         )
-        execution = asyncio.create_task(
-            executor.execute_notebook(notebook, resume=resume, start_index=start_index)
-        )
+
+        async def execute() -> NotebookResult:
+            if self._pending_setup is not None:
+                await self._set_up_kernel(lease, attempt)
+            return await executor.execute_notebook(notebook, resume=resume, start_index=start_index)
+
+        execution = asyncio.create_task(execute())
         stop_waiters: dict[asyncio.Task[Any], str] = {
             asyncio.create_task(self._until_stopped()): "stopped",
             asyncio.create_task(self.cancel_requested.wait()): "cancel",
@@ -698,6 +755,8 @@ class RunDriver:
                     return self._callback_failure
                 return cancelled()
             result = execution.result()
+        except kernel_setup.SetupFailed as exc:
+            return failed(Reason.SETUP_FAILED, str(exc)[:2000])
         except GatewayUnavailable as exc:
             return failed(Reason.GATEWAY_LOST, f"gateway pod {lease.pod} was lost: {exc}")
         except ExecutionLost as exc:
@@ -716,6 +775,16 @@ class RunDriver:
         if self._callback_failure is not None:  # e.g. the journal of the last cell, or its checkpoint
             return self._callback_failure
         return self._outcome_of(result, spec)
+
+    async def _set_up_kernel(self, lease: KernelLease, attempt: int) -> None:
+        """The run's setup (engine/setup.py), silently, before the first cell: it never shows in the
+        notebook; the journal records that it was done, not what it held."""
+        setup, self._pending_setup = self._pending_setup, None
+        assert setup is not None
+        await kernel_setup.apply_setup(lease.connection, setup)
+        with self._guard(Reason.JOURNAL_NOT_WRITTEN, "journaling the run's setup"):
+            await self.journal.setup_done(attempt)
+        self._setup_needed = False
 
     def _maybe_checkpoint(self, spec: NotebookRunSpec, notebook: NotebookNode) -> None:
         """Long runs commit partial results now and then, so progress is visible and survives a crash."""

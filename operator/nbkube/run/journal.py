@@ -85,6 +85,12 @@ class RunJournal:
         entry = {"attempt": attempt, "index": index, "msgId": msg_id}
         await asyncio.to_thread(self._append, json.dumps(entry, separators=(",", ":")) + "\n")
 
+    async def setup_done(self, attempt: int) -> None:
+        """The attempt's kernel holds the run's setup (files, env, working directory): a restarted operator
+        reattaching to it does not do it again. Only that it was done is written, never what it held."""
+        entry = {"attempt": attempt, "setup": "done"}
+        await asyncio.to_thread(self._append, json.dumps(entry, separators=(",", ":")) + "\n")
+
     def output(self, attempt: int, index: int, output: dict[str, Any]) -> None:
         """Records one output of a running cell as it arrives.
 
@@ -118,7 +124,7 @@ class RunJournal:
                 except ValueError:  # undecodable or torn (a crash mid-write): the lines around it are whole
                     log.warning("%s: line %d is not a journal entry; skipped", self.path, number)
                     continue
-                if isinstance(entry, dict) and isinstance(entry.get("index"), int):
+                if isinstance(entry, dict) and (isinstance(entry.get("index"), int) or "setup" in entry):
                     entries.append(entry)
                 else:
                     log.warning("%s: line %d is not a journal entry; skipped", self.path, number)
@@ -127,6 +133,8 @@ class RunJournal:
     async def progress(self, attempt: int) -> JournalProgress:
         """Where one attempt was: its finished cells, and the cell in flight with its outputs so far."""
         entries = [e for e in await asyncio.to_thread(self._read) if e.get("attempt") == attempt]
+        setup_done = any("setup" in e for e in entries)
+        entries = [e for e in entries if "index" in e]
         finished = {e["index"]: e["cell"] for e in entries if "cell" in e}
         # Started cells without a result, in order. The engine sends a cell's request ahead only after
         # the cell before it replied ok, so there are at most two, and then the first one has replied.
@@ -139,13 +147,21 @@ class RunJournal:
         def outputs_of(index: int) -> list[dict[str, Any]]:
             return [e["output"] for e in entries if "output" in e and e["index"] == index]
 
+        # Cells start only once the setup is done: a journal with cells says so too.
+        setup_done = setup_done or bool(entries)
         if not unfinished:
-            return JournalProgress(finished, None)
+            return JournalProgress(finished, None, setup_done=setup_done)
         if len(unfinished) == 1:
-            return JournalProgress(finished, unfinished[0], outputs_of(unfinished[0][0]))
+            return JournalProgress(
+                finished, unfinished[0], outputs_of(unfinished[0][0]), setup_done=setup_done
+            )
         (replied, _), in_flight = unfinished[0], unfinished[-1]
         return JournalProgress(
-            finished, in_flight, outputs_of(in_flight[0]), replied=(replied, outputs_of(replied))
+            finished,
+            in_flight,
+            outputs_of(in_flight[0]),
+            replied=(replied, outputs_of(replied)),
+            setup_done=setup_done,
         )
 
     async def remove(self) -> None:
@@ -161,3 +177,5 @@ class JournalProgress:
     replied: tuple[int, list[dict[str, Any]]] | None = None
     """A cell that replied ok but whose end was not recorded when the next one was sent ahead: its
     index and the outputs the journal holds (the cell itself ran once and is not run again)."""
+    setup_done: bool = False
+    """The attempt's kernel holds the run's setup (see RunJournal.setup_done)."""
