@@ -14,7 +14,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,6 @@ from nbkube.run.sweepdriver import drive_sweep
 
 log = logging.getLogger(__name__)
 
-ResultsCommit = Callable[..., Awaitable[RunResult | None]]
 NOTEBOOK_WAIT_SECONDS = 30.0
 JOURNAL_GRACE_SECONDS = 30.0
 KERNEL_WAIT_FIRST_DELAY = 0.5
