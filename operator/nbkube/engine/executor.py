@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import inspect
 import re
 import time
@@ -25,23 +24,11 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
+from nbkube.api.states import CellState
 from nbkube.engine.connection import KERNEL_LOST_STATES, KernelConnection, Subscription
 from nbkube.engine.errors import EngineError, ExecutionLost, GatewayUnavailable, KernelNotFound
 from nbkube.engine.outputs import CellOutputs, NotebookBudget, Output, OutputLimits
 from nbkube.engine.protocol import new_id, parent_id
-
-
-class CellState(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    TIMED_OUT = "timedOut"
-    KERNEL_DIED = "kernelDied"
-    CANCELLED = "cancelled"
-    INPUT_REQUESTED = "inputRequested"
-
 
 SKIP_TAG = "skip-execution"
 RAISES_TAG = "raises-exception"
