@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
+import socket
 import struct
 import subprocess
 import zlib
@@ -12,6 +14,7 @@ from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
+from nbkube.engine import GatewayClient, NotebookExecutor
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -82,3 +85,49 @@ def all_git_objects(clone: Path) -> bytes:
         check=True,
     )
     return done.stdout
+
+
+class Gate:
+    """A cell that waits until the test opens the gate: it connects to a socket of the test and waits for
+    a byte (pods are local processes sharing the host's network, not always its /tmp: the node agent
+    mounts a pod's own /tmp when the cluster's directory is elsewhere)."""
+
+    def __init__(self) -> None:
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(4)
+        self.port = self._server.getsockname()[1]
+
+    @property
+    def cell(self) -> str:
+        return f"import socket\nsocket.create_connection(('127.0.0.1', {self.port})).recv(1)"
+
+    def open(self, timeout: float = 60) -> None:
+        """Lets the waiting cell go on (it has connected by now, or connects and finds the byte)."""
+        self._server.settimeout(timeout)
+        connection, _ = self._server.accept()
+        connection.sendall(b"g")
+        connection.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def exists_in_pod(url: str, token: str, path: str) -> bool:
+    """Whether `path` exists as a fresh kernel on that gateway pod sees it (its own /tmp, maybe)."""
+
+    async def check() -> bool:
+        async with GatewayClient(url, token) as client:
+            kernel_id = str((await client.start_kernel("python3"))["id"])
+            try:
+                connection = await client.connect(kernel_id)
+                nb = python_notebook(f"import os\nprint(os.path.exists({path!r}))")
+                await NotebookExecutor(connection).execute_notebook(nb)
+                await connection.close()
+                text = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+                assert text in ("True\n", "False\n"), nb.cells[0].outputs
+                return text == "True\n"
+            finally:
+                await client.delete_kernel(kernel_id)
+
+    return asyncio.run(check())

@@ -18,15 +18,17 @@ from typing import Any
 import nbclient
 import nbformat
 import pytest
-from helpers import condition, events, get, wait_for, wait_run_finished
+from helpers import condition, events, gateway_address, get, wait_for, wait_run_finished
 from helpers import run as run_manifest
 from nbkube.api.inputs import MAX_INPUT_FILES
 from nbkube_testenv.operator_process import OperatorProcess
 from nbkube_testenv.userapi import ApiUser
 from run_inputs_helpers import (
+    Gate,
     all_git_objects,
     comparable_outputs,
     config_map,
+    exists_in_pod,
     png,
     python_notebook,
     secret,
@@ -131,8 +133,11 @@ def test_files_come_from_the_results_repository_one_file_or_a_whole_folder_and_t
     assert _stdout(executed.cells[1]) == "made by the producer\n"
     workdir = Path(_stdout(executed.cells[2]).strip())
     assert workdir.name.startswith("consumer-") and workdir.parent.name.startswith("kernel-")
-    # Released with the kernel: removed before the kernel is shut down.
-    wait_for(f"{workdir} to be removed", lambda: not workdir.exists(), timeout=60)
+    # Released with the kernel: removed before the kernel is shut down (seen from inside the pod).
+    pod = next(e for e in events(kubectl, env_namespace, "consumer") if e["reason"] == "Started")
+    url, token = gateway_address(kubectl, env_namespace, pod["message"].rsplit(" ", 1)[1])
+    assert exists_in_pod(url, token, str(workdir.parent.parent))  # <tmp>/nbkube-runs, as the pod sees it
+    wait_for(f"{workdir} to be removed", lambda: not exists_in_pod(url, token, str(workdir)), 60, 0.5)
 
 
 def test_a_secret_reaches_the_kernel_and_nothing_else(kubectl, env_namespace, operator, tmp_path):
@@ -142,12 +147,12 @@ def test_a_secret_reaches_the_kernel_and_nothing_else(kubectl, env_namespace, op
     digest = hashlib.sha256(value.encode()).hexdigest()
     forms = [value, base64.b64encode(value.encode()).decode(), value[6:]]
     kubectl.apply(secret("creds", {"password": value.encode()}), namespace=env_namespace)
-    go = tmp_path / "go"
+    gate = Gate()
     cells = [
         "import hashlib, os, time\nprint(hashlib.sha256(os.environ['DB_PASSWORD'].encode()).hexdigest())",
         "print(hashlib.sha256(open('conf/pw.txt', 'rb').read()).hexdigest())",
         "print(oct(os.stat('conf/pw.txt').st_mode & 0o777), 'DB_PASSWORD' in os.environ)",
-        f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.05)\nprint('released')",
+        gate.cell + "\nprint('released')",
     ]
     spec = {
         "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
@@ -174,7 +179,7 @@ def test_a_secret_reaches_the_kernel_and_nothing_else(kubectl, env_namespace, op
         assert any(p.suffix == ".jsonl" for p in journals), journals
         journal_text = b"".join(p.read_bytes() for p in journals if p.is_file())
         assert b'"setup":"done"' in journal_text  # that the setup was done, never what it held
-        go.write_text("")
+        gate.open()
         obj = _succeeded(kubectl, env_namespace, "uses-secret")
         executed = _executed(debug, obj)
         assert [_stdout(c) for c in executed.cells[:3]] == [f"{digest}\n", f"{digest}\n", "0o600 True\n"]
@@ -200,6 +205,7 @@ def test_a_secret_reaches_the_kernel_and_nothing_else(kubectl, env_namespace, op
             for form in forms:
                 assert form not in text, f"the secret's value ({form[:8]}...) is in {place}"
     finally:
+        gate.close()
         debug.stop()
 
 
@@ -286,11 +292,11 @@ def test_a_destination_that_escapes_the_working_directory_is_refused_by_the_api_
     assert get(kubectl, "nbrun", "escapes", env_namespace) is None
 
 
-def test_a_retry_sets_the_files_up_again_in_the_fresh_kernel(kubectl, env_namespace, operator, tmp_path):
+def test_a_retry_sets_the_files_up_again_in_the_fresh_kernel(kubectl, env_namespace, operator):
     kubectl.apply(config_map("retry-inputs", data={"in.txt": "input"}), namespace=env_namespace)
-    marker = tmp_path / "died-once"
+    marker = f"/tmp/died-once-{secrets.token_hex(4)}"  # in the pod: its kernels share it
     cells = [
-        f"import os\nif not os.path.exists({str(marker)!r}):\n    open({str(marker)!r}, 'w').close()\n"
+        f"import os\nif not os.path.exists({marker!r}):\n    open({marker!r}, 'w').close()\n"
         "    os.kill(os.getpid(), 9)",
         "print(open('in.txt').read(), os.environ['MODE'])",
     ]
@@ -316,13 +322,13 @@ def test_each_child_of_a_sweep_gets_the_parents_files(kubectl, env_namespace, op
 
 
 def test_an_operator_killed_mid_run_leaves_the_setup_in_the_kernel_for_the_next_one(
-    kubectl, env_namespace, operator, tmp_path
+    kubectl, env_namespace, operator
 ):
     kubectl.apply(config_map("restart-inputs", data={"in.txt": "kept"}), namespace=env_namespace)
-    go = tmp_path / "go"
+    gate = Gate()
     cells = [
-        "import os, time\nprint(os.getcwd())",
-        f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.05)",
+        "import os\nprint(os.getcwd())",
+        gate.cell,
         "print(os.getcwd(), open('in.txt').read())",
     ]
     kubectl.apply(
@@ -335,7 +341,8 @@ def test_an_operator_killed_mid_run_leaves_the_setup_in_the_kernel_for_the_next_
 
     wait_for("the waiting cell to run", second_cell_runs, timeout=120, interval=0.1)
     operator.kill()
-    go.write_text("")
+    gate.open()
+    gate.close()
     operator.start()
     obj = _succeeded(kubectl, env_namespace, "restarted")
     assert obj["status"]["attempt"] == 1
