@@ -25,9 +25,10 @@ venv: $(VENV)/.installed ## create the virtual environment with every dependency
 k8s-binaries: ## build (once, cached) or locate etcd, kube-apiserver, controller-manager, scheduler, kubectl
 	@if [ -n "$$KUBEBUILDER_ASSETS" ]; then echo "$$KUBEBUILDER_ASSETS"; else bash hack/build-k8s.sh; fi
 
-lint: venv ## ruff
+lint: venv ## ruff, and mypy (strict, see pyproject.toml) on the package
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/ruff format --check operator tests hack bench
+	$(VENV)/bin/mypy
 
 unit: venv ## fast tests: models, builders, no processes
 	$(PY) -m pytest -m "not cluster and not gateway" -q

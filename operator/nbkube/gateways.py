@@ -219,10 +219,6 @@ class GatewayRegistry:
     def has_ready_pod(self, namespace: str, environment: str) -> bool:
         return bool(self._pods.get((namespace, environment)))
 
-    def client_for(self, namespace: str, environment: str, pod: str) -> GatewayClient | None:
-        kernels = self._pods.get((namespace, environment), {}).get(pod)
-        return kernels.client if kernels is not None else None
-
     async def wait_for_pod(self, namespace: str, environment: str, timeout: float) -> bool:
         async with self._changed:
             try:

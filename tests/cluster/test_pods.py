@@ -14,6 +14,7 @@ import psutil
 import pytest
 from nbkube_testenv.cluster import ClusterInfo
 from nbkube_testenv.pytest_plugin import Kubectl
+from nbkube_testenv.storage import claim, host_path_volume
 from nbkube_testenv.wait import wait_for
 
 PY = Path(sys.executable).name  # resolved through the node agent's PATH, which puts the venv first
@@ -363,33 +364,9 @@ def test_volumes_are_mounted_at_their_mount_path_read_only_where_asked(
     dataset.mkdir()
     (dataset / "rows.csv").write_text("a,b\n1,2\n")
     pv_name = f"{namespace}-data"
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv_name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": f"{namespace}-manual",
-                "hostPath": {"path": str(dataset)},
-            },
-        }
-    )
+    kubectl.apply(host_path_volume(pv_name, dataset, f"{namespace}-manual", "ReadWriteOnce"))
     try:
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "data"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": f"{namespace}-manual",
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-            namespace=namespace,
-        )
+        kubectl.apply(claim("data", f"{namespace}-manual", "ReadWriteOnce"), namespace=namespace)
         wait_for(
             lambda: kubectl.json("get", "pvc", "data", namespace=namespace)["status"].get("phase") == "Bound",
             "the claim bound to its volume by the controller-manager",

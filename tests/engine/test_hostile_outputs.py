@@ -6,6 +6,7 @@ through the real gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import re
@@ -18,7 +19,14 @@ import psutil
 import pytest
 from engine_helpers import fresh_kernel, notebook, start_gateway, stream_text
 from nbformat import NotebookNode
-from nbkube.engine import CellState, GatewayClient, KernelConnection, NotebookExecutor, OutputLimits
+from nbkube.engine import (
+    CellState,
+    GatewayClient,
+    KernelConnection,
+    NotebookExecutor,
+    NotebookResult,
+    OutputLimits,
+)
 from nbkube.engine.outputs import ERROR_ALLOWANCE, message_limit, output_bytes
 from nbkube.gateway.local import LocalGateway
 
@@ -38,19 +46,37 @@ def marker(cell: NotebookNode) -> str:
     return str(last["text"])
 
 
+async def executed_with_peak(executor: NotebookExecutor, nb: NotebookNode) -> tuple[NotebookResult, int]:
+    """The notebook's result and the peak of what this process allocated meanwhile (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        result = await executor.execute_notebook(nb)
+        return result, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
 def spill_records(path: Path | None) -> list[dict]:
     assert path is not None
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
-@pytest.fixture
-async def small_messages(gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
+@contextlib.asynccontextmanager
+async def kernel_with_small_messages(gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
     """A kernel on a client whose websocket takes messages up to message_limit(1 MiB cell cap)."""
     limit = message_limit(OutputLimits(cell_bytes=MiB))
     async with GatewayClient(gateway.url, gateway.token, reconnect_timeout=5, max_msg_size=limit) as client:
         async with fresh_kernel(client) as connection:
             yield connection
+
+
+@pytest.fixture
+async def small_messages(gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
+    async with kernel_with_small_messages(gateway) as connection:
+        yield connection
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +99,8 @@ async def uncut_kernel(uncut_gateway: LocalGateway) -> AsyncIterator[KernelConne
 
 @pytest.fixture
 async def uncut_small_messages(uncut_gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
-    limit = message_limit(OutputLimits(cell_bytes=MiB))
-    gateway = uncut_gateway
-    async with GatewayClient(gateway.url, gateway.token, reconnect_timeout=5, max_msg_size=limit) as client:
-        async with fresh_kernel(client) as connection:
-            yield connection
+    async with kernel_with_small_messages(uncut_gateway) as connection:
+        yield connection
 
 
 async def test_display_updates_count_against_the_cell_cap(kernel: KernelConnection, tmp_path: Path) -> None:
@@ -147,14 +170,7 @@ async def test_a_300_mb_print_is_cut_by_the_gateway_and_the_cell_carries_on_with
         "print('next')",
     )
     limits = OutputLimits(spill_dir=tmp_path)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        result = await NotebookExecutor(kernel, limits=limits).execute_notebook(nb)
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+    result, peak = await executed_with_peak(NotebookExecutor(kernel, limits=limits), nb)
     print(f"engine while a cell printed 300 MB at once, cut by the gateway: peak {peak / MiB:.1f} MiB")
 
     first, second = result.cells
@@ -223,14 +239,7 @@ async def test_300_mb_printed_in_chunks_keeps_engine_memory_near_the_cap(
 ) -> None:
     nb = notebook(f"block = 'z' * {MiB - 1}\nfor i in range(300):\n    print(block, flush=True)")
     limits = OutputLimits(spill_bytes=16 * MiB, spill_dir=tmp_path)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        result = await NotebookExecutor(kernel, limits=limits).execute_notebook(nb)
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+    result, peak = await executed_with_peak(NotebookExecutor(kernel, limits=limits), nb)
     print(f"engine tracemalloc peak while a cell printed 300 x 1 MiB: {peak / MiB:.1f} MiB")
     cell = result.cells[0]
     assert cell.state is CellState.SUCCEEDED and cell.truncated

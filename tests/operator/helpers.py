@@ -50,6 +50,20 @@ def wait_env_ready(kubectl: Any, namespace: str, name: str = "py", timeout: floa
     return wait_for(f"environment {namespace}/{name} Ready", ready, timeout)
 
 
+def wait_env_reason(
+    kubectl: Any, namespace: str, reason: str, name: str = "py", timeout: float = 60
+) -> dict[str, Any]:
+    """The environment once its Ready condition has this reason."""
+
+    def reached() -> dict[str, Any] | None:
+        env = get(kubectl, "nbenv", name, namespace)
+        conds = ((env or {}).get("status") or {}).get("conditions", [])
+        ready = next((c for c in conds if c["type"] == "Ready"), {})
+        return env if ready.get("reason") == reason else None
+
+    return wait_for(f"environment {namespace}/{name} Ready reason {reason}", reached, timeout)
+
+
 FINISHED_STATES = ("Succeeded", "Failed", "Cancelled")
 
 

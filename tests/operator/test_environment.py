@@ -5,7 +5,17 @@ taken over."""
 import json
 import time
 
-from helpers import condition, environment, events, get, run, wait_env_ready, wait_for, wait_run_finished
+from helpers import (
+    condition,
+    environment,
+    events,
+    get,
+    run,
+    wait_env_ready,
+    wait_env_reason,
+    wait_for,
+    wait_run_finished,
+)
 
 
 def _gateway_pods(kubectl, namespace, env="py"):
@@ -104,22 +114,20 @@ def test_a_gateway_pod_lost_mid_run_costs_one_retry_on_a_new_pod(kubectl, namesp
     assert "Retrying" in reasons
 
 
-def _wait_condition(kubectl, namespace, reason, name="py", timeout=60):
-    def reached():
-        env = get(kubectl, "nbenv", name, namespace)
-        ready = next(
-            (c for c in ((env or {}).get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {}
-        )
-        return env if ready.get("reason") == reason else None
-
-    return wait_for(f"environment {namespace}/{name} Ready reason {reason}", reached, timeout)
-
-
 def _unchanged(before, after):
+    """Nothing of the object but what Kubernetes' own controllers write (a Deployment's status, which
+    moves its resourceVersion) changed, and no manager but kubectl and those controllers wrote to it."""
     assert after is not None, "the foreign object was deleted"
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert after["metadata"].get("ownerReferences") == before["metadata"].get("ownerReferences")
+    for key in ("generation", "labels", "annotations", "ownerReferences", "finalizers"):
+        assert after["metadata"].get(key) == before["metadata"].get(key), key
     assert after.get("spec") == before.get("spec") and after.get("data") == before.get("data")
+    managers = {m["manager"] for m in after["metadata"].get("managedFields", [])}
+    assert managers <= {
+        "kubectl",
+        "kubectl-client-side-apply",
+        "kubectl-create",
+        "kube-controller-manager",
+    }, managers
 
 
 def _delete_environment_and_wait_for_its_children(kubectl, namespace, kinds):
@@ -161,7 +169,7 @@ def test_a_foreign_deployment_of_the_gateways_name_is_never_modified_nor_deleted
     kubectl.apply(FOREIGN_DEPLOYMENT, namespace=namespace)
     before = get(kubectl, "deployment", "py-gateway", namespace)
     kubectl.apply(environment(), namespace=namespace)
-    env = _wait_condition(kubectl, namespace, "ChildConflict")
+    env = wait_env_reason(kubectl, namespace, "ChildConflict")
     ready = condition(env, "Ready")
     assert ready["status"] == "False"
     assert f"Deployment {namespace}/py-gateway already exists and is not controlled" in ready["message"]
@@ -190,7 +198,7 @@ def test_a_foreign_network_policy_blocks_the_environment_until_it_is_gone(kubect
     kubectl.apply(foreign, namespace=namespace)
     before = get(kubectl, "networkpolicy", "py-gateway", namespace)
     kubectl.apply(environment(), namespace=namespace)
-    env = _wait_condition(kubectl, namespace, "ChildConflict")
+    env = wait_env_reason(kubectl, namespace, "ChildConflict")
     assert f"NetworkPolicy {namespace}/py-gateway already exists" in condition(env, "Ready")["message"]
     assert get(kubectl, "deployment", "py-gateway", namespace) is None  # no gateway pod runs unfenced
     time.sleep(6)
@@ -241,7 +249,7 @@ def test_an_environment_whose_name_cannot_be_a_label_value_is_invalid_not_retrie
 ):
     name = "e" * 64
     kubectl.apply(environment(name), namespace=namespace)
-    env = _wait_condition(kubectl, namespace, "InvalidSpec", name=name)
+    env = wait_env_reason(kubectl, namespace, "InvalidSpec", name=name)
     ready = condition(env, "Ready")
     assert (
         ready["status"] == "False"

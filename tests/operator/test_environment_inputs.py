@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from helpers import environment, get, run, wait_env_ready, wait_for, wait_run_finished
 from kubernetes import client, watch
+from nbkube_testenv.storage import claim, host_path_volume
 
 
 def _gateway_pods(kubectl: Any, namespace: str, env: str) -> list[dict[str, Any]]:
@@ -72,33 +73,9 @@ def test_a_kernel_reads_a_claimed_dataset_config_map_files_and_env_given_by_refe
     (dataset / "rows.csv").write_text("name,value\na,1\nb,2\nc,3\n")
     storage_class = f"{namespace}-manual"
     pv_name = f"{namespace}-datasets"
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv_name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": storage_class,
-                "hostPath": {"path": str(dataset)},
-            },
-        }
-    )
+    kubectl.apply(host_path_volume(pv_name, dataset, storage_class, "ReadOnlyMany"))
     try:
-        kubectl.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "datasets"},
-                "spec": {
-                    "accessModes": ["ReadOnlyMany"],
-                    "storageClassName": storage_class,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-            namespace=namespace,
-        )
+        kubectl.apply(claim("datasets", storage_class, "ReadOnlyMany"), namespace=namespace)
         core = client.CoreV1Api(k8s_api)
         _watch_until(
             core.list_namespaced_persistent_volume_claim,

@@ -6,7 +6,17 @@ import importlib.util
 import json
 
 import pytest
-from helpers import condition, environment, events, get, run, wait_env_ready, wait_for, wait_run_finished
+from helpers import (
+    condition,
+    environment,
+    events,
+    get,
+    run,
+    wait_env_ready,
+    wait_env_reason,
+    wait_for,
+    wait_run_finished,
+)
 from nbkube_testenv.pytest_plugin import KubectlError
 
 # Small pure-Python packages the project's virtualenv (which gateway pods run from) does not have.
@@ -25,17 +35,6 @@ def _not_in_the_venv():
 def _pods(kubectl, namespace, env="py"):
     pods = kubectl.json("get", "pods", "-l", f"nbkube.io/environment={env}", namespace=namespace)["items"]
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-
-
-def _ready_reason(kubectl, namespace, reason, name="py", timeout=INSTALL_TIMEOUT):
-    def reached():
-        env = get(kubectl, "nbenv", name, namespace)
-        ready = next(
-            (c for c in ((env or {}).get("status") or {}).get("conditions", []) if c["type"] == "Ready"), {}
-        )
-        return env if ready.get("reason") == reason else None
-
-    return wait_for(f"environment {namespace}/{name} Ready reason {reason}", reached, timeout)
 
 
 def _run_cells(kubectl, namespace, name, cells):
@@ -83,7 +82,7 @@ def test_a_requirements_config_map_is_read_by_pip_in_the_pod_with_its_sibling_ke
 ):
     spec = {"configMapRef": {"name": "reqs", "key": "requirements.txt"}}
     kubectl.apply(environment(packages=spec), namespace=namespace)
-    env = _ready_reason(kubectl, namespace, "PackagesFailed")
+    env = wait_env_reason(kubectl, namespace, "PackagesFailed", timeout=INSTALL_TIMEOUT)
     message = condition(env, "Ready")["message"]
     assert "ERROR: ConfigMap reqs has no key requirements.txt (or does not exist)" in message, message
 
@@ -111,7 +110,7 @@ def test_a_package_that_does_not_exist_is_packages_failed_with_pips_line_until_t
     kubectl, namespace, operator
 ):
     kubectl.apply(environment(packages={"requirements": [MISSING]}), namespace=namespace)
-    env = _ready_reason(kubectl, namespace, "PackagesFailed")
+    env = wait_env_reason(kubectl, namespace, "PackagesFailed", timeout=INSTALL_TIMEOUT)
     ready = condition(env, "Ready")
     assert ready["status"] == "False"
     assert PIP_LINE in ready["message"], ready["message"]

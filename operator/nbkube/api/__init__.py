@@ -21,13 +21,15 @@ from nbkube.api.run import (
     NotebookRunStatus,
     NotebookSource,
     RunResult,
-    RunState,
     SweepStatus,
     Timeouts,
 )
+from nbkube.api.states import TERMINAL_RUN_STATES, CellState, RunState
 
 __all__ = [
+    "TERMINAL_RUN_STATES",
     "CellSpec",
+    "CellState",
     "CellStatus",
     "Condition",
     "ConditionStatus",

@@ -83,7 +83,7 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
         raise ValueError(f"unsupported union in CRD schema: {node}")
     if node.get("default", ...) is None:
         node.pop("default")
-    out: dict[str, Any] = {}
+    out = {}
     free_form = node.get("additionalProperties") is True or (
         node.get("type") is None and "properties" not in node and "enum" not in node
     )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.config import JsonDict
 
 from nbkube.api.common import ApiModel, Condition, StatusModel
 from nbkube.api.inputs import (
@@ -16,6 +16,7 @@ from nbkube.api.inputs import (
     RunEnvVar,
     check_unique_env,
 )
+from nbkube.api.states import CellState, RunState
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CELL_ID_PATTERN = r"^[a-zA-Z0-9-_]+$"
@@ -24,7 +25,7 @@ PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_SWEEP_SIZE = 256
 MAX_PARAMETERS = 128
 
-_IMMUTABLE = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]}
+_IMMUTABLE: JsonDict = {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "is immutable"}]}
 
 
 class EnvironmentRef(ApiModel):
@@ -208,20 +209,10 @@ def _is_identifier(name: str) -> bool:
     return name.isidentifier() and not keyword.iskeyword(name) and name.isascii()
 
 
-class RunState(StrEnum):
-    """A one-word summary of the conditions, for printer columns and the CLI."""
-
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    CANCELLED = "Cancelled"
-
-
 class CellStatus(StatusModel):
     index: int = Field(ge=0)
     id: str = Field(max_length=64)
-    state: str = Field(max_length=32)
+    state: CellState
     execution_count: int | None = None
     duration_ms: int | None = Field(None, ge=0)
     summary: str | None = Field(None, max_length=512, description="Short output or error summary.")

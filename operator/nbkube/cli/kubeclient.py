@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nbkube import GROUP, VERSION
+from nbkube.api.states import TERMINAL_RUN_STATES, RunState
 from nbkube.cli.errors import CliError
 
 PLURAL_RUNS = "notebookruns"
 PLURAL_ENVIRONMENTS = "notebookenvironments"
-TERMINAL_STATES = ("Succeeded", "Failed", "Cancelled")
+TERMINAL_STATES = TERMINAL_RUN_STATES
 WATCH_SECONDS = 60
 
 T = TypeVar("T")
@@ -87,8 +88,8 @@ class Kube:
         self.api_client.close()
 
     def call(
-        self, what: str, fn: Callable[..., T], *args: Any, missing: str | None = None, **kwargs: Any
-    ) -> T:
+        self, what: str, fn: Callable[..., Any], *args: Any, missing: str | None = None, **kwargs: Any
+    ) -> Any:
         """Calls the API; a missing object, a refusal or an unreachable server becomes a CliError."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -242,7 +243,7 @@ class Kube:
 
 
 def run_state(run: dict[str, Any]) -> str:
-    return (run.get("status") or {}).get("state") or "Pending"
+    return (run.get("status") or {}).get("state") or RunState.PENDING.value
 
 
 def _context_namespace(config_file: str | None, context: str | None) -> str:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from nbkube.api.states import CellState
 from nbkube.cli.errors import EXIT_OK, CliError
 from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options
 from nbkube.cli.userapi import UserApi, UserApiError
@@ -95,7 +96,7 @@ class LogPrinter:
             self.write(format_output(event.get("output") or {}, self.color))
         elif kind == "cellFinished" and isinstance(index, int):
             state = event.get("state")
-            if state not in (None, "succeeded"):
+            if state not in (None, CellState.SUCCEEDED):
                 self.rule(f"cell {index}: {state}")
         elif kind == "retry":
             self.rule(f"retrying: attempt {event.get('attempt')}")

@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -121,7 +122,7 @@ def index_of(nb: NotebookNode, cell_id: str) -> int:
 def new_cell(
     cell_type: CellType, source: str, cell_id: str | None = None, tags: list[str] | None = None
 ) -> NotebookNode:
-    make = {
+    make: Callable[..., NotebookNode] = {
         "code": nbformat.v4.new_code_cell,
         "markdown": nbformat.v4.new_markdown_cell,
         "raw": nbformat.v4.new_raw_cell,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
+from nbkube.api.states import CellState, RunState
 from nbkube.cli.kubeclient import run_state
 
 BAR_WIDTH = 24
@@ -31,13 +32,13 @@ def describe_activity(run: dict[str, Any]) -> str:
     if sweep:
         parts = [f"{sweep.get(k, 0)} {k}" for k in ("running", "failed") if sweep.get(k)]
         return f"{state}, child runs: " + (", ".join(parts) if parts else "none running")
-    running = [c for c in status.get("cells") or [] if c.get("state") == "running"]
+    running = [c for c in status.get("cells") or [] if c.get("state") == CellState.RUNNING]
     if running:
         return f"{state}: cell {running[-1]['index']} ({running[-1].get('id', '?')})"
     reason = status.get("reason")
-    if state == "Pending" and reason and reason != "Pending":
+    if state == RunState.PENDING and reason and reason != RunState.PENDING:
         return f"{state} ({reason})"
-    if status.get("attempt", 0) > 1 and state == "Running":
+    if status.get("attempt", 0) > 1 and state == RunState.RUNNING:
         return f"{state} (attempt {status['attempt']})"
     return state
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from nbkube import API_VERSION
+from nbkube.api.states import NOT_RUN_CELL_STATES, CellState, RunState
 from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
 from nbkube.cli.kubeclient import TERMINAL_STATES, ClusterOptions, Kube, add_cluster_options, run_state
 from nbkube.cli.progress import Progress
@@ -329,7 +330,7 @@ def report(run: dict[str, Any]) -> int:
     assert state in TERMINAL_STATES
     took = f" in {status['duration']}" if status.get("duration") else ""
     detail = f"{status.get('reason') or state}: {status.get('message') or ''}".rstrip(": ")
-    if state == "Succeeded":
+    if state == RunState.SUCCEEDED:
         print(f"{name} Succeeded{took}: {status.get('message') or ''}".rstrip(": "))
         result = status.get("result")
         if result:
@@ -339,7 +340,7 @@ def report(run: dict[str, Any]) -> int:
         return EXIT_OK
     print(f"{name} {state}{took}: {detail}", file=sys.stderr)
     for cell in status.get("cells") or []:
-        if cell.get("state") not in ("succeeded", "pending", "skipped") and cell.get("summary"):
+        if cell.get("state") not in (CellState.SUCCEEDED, *NOT_RUN_CELL_STATES) and cell.get("summary"):
             print(
                 f"  cell {cell['index']} ({cell.get('id', '?')}) {cell['state']}: {cell['summary']}",
                 file=sys.stderr,

@@ -5,6 +5,7 @@ async with GatewayClient(url, token) as client:
     result = await NotebookExecutor(connection, cell_timeout=600).execute_notebook(nb)
 """
 
+from nbkube.api.states import CellState
 from nbkube.engine.client import GatewayClient, KernelModel
 from nbkube.engine.connection import KernelConnection, Subscription
 from nbkube.engine.errors import (
@@ -18,7 +19,6 @@ from nbkube.engine.errors import (
 )
 from nbkube.engine.executor import (
     CellResult,
-    CellState,
     NotebookExecutor,
     NotebookResult,
     OnCellEnd,

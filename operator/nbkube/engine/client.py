@@ -5,42 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
+from nbkube.engine.connection import KernelConnection
 from nbkube.engine.errors import (
-    AuthenticationError,
+    UNREACHABLE,
     GatewayError,
     GatewayUnavailable,
-    KernelLimitReached,
     KernelNotFound,
+    error_for_status,
 )
 from nbkube.engine.outputs import message_limit
 
-if TYPE_CHECKING:
-    from nbkube.engine.connection import KernelConnection
-
 KernelModel = dict[str, Any]
-
-# Failures that mean "the gateway is not there" rather than "the gateway said no".
-UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, OSError)
-
-
-def error_for_status(status: int, body: str, what: str) -> GatewayError:
-    reason = body.strip()
-    try:
-        reason = json.loads(body).get("message") or reason
-    except (ValueError, AttributeError):
-        pass
-    message = f"{what}: HTTP {status} {reason}".strip()
-    if status == 401:
-        return AuthenticationError(f"{what}: the gateway rejected the token (HTTP 401)", status)
-    if status == 404:
-        return KernelNotFound(message, status)
-    if status == 403 and "Resource Limit" in body:
-        return KernelLimitReached(message, status)
-    return GatewayError(message, status)
 
 
 class GatewayClient:
@@ -118,10 +97,6 @@ class GatewayClient:
         except UNREACHABLE as e:
             raise GatewayUnavailable(f"{what}: gateway {self.base_url} unreachable: {e!r}") from e
 
-    async def api_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = await self.request("GET", "/api")
-        return info
-
     async def start_kernel(self, name: str | None = None, env: dict[str, str] | None = None) -> KernelModel:
         """POST /api/kernels. Only KERNEL_* keys of env (or those in KG_ENV_WHITELIST) reach the kernel."""
         body: dict[str, Any] = {}
@@ -182,8 +157,6 @@ class GatewayClient:
         buffered while nobody was connected; pass the msg_ids of in-flight executions in resume_msg_ids so
         their replayed messages are kept for NotebookExecutor.resume_cell. Resume right away: those
         subscriptions are bounded, and while one is full and unread the connection reads nothing else."""
-        from nbkube.engine.connection import KernelConnection
-
         connection = KernelConnection(self, kernel_id, session_id)
         for msg_id in resume_msg_ids:
             connection.subscribe(msg_id)

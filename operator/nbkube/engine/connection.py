@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from nbkube.engine.errors import EngineError, GatewayUnavailable
+from nbkube.engine.errors import UNREACHABLE, EngineError, GatewayUnavailable, error_for_status
 from nbkube.engine.protocol import (
     WS_PROTOCOL_V1,
     Message,
@@ -61,6 +61,18 @@ class Subscription:
     def _wake(future: asyncio.Future[None] | None) -> None:
         if future is not None and not future.done():
             future.set_result(None)
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.limit
+
+    def waiting(self) -> tuple[Message, ...]:
+        """The messages queued and not yet read (a look, not a read)."""
+        return tuple(self._items)
+
+    def release(self) -> None:
+        """Let a reader blocked on this subscription's bound go on (it is no longer read)."""
+        self._wake(self._room)
 
     def push(self, message: Message) -> None:
         """Append regardless of the bound (for the few messages the engine itself injects)."""
@@ -176,8 +188,6 @@ class KernelConnection:
         self._reader = asyncio.create_task(self._read_loop(), name=f"kernel-ws-{self.kernel_id}")
 
     async def _ws_connect(self) -> aiohttp.ClientWebSocketResponse:
-        from nbkube.engine.client import UNREACHABLE, error_for_status
-
         what = f"websocket of kernel {self.kernel_id}"
         try:
             async with asyncio.timeout(self.client.request_timeout):
@@ -255,7 +265,7 @@ class KernelConnection:
         subscription = self._subscriptions.get(parent_id(message))  # type: ignore[arg-type]
         if subscription is not None:
             self.kernel_session = message["header"].get("session") or self.kernel_session
-            if len(subscription._items) < subscription.limit:
+            if not subscription.full:
                 subscription.push(message)
             else:
                 await subscription.put(message)
@@ -323,7 +333,26 @@ class KernelConnection:
     def unsubscribe(self, msg_id: str) -> None:
         subscription = self._subscriptions.pop(msg_id, None)
         if subscription is not None:
-            subscription._wake(subscription._room)
+            subscription.release()
+
+    def route(self, msg_id: str, subscription: Subscription) -> None:
+        """Deliver the messages whose parent is msg_id to an existing subscription too."""
+        self._subscriptions[msg_id] = subscription
+
+    def subscription(self, msg_id: str) -> Subscription | None:
+        return self._subscriptions.get(msg_id)
+
+    @property
+    def max_msg_size(self) -> int:
+        """The largest websocket message this connection takes."""
+        return self.client.max_msg_size
+
+    async def model(self) -> dict[str, Any]:
+        """The gateway's model of this kernel (GET /api/kernels/<id>)."""
+        return await self.client.get_kernel(self.kernel_id)
+
+    async def restart_kernel(self) -> None:
+        await self.client.restart_kernel(self.kernel_id)
 
     async def send_message(self, message: Message) -> None:
         if self._failure is not None:

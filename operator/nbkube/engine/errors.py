@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
+
+import aiohttp
 
 
 class EngineError(Exception):
@@ -45,3 +49,23 @@ class ExecutionLost(EngineError):
     def __init__(self, msg_id: str) -> None:
         super().__init__(f"no messages of execution {msg_id} were replayed and the kernel is past it")
         self.msg_id = msg_id
+
+
+# Failures that mean "the gateway is not there" rather than "the gateway said no".
+UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, OSError)
+
+
+def error_for_status(status: int, body: str, what: str) -> GatewayError:
+    reason = body.strip()
+    try:
+        reason = json.loads(body).get("message") or reason
+    except (ValueError, AttributeError):
+        pass
+    message = f"{what}: HTTP {status} {reason}".strip()
+    if status == 401:
+        return AuthenticationError(f"{what}: the gateway rejected the token (HTTP 401)", status)
+    if status == 404:
+        return KernelNotFound(message, status)
+    if status == 403 and "Resource Limit" in body:
+        return KernelLimitReached(message, status)
+    return GatewayError(message, status)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import inspect
 import re
 import time
@@ -25,23 +24,11 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
+from nbkube.api.states import CellState
 from nbkube.engine.connection import KERNEL_LOST_STATES, KernelConnection, Subscription
 from nbkube.engine.errors import EngineError, ExecutionLost, GatewayUnavailable, KernelNotFound
 from nbkube.engine.outputs import CellOutputs, NotebookBudget, Output, OutputLimits
 from nbkube.engine.protocol import new_id, parent_id
-
-
-class CellState(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    TIMED_OUT = "timedOut"
-    KERNEL_DIED = "kernelDied"
-    CANCELLED = "cancelled"
-    INPUT_REQUESTED = "inputRequested"
-
 
 SKIP_TAG = "skip-execution"
 RAISES_TAG = "raises-exception"
@@ -484,7 +471,7 @@ class _CellRun:
         """An empty silent execution queued behind the resumed one: its reply arriving first means the
         resumed execution's reply will never come."""
         self.probe_id = new_id()
-        self.connection._subscriptions[self.probe_id] = self.subscription
+        self.connection.route(self.probe_id, self.subscription)
         self.aliases.append(self.probe_id)
         content = {
             "code": "",
@@ -641,13 +628,13 @@ class _CellRun:
         ahead = self.executor._sent_ahead
         if ahead is None or ahead.index == self.index:
             return None
-        return self.connection._subscriptions.get(ahead.msg_id)
+        return self.connection.subscription(ahead.msg_id)
 
     def _kernel_is_past_us(self) -> bool:
         """Whether the cell sent ahead has iopub messages waiting: iopub is ordered, so nothing of ours
         comes after them."""
         later = self._later_execution()
-        return later is not None and any(m.get("channel") == "iopub" for m in later._items)
+        return later is not None and any(m.get("channel") == "iopub" for m in later.waiting())
 
     async def on_quiet(self, now: float, start: float, deadline: float | None) -> None:
         executor = self.executor
@@ -664,7 +651,7 @@ class _CellRun:
         elif self.interrupted_at is not None:
             if now >= self.interrupted_at + executor.interrupt_grace:
                 # The interrupt did not stop the cell: only a restart frees the kernel (its state is lost).
-                await executor.connection.client.restart_kernel(self.connection.kernel_id)
+                await self.connection.restart_kernel()
                 self.result.kernel_restarted = True
                 self.got_reply = self.got_idle = True
                 self.settle()
@@ -678,12 +665,11 @@ class _CellRun:
         websocket was reconnecting): the kernel gone from the gateway, or a different kernel process
         answering on the control channel."""
         executor = self.executor
-        client = self.connection.client
         while True:
             await asyncio.sleep(executor.watchdog_interval)
             reason = None
             try:
-                model = await client.get_kernel(self.connection.kernel_id)
+                model = await self.connection.model()
                 if model.get("execution_state") == "dead":
                     reason = "the gateway reports the kernel dead"
             except KernelNotFound:
@@ -740,7 +726,7 @@ class _CellRun:
         elif self.final_state is CellState.KERNEL_DIED:
             self.kernel_died("the kernel disappeared while interrupting")
         elif self.reply_lost:
-            limit = self.connection.client.max_msg_size
+            limit = self.connection.max_msg_size
             whose = "this cell" if self.owns_oversized else "an earlier cell"
             result.state = CellState.FAILED
             result.error_name = "OutputTooLarge"

@@ -174,7 +174,7 @@ def build_output(msg_type: str, content: dict[str, Any]) -> tuple[Output | None,
         if type(text) is not str:
             if not _is_multiline(text):
                 return None, f"stream text is {_kind(text)}, not a string"
-            text = "".join(text)
+            text = "".join(text)  # type: ignore[arg-type]  # (_is_multiline: a list of strings)
         return {"output_type": "stream", "name": name, "text": text}, None
     if msg_type in ("display_data", "execute_result"):
         data = content.get("data", {})

@@ -12,13 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nbkube import API_VERSION
 from nbkube.api import ConditionStatus, NotebookEnvironmentSpec, NotebookEnvironmentStatus, Reason
 from nbkube.api.common import Condition, set_condition, validation_message
 from nbkube.config import Settings
 from nbkube.environment import objects, packages, podspec
 from nbkube.environment.tokens import GatewayTokens
-from nbkube.kube import Conflict, Kube, KubeError, path_of, resource_path
+from nbkube.kube import Conflict, Kube, KubeError, path_of
 
 # Waiting reasons of containers that are merely on their way (anything else is worth naming).
 STARTING_REASONS = ("ContainerCreating", "PodInitializing")
@@ -179,7 +178,7 @@ def pod_problem(
             continue
         name = meta.get("name", "?")
         conditions = (pod.get("status") or {}).get("conditions") or []
-        scheduled = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
+        scheduled: dict[str, Any] = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
         if scheduled.get("status") == "False":
             return _clip(
                 f"pod {name} is not scheduled: {scheduled.get('message') or scheduled.get('reason')}"
@@ -200,7 +199,7 @@ def pod_problem(
 def replica_failure(deployment: dict[str, Any] | None) -> str | None:
     """Why the Deployment cannot create pods (a missing ServiceAccount or PriorityClass, a quota)."""
     conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
-    failure = next((c for c in conditions if c.get("type") == "ReplicaFailure"), {})
+    failure: dict[str, Any] = next((c for c in conditions if c.get("type") == "ReplicaFailure"), {})
     if failure.get("status") == "True":
         return _clip(f"gateway pods cannot be created: {failure.get('message') or failure.get('reason')}")
     return None
@@ -278,7 +277,3 @@ def not_ready_status(
 def ready_condition(status: dict[str, Any] | None) -> dict[str, Any]:
     conditions = (status or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == "Ready"), {})
-
-
-def environment_path(namespace: str, name: str) -> str:
-    return resource_path(API_VERSION, "notebookenvironments", namespace, name)

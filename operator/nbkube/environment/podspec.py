@@ -219,7 +219,7 @@ def gateway_pod(spec: NotebookEnvironmentSpec, token_secret: str) -> tuple[dict[
 def _named(items: Any, name: str, key: str = "name") -> dict[str, Any] | None:
     if not isinstance(items, list):
         return None
-    return next((i for i in items if isinstance(i, Mapping) and i.get(key) == name), None)
+    return next((dict(i) for i in items if isinstance(i, Mapping) and i.get(key) == name), None)
 
 
 def _nbkube_env(env: Any) -> list[Any]:
@@ -291,8 +291,8 @@ def overlay_problems(spec: NotebookEnvironmentSpec) -> list[str]:
 
     for kind in ("containers", "initContainers"):
         for i, container in enumerate(pod.get(kind) or []):
-            name = container.get("name", i) if isinstance(container, Mapping) else i
-            problems += _container_problems(container, f"{prefix}.{kind}[{name}]")
+            label = container.get("name", i) if isinstance(container, Mapping) else i
+            problems += _container_problems(container, f"{prefix}.{kind}[{label}]")
     if pod.get("ephemeralContainers"):
         problems.append(f"{prefix}.ephemeralContainers cannot be set")
 

@@ -6,7 +6,6 @@ package without the operator's dependencies.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import zmq
@@ -43,7 +42,7 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     def _limit_rate_default(self) -> bool:
         return False
 
-    def connect(self) -> asyncio.Future[None] | None:
+    def connect(self) -> Any:  # (jupyter_server's base says a coroutine; its channels class returns a Future)
         if self.nodelay and self.websocket_handler.ws_connection is not None:
             self.websocket_handler.set_nodelay(True)
         return super().connect()

@@ -68,8 +68,10 @@ class BatchOutStream(OutStream):
         Call with `_pipe_lock` held: a read happens only after poll says data is there, and nobody else
         reads the pipe meanwhile, so it never blocks.
         """
+        fid = self._fid
+        assert fid is not None  # (watched only while the pipe is open)
         while poller.poll(0):
-            data = os.read(self._fid, PIPE_READ_BYTES)
+            data = os.read(fid, PIPE_READ_BYTES)
             if not data or not self._should_watch:
                 return False
             self.write(self._decoder.decode(data))
@@ -82,6 +84,7 @@ class BatchOutStream(OutStream):
             if self._closing or not self._should_watch:
                 return
             if self._drain_poller is None:  # one poll object per reader: the watcher has its own
+                assert self._fid is not None
                 self._drain_poller = select.poll()
                 self._drain_poller.register(self._fid, select.POLLIN)
             self._forward_pipe(self._drain_poller)

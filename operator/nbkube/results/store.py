@@ -224,7 +224,7 @@ class ResultsStore:
         self._max_batch = max_batch
         self._trees = TreeCache()
         self._finals: dict[str, str] = {}  # uid -> commit, mirrors refs/nbkube/final/*
-        self._json_meta: BoundedDict[str, dict[str, Any]] = BoundedDict(4096)  # nbkube.json blob -> facts
+        self._json_meta = BoundedDict(4096)  # nbkube.json blob -> its facts  # nbkube.json blob -> facts
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         idle = pipe_idle_seconds
@@ -588,6 +588,7 @@ class ResultsStore:
                 if req.future is not None and not req.future.done():
                     req.future.set_exception(exc)
         if head != self._head:
+            assert head is not None  # (it moved: to a commit)
             await self._flush(staged)
             await self._advance(head, tree, {uid: info.commit for uid, info in new_finals.items()})
         for req, info in done:
@@ -811,11 +812,11 @@ class ResultsStore:
             for item in out.split(b"\0"):
                 if not item:
                     continue
-                meta, name = item.split(b"\t", 1)
+                meta, raw_name = item.split(b"\t", 1)
                 mode, entry_kind, entry_oid, entry_size = meta.split()
                 if entry_kind == b"blob" and mode in (b"100644", b"100755"):
                     listing.append(
-                        (name.decode("utf-8", "surrogateescape"), entry_oid.decode(), int(entry_size))
+                        (raw_name.decode("utf-8", "surrogateescape"), entry_oid.decode(), int(entry_size))
                     )
         total = sum(entry[2] for entry in listing)
         if len(listing) > max_files or total > max_bytes:

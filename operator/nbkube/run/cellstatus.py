@@ -11,10 +11,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from nbkube.api import CellStatus
+from nbkube.api.states import CellState
 
 MAX_SUMMARY_CHARS = 200
 MAX_CELL_ENTRIES = 500
-_ALWAYS_KEPT = {"running", "failed", "timedOut", "kernelDied", "cancelled", "inputRequested"}
+_ALWAYS_KEPT = {
+    CellState.RUNNING,
+    CellState.FAILED,
+    CellState.TIMED_OUT,
+    CellState.KERNEL_DIED,
+    CellState.CANCELLED,
+    CellState.INPUT_REQUESTED,
+}
 
 
 def shorten(text: str, limit: int = MAX_SUMMARY_CHARS) -> str:
@@ -61,7 +69,7 @@ def bound_cells(cells: list[CellStatus], limit: int = MAX_CELL_ENTRIES) -> tuple
     for cell in sorted(cells, key=lambda c: c.index, reverse=True):
         if len(keep) >= limit:
             break
-        if cell.state != "pending":
+        if cell.state != CellState.PENDING:
             keep.add(cell.index)
     for cell in cells:
         if len(keep) >= limit:

@@ -14,7 +14,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from nbkube import API_VERSION, memory
 from nbkube.api import (
+    TERMINAL_RUN_STATES,
     CellStatus,
     ConditionStatus,
     KernelAttachment,
@@ -36,6 +37,7 @@ from nbkube.api import (
     RunState,
 )
 from nbkube.api.common import now_rfc3339, parse_timestamp, set_condition, validation_message
+from nbkube.api.states import NOT_RUN_CELL_STATES
 from nbkube.config import Settings
 from nbkube.engine import (
     CellResult,
@@ -68,12 +70,10 @@ from nbkube.run.sweepdriver import drive_sweep
 
 log = logging.getLogger(__name__)
 
-ResultsCommit = Callable[..., Awaitable[RunResult | None]]
 NOTEBOOK_WAIT_SECONDS = 30.0
 JOURNAL_GRACE_SECONDS = 30.0
 KERNEL_WAIT_FIRST_DELAY = 0.5
 KERNEL_WAIT_MAX_DELAY = 5.0
-TERMINAL = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
 
 
 def run_path(namespace: str, name: str, sub: str | None = None) -> str:
@@ -106,7 +106,7 @@ class RunService:
             await driver.drive()
         finally:
             self.active.pop(uid, None)
-            if driver.status.state in TERMINAL:
+            if driver.status.state in TERMINAL_RUN_STATES:
                 reconcile_total.labels("notebookrun", str(driver.status.state)).inc()
 
     def remove_later(self, journal: RunJournal, delay: float = JOURNAL_GRACE_SECONDS) -> None:
@@ -132,7 +132,7 @@ class RunService:
             state = status.get("state") or RunState.PENDING
             self._states[uid] = state
             kernel_id = (status.get("kernel") or {}).get("kernelId")
-            if kernel_id and state not in TERMINAL:
+            if kernel_id and state not in TERMINAL_RUN_STATES:
                 self._held_kernels[uid] = kernel_id
             self._counts[state] = self._counts.get(state, 0) + 1
             driver = self.active.get(uid)
@@ -146,7 +146,7 @@ class RunService:
         if uid in self.active:
             return True
         state = self._states.get(uid)
-        return None if state is None else state not in TERMINAL
+        return None if state is None else state not in TERMINAL_RUN_STATES
 
     def held_kernels(self) -> set[str]:
         """Kernels that unfinished runs hold (as their status says), including runs waiting to be
@@ -233,7 +233,7 @@ class RunDriver:
         st.reason = reason
         st.message = message
         st.observed_generation = self.generation
-        terminal = state in TERMINAL
+        terminal = state in TERMINAL_RUN_STATES
         st.conditions = set_condition(
             st.conditions,
             "Progressing",
@@ -453,7 +453,7 @@ class RunDriver:
             CellStatus(
                 index=i,
                 id=str(cell.get("id", f"cell-{i}")),
-                state="pending" if cell.get("cell_type") == "code" else "skipped",
+                state=CellState.PENDING if cell.get("cell_type") == "code" else CellState.SKIPPED,
             )
             for i, cell in enumerate(notebook.cells)
         ]
@@ -463,7 +463,7 @@ class RunDriver:
         self._refresh_cells()
 
     def _refresh_cells(self) -> None:
-        done = sum(1 for c in self._all_cells if c.state not in ("pending", "running"))
+        done = sum(1 for c in self._all_cells if c.state not in (CellState.PENDING, CellState.RUNNING))
         self.status.cells_done = done
         self.status.progress = f"{done}/{len(self._all_cells)}"
         kept, omitted = cellstatus.bound_cells(self._all_cells)
@@ -635,8 +635,8 @@ class RunDriver:
             index, outputs = progress.replied
             cell = executed.cells[index]
             cell.outputs = await bounded_outputs(outputs, OutputLimits())
-            cell.setdefault("metadata", {})["nbkube"] = {"state": "succeeded", "resumed": True}
-            self._mark_from_cell(index, cell, "succeeded")
+            cell.setdefault("metadata", {})["nbkube"] = {"state": CellState.SUCCEEDED.value, "resumed": True}
+            self._mark_from_cell(index, cell, CellState.SUCCEEDED)
             finished = {**finished, index: dict(cell)}
         start = max(finished) + 1 if finished else 0
         resume = None
@@ -651,12 +651,12 @@ class RunDriver:
         )
         return lease, start, resume
 
-    def _mark_from_cell(self, index: int, cell: NotebookNode, state: str | None = None) -> None:
+    def _mark_from_cell(self, index: int, cell: NotebookNode, state: CellState | None = None) -> None:
         """The cell's status entry from the executed cell (the engine's metadata.nbkube and outputs)."""
         meta = cell.get("metadata", {}).get("nbkube", {})
         duration = meta.get("duration_ms")
         entry = self._all_cells[index]
-        entry.state = state or meta.get("state", "succeeded")
+        entry.state = state or CellState(meta.get("state", CellState.SUCCEEDED))
         entry.execution_count = cell.get("execution_count")
         entry.duration_ms = round(duration) if duration is not None else None
         entry.summary = cellstatus.summarize_outputs(cell.get("outputs", []))
@@ -686,7 +686,7 @@ class RunDriver:
             with self._guard(Reason.STATUS_NOT_UPDATED, f"the status of cell {index}"):
                 attachment.cell_index = index
                 attachment.msg_id = msg_id
-                self._all_cells[index].state = "running"
+                self._all_cells[index].state = CellState.RUNNING
                 self._refresh_cells()
                 self._publish()
 
@@ -696,9 +696,9 @@ class RunDriver:
 
         async def on_cell_end(index: int, result: CellResult) -> None:
             cell = notebook.cells[index]
-            state = str(result.state)
+            state = result.state
             with self._guard(Reason.JOURNAL_NOT_WRITTEN, f"journaling cell {index}"):
-                if state not in (CellState.SKIPPED, CellState.PENDING):
+                if state not in NOT_RUN_CELL_STATES:
                     await self.journal.record(attempt, index, dict(cell))
             with self._guard(Reason.STATUS_NOT_UPDATED, f"the status of cell {index}"):
                 if result.duration_ms is not None:
@@ -725,7 +725,7 @@ class RunDriver:
             return await executor.execute_notebook(notebook, resume=resume, start_index=start_index)
 
         execution = asyncio.create_task(execute())
-        stop_waiters = {
+        stop_waiters: dict[asyncio.Task[Any], str] = {
             asyncio.create_task(self._until_stopped()): "stopped",
             asyncio.create_task(self.cancel_requested.wait()): "cancel",
             asyncio.create_task(self.deadline_passed.wait()): "deadline",
@@ -861,7 +861,7 @@ class RunDriver:
 
     def _outcome_of(self, result: NotebookResult, spec: NotebookRunSpec) -> Outcome:
         if result.state == CellState.SUCCEEDED:
-            executed = sum(1 for c in self._all_cells if c.state not in ("pending", "skipped"))
+            executed = sum(1 for c in self._all_cells if c.state not in NOT_RUN_CELL_STATES)
             return succeeded(executed)
         index = result.failed_index if result.failed_index is not None else 0
         label = f"cell {index} ({self._all_cells[index].id})"

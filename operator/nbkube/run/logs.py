@@ -25,7 +25,7 @@ import ijson
 import nbformat
 from nbformat.v4.rwbase import rejoin_lines
 
-from nbkube.run.driver import TERMINAL
+from nbkube.api.states import TERMINAL_RUN_STATES, CellState
 
 POLL_SECONDS = 0.2
 STATUS_EVERY_SECONDS = 1.0
@@ -43,7 +43,7 @@ def _events_from_journal_entry(entry: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"event": "output", "index": index, "output": entry["output"]}]
     if "cell" in entry:
         cell = entry["cell"]
-        state = cell.get("metadata", {}).get("nbkube", {}).get("state", "succeeded")
+        state = cell.get("metadata", {}).get("nbkube", {}).get("state", CellState.SUCCEEDED.value)
         return [
             {
                 "event": "cellFinished",
@@ -67,7 +67,7 @@ def _events_from_cell(index: int, cell: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "event": "cellFinished",
             "index": index,
-            "state": state or "succeeded",
+            "state": state or CellState.SUCCEEDED.value,
             "executionCount": cell.get("execution_count"),
         },
     ]
@@ -134,7 +134,7 @@ async def stream_events(
                 return
         status = run.get("status") or {}
         journal = journal_dir / f"{run['metadata']['uid']}.jsonl"
-        if status.get("state") in TERMINAL:
+        if status.get("state") in TERMINAL_RUN_STATES:
             if offset > 0:  # we were following the journal: its last lines first
                 while True:
                     entries, new_offset = await _tail(journal, offset)

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from nbkube import API_VERSION
-from nbkube.api import NotebookRunSpec, SweepStatus
+from nbkube.api import NotebookRunSpec, RunState, SweepStatus
 from nbkube.names import LABEL_MAX, label_value, shorten
 
 PARENT_LABEL = "nbkube.io/sweep"
@@ -76,17 +76,17 @@ def child_runs(
 
 def aggregate(child_names: list[str], child_states: dict[str, str | None]) -> SweepStatus:
     """Counts children by state; a child not yet created or without a state is pending."""
-    counts = {"Pending": 0, "Running": 0, "Succeeded": 0, "Failed": 0}
+    counts = {RunState.PENDING: 0, RunState.RUNNING: 0, RunState.SUCCEEDED: 0, RunState.FAILED: 0}
     for name in child_names:
-        state = child_states.get(name) or "Pending"
-        if state == "Cancelled":
-            state = "Failed"
-        counts[state if state in counts else "Pending"] += 1
+        state = child_states.get(name) or RunState.PENDING
+        if state == RunState.CANCELLED:
+            state = RunState.FAILED
+        counts[RunState(state) if state in counts else RunState.PENDING] += 1
     return SweepStatus(
         total=len(child_names),
-        pending=counts["Pending"],
-        running=counts["Running"],
-        succeeded=counts["Succeeded"],
-        failed=counts["Failed"],
+        pending=counts[RunState.PENDING],
+        running=counts[RunState.RUNNING],
+        succeeded=counts[RunState.SUCCEEDED],
+        failed=counts[RunState.FAILED],
         children=child_names,
     )

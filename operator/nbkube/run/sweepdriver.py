@@ -55,7 +55,7 @@ async def _started_matrix(driver: RunDriver, spec: NotebookRunSpec) -> dict[str,
 _REFUSED = (400, 422)
 
 
-async def _create(driver: RunDriver, child: dict) -> str | None:
+async def _create(driver: RunDriver, child: dict[str, Any]) -> str | None:
     """Creates one child run; the API server's reason when it refuses the child for good, else None
     (other errors are tried again on the next pass)."""
     try:
