@@ -64,18 +64,25 @@ def spill_records(path: Path | None) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+SMALL_MESSAGES = message_limit(OutputLimits(cell_bytes=MiB))
+"""A websocket limit for a 1 MiB cell cap."""
+
+
 @contextlib.asynccontextmanager
-async def kernel_with_small_messages(gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
-    """A kernel on a client whose websocket takes messages up to message_limit(1 MiB cell cap)."""
-    limit = message_limit(OutputLimits(cell_bytes=MiB))
-    async with GatewayClient(gateway.url, gateway.token, reconnect_timeout=5, max_msg_size=limit) as client:
+async def kernel_on(
+    gateway: LocalGateway, max_msg_size: int | None = None
+) -> AsyncIterator[KernelConnection]:
+    """A fresh kernel on its own client of the gateway (max_msg_size: its websocket's limit)."""
+    async with GatewayClient(
+        gateway.url, gateway.token, reconnect_timeout=5, max_msg_size=max_msg_size
+    ) as client:
         async with fresh_kernel(client) as connection:
             yield connection
 
 
 @pytest.fixture
 async def small_messages(gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
-    async with kernel_with_small_messages(gateway) as connection:
+    async with kernel_on(gateway, SMALL_MESSAGES) as connection:
         yield connection
 
 
@@ -92,14 +99,13 @@ def uncut_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalGat
 
 @pytest.fixture
 async def uncut_kernel(uncut_gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
-    async with GatewayClient(uncut_gateway.url, uncut_gateway.token, reconnect_timeout=5) as client:
-        async with fresh_kernel(client) as connection:
-            yield connection
+    async with kernel_on(uncut_gateway) as connection:
+        yield connection
 
 
 @pytest.fixture
 async def uncut_small_messages(uncut_gateway: LocalGateway) -> AsyncIterator[KernelConnection]:
-    async with kernel_with_small_messages(uncut_gateway) as connection:
+    async with kernel_on(uncut_gateway, SMALL_MESSAGES) as connection:
         yield connection
 
 

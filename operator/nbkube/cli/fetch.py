@@ -10,8 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nbkube.api.states import TERMINAL_RUN_STATES
 from nbkube.cli.errors import EXIT_OK, CliError
-from nbkube.cli.kubeclient import TERMINAL_STATES, ClusterOptions, Kube, add_cluster_options, run_state
+from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options, run_state
 from nbkube.cli.userapi import UserApi, UserApiError
 from nbkube.userapi import paths
 
@@ -41,7 +42,7 @@ def result_of(run: dict[str, Any]) -> dict[str, str]:
         children = ", ".join(sweep.get("children") or []) or "none yet"
         raise CliError(f"{name} is a sweep and has no result of its own: fetch its child runs ({children})")
     state = run_state(run)
-    if state in TERMINAL_STATES:
+    if state in TERMINAL_RUN_STATES:
         why = f"{status.get('reason') or state}: {status.get('message') or ''}".rstrip(": ")
         raise CliError(f"{name} has no result: it ended {state} before one was committed ({why})")
     progress = f", {status['progress']} cells" if status.get("progress") else ""

@@ -15,7 +15,6 @@ from nbkube.cli.errors import CliError
 
 PLURAL_RUNS = "notebookruns"
 PLURAL_ENVIRONMENTS = "notebookenvironments"
-TERMINAL_STATES = TERMINAL_RUN_STATES
 WATCH_SECONDS = 60
 
 T = TypeVar("T")
@@ -180,7 +179,7 @@ class Kube:
 
         run = self.find_run(name)
         yield run
-        while run_state(run) not in TERMINAL_STATES:
+        while run_state(run) not in TERMINAL_RUN_STATES:
             resource_version = run["metadata"]["resourceVersion"]
             stream = watch.Watch()
             try:
@@ -199,7 +198,7 @@ class Kube:
                     if event["type"] in ("ADDED", "MODIFIED"):
                         run = event["object"]
                         yield run
-                        if run_state(run) in TERMINAL_STATES:
+                        if run_state(run) in TERMINAL_RUN_STATES:
                             return
             except ApiException as exc:
                 if exc.status != 410:  # 410 Gone: our resourceVersion is too old; read the run again

@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 
 from nbkube import API_VERSION
-from nbkube.api.states import NOT_RUN_CELL_STATES, CellState, RunState
+from nbkube.api.states import NOT_RUN_CELL_STATES, TERMINAL_RUN_STATES, CellState, RunState
 from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
-from nbkube.cli.kubeclient import TERMINAL_STATES, ClusterOptions, Kube, add_cluster_options, run_state
+from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options, run_state
 from nbkube.cli.progress import Progress
 from nbkube.cli.uploads import (
     CONFIGMAP_LIMIT,
@@ -327,7 +327,7 @@ def report(run: dict[str, Any]) -> int:
     name = run["metadata"]["name"]
     status = run.get("status") or {}
     state = run_state(run)
-    assert state in TERMINAL_STATES
+    assert state in TERMINAL_RUN_STATES
     took = f" in {status['duration']}" if status.get("duration") else ""
     detail = f"{status.get('reason') or state}: {status.get('message') or ''}".rstrip(": ")
     if state == RunState.SUCCEEDED:

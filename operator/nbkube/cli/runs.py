@@ -7,8 +7,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from nbkube.api.states import TERMINAL_RUN_STATES
 from nbkube.cli.errors import EXIT_OK
-from nbkube.cli.kubeclient import TERMINAL_STATES, ClusterOptions, Kube, add_cluster_options, run_state
+from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options, run_state
 from nbkube.cli.tables import format_table
 
 
@@ -35,7 +36,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     try:
         run = kube.find_run(args.run)
         state = run_state(run)
-        if state in TERMINAL_STATES:
+        if state in TERMINAL_RUN_STATES:
             print(f"notebookrun {kube.namespace}/{args.run} already ended {state}")
             return EXIT_OK
         if not (run.get("spec") or {}).get("cancel"):

@@ -42,12 +42,16 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
     def _limit_rate_default(self) -> bool:
         return False
 
+    _client_limit = 0
+    """The client's websocket message limit (0: not given, nothing is cut); read when it connects."""
+
     def connect(self) -> Any:  # (jupyter_server's base says a coroutine; its channels class returns a Future)
         if self.nodelay and self.websocket_handler.ws_connection is not None:
             self.websocket_handler.set_nodelay(True)
+        self._client_limit = self._read_client_limit()
         return super().connect()
 
-    def _client_limit(self) -> int:
+    def _read_client_limit(self) -> int:
         try:
             value = int(self.websocket_handler.get_query_argument(MAX_MESSAGE_PARAMETER, "0"))
         except (ValueError, AttributeError):
@@ -55,9 +59,7 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         return max(value, MIN_LIMIT) if value > 0 else 0
 
     def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
-        limit = getattr(self, "_nbkube_limit", None)
-        if limit is None:
-            limit = self._nbkube_limit = self._client_limit()
+        limit = self._client_limit
         oversized = limit and message_size(outgoing_msg) + FRAMING_BYTES > limit
         if oversized and self.cut_oversized and self.subprotocol == WS_PROTOCOL_V1:
             idents, fed = self.session.feed_identities(outgoing_msg)

@@ -50,12 +50,12 @@ class UserApi:
     max_log_streams_per_user: int = 8
     write_stall_seconds: float = 30.0
     """A log stream whose reader takes nothing for this long is closed (its slot goes to others)."""
-    _log_streams: int = 0
     _streams_of: dict[str, int] = field(default_factory=dict)
+    """Open log streams per user (a user with none has no entry)."""
 
     @property
     def log_streams(self) -> int:
-        return self._log_streams
+        return sum(self._streams_of.values())
 
     def __post_init__(self) -> None:
         self.authorizer = Authorizer(lambda body: self.kube.call("POST", SAR_PATH, body))
@@ -165,13 +165,12 @@ def user_api_app(api: UserApi) -> web.Application:
         await _authorize(api, request, namespace, paths.RUN_LOG, name)
         follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
         user = request[USER_KEY].name
-        if api._log_streams >= api.max_log_streams:
+        if api.log_streams >= api.max_log_streams:
             raise web.HTTPTooManyRequests(text="too many log streams at once: try again shortly")
         if api._streams_of.get(user, 0) >= api.max_log_streams_per_user:
             raise web.HTTPTooManyRequests(
                 text=f"{user} has {api.max_log_streams_per_user} log streams open already: close one first"
             )
-        api._log_streams += 1
         api._streams_of[user] = api._streams_of.get(user, 0) + 1
         try:
             if await api.read_run(namespace, name) is None:
@@ -198,7 +197,6 @@ def user_api_app(api: UserApi) -> web.Application:
                 await events.aclose()
             return response
         finally:
-            api._log_streams -= 1
             api._streams_of[user] -= 1
             if not api._streams_of[user]:
                 del api._streams_of[user]
