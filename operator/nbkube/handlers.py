@@ -13,11 +13,13 @@ import kopf
 
 from nbkube import GROUP, VERSION
 from nbkube.api import RunState
+from nbkube.api.session import SessionState
 from nbkube.environment.objects import GATEWAY_APP_NAME
 from nbkube.runtime import OperatorContext
 
 ENVIRONMENTS = (GROUP, VERSION, "notebookenvironments")
 RUNS = (GROUP, VERSION, "notebookruns")
+SESSIONS = (GROUP, VERSION, "notebooksessions")
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": GATEWAY_APP_NAME}
 
 
@@ -135,3 +137,21 @@ TTL_CHECK_SECONDS = 10
 @kopf.timer(*RUNS, interval=TTL_CHECK_SECONDS, when=_finished_with_ttl, idle=0)
 async def run_ttl(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _ctx(memo).runs.expire_if_due(body, within=TTL_CHECK_SECONDS)
+
+
+# NotebookSession
+
+
+def _live(status: dict[str, Any], **_: Any) -> bool:
+    return (status or {}).get("state") != SessionState.ENDED
+
+
+@kopf.daemon(*SESSIONS, when=_live, cancellation_timeout=60, initial_delay=0, backoff=10)
+async def session_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    await _ctx(memo).sessions.drive(body, stopped)
+
+
+@kopf.on.event(*SESSIONS)
+def session_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    if "nbkube" in memo:
+        _ctx(memo).sessions.observe(event.get("type"), event.get("object") or {})

@@ -38,6 +38,7 @@ _CORE_PLURALS = {
     "NetworkPolicy": "networkpolicies",
     "NotebookRun": "notebookruns",
     "NotebookEnvironment": "notebookenvironments",
+    "NotebookSession": "notebooksessions",
 }
 
 
@@ -105,6 +106,11 @@ def resource_path(
 def run_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
     """The API path of NotebookRuns (of a namespace), of one, or of its subresource."""
     return resource_path(API_VERSION, "notebookruns", namespace, name, sub)
+
+
+def session_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    """The API path of NotebookSessions (of a namespace), of one, or of its subresource."""
+    return resource_path(API_VERSION, "notebooksessions", namespace, name, sub)
 
 
 def environment_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from nbkube.gateways import GatewayRegistry
 from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
 from nbkube.kube import Kube
 from nbkube.run.service import RunService
+from nbkube.session.service import SessionService
 
 if TYPE_CHECKING:
     from nbkube.results import ResultsRepositories
@@ -31,6 +33,7 @@ class OperatorContext:
     results: Any
     environments: EnvironmentService
     runs: RunService
+    sessions: SessionService
     servers: list[web.AppRunner] = field(default_factory=list)
     user_api: asyncio.Task[None] | None = None
     janitor: asyncio.Task[None] | None = None
@@ -54,6 +57,9 @@ class OperatorContext:
             results=results,
             environments=EnvironmentService(kube, settings, registry, tokens),
             runs=RunService(kube, settings, registry, results),
+            sessions=SessionService(kube, settings, registry, results, results)
+            if results is not None
+            else None,
         )
         ctx.janitor = asyncio.create_task(_janitor(ctx).run_forever(), name="janitor")
         if settings.metrics_port:
@@ -82,10 +88,29 @@ class OperatorContext:
         await self.kube.close()
 
 
+def _any_active(ctx: OperatorContext) -> Callable[[str], bool | None]:
+    """Whether the run or session of a journal's uid is live (None: neither is known)."""
+
+    def is_active(uid: str) -> bool | None:
+        run = ctx.runs.is_active(uid)
+        return run if run is not None else ctx.sessions.is_active(uid)
+
+    return is_active
+
+
+def _held_kernels(ctx: OperatorContext) -> Callable[[], set[str]]:
+    """Kernels held by unfinished runs and live sessions, as their status says."""
+
+    def held() -> set[str]:
+        return ctx.runs.held_kernels() | ctx.sessions.held_kernels()
+
+    return held
+
+
 def _janitor(ctx: OperatorContext) -> Janitor:
     s = ctx.settings
     return Janitor(
-        RunView(is_active=ctx.runs.is_active, held_kernels=ctx.runs.held_kernels),
+        RunView(is_active=_any_active(ctx), held_kernels=_held_kernels(ctx)),
         GatewayView(clients=ctx.registry.clients, in_use=ctx.registry.kernels_in_use),
         s.journal_dir,
         JanitorSettings(
@@ -122,7 +147,9 @@ async def _user_api(ctx: OperatorContext, logger: logging.Logger) -> None:
 
     while True:
         try:
-            ctx.servers.append(await start_user_api(ctx.kube, ctx.results, ctx.settings, logger))
+            ctx.servers.append(
+                await start_user_api(ctx.kube, ctx.results, ctx.settings, logger, sessions=ctx.sessions)
+            )
             return
         except asyncio.CancelledError:
             raise

@@ -68,6 +68,13 @@ class Reason(StrEnum):
     ROLLING_OUT = "RollingOut"
     CHILD_CONFLICT = "ChildConflict"
     PACKAGES_FAILED = "PackagesFailed"
+    # sessions
+    STARTING = "Starting"
+    KERNEL_READY = "KernelReady"
+    IDLE_TIMEOUT = "IdleTimeout"
+    LIFETIME_EXCEEDED = "LifetimeExceeded"
+    FORK_NOT_FOUND = "ForkNotFound"
+    KERNEL_RESTARTED = "KernelRestarted"
 
 
 def now_rfc3339() -> str:

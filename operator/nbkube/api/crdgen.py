@@ -23,6 +23,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from nbkube import GROUP, VERSION
 from nbkube.api.environment import NotebookEnvironmentSpec, NotebookEnvironmentStatus
 from nbkube.api.run import NotebookRunSpec, NotebookRunStatus
+from nbkube.api.session import NotebookSessionSpec, NotebookSessionStatus
 
 _DROP = {"title", "additionalProperties", "$defs"}
 
@@ -217,11 +218,33 @@ def notebook_run_crd() -> dict[str, Any]:
     )
 
 
+def notebook_session_crd() -> dict[str, Any]:
+    return _crd(
+        "NotebookSession",
+        "notebooksessions",
+        "nbsess",
+        NotebookSessionSpec,
+        NotebookSessionStatus,
+        [
+            {"name": "Env", "type": "string", "jsonPath": ".spec.environmentRef.name"},
+            {"name": "Status", "type": "string", "jsonPath": ".status.state"},
+            {"name": "Kernel", "type": "string", "jsonPath": ".status.kernel.state"},
+            {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+            {"name": "Operations", "type": "integer", "jsonPath": ".status.operations"},
+            {"name": "Head", "type": "string", "jsonPath": ".status.head", "priority": 1},
+            {"name": "Branch", "type": "string", "jsonPath": ".status.branch", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        "A live kernel of a NotebookEnvironment, driven cell by cell, its history on its own branch.",
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD."""
     return {
         f"{GROUP}_notebookenvironments.yaml": notebook_environment_crd(),
         f"{GROUP}_notebookruns.yaml": notebook_run_crd(),
+        f"{GROUP}_notebooksessions.yaml": notebook_session_crd(),
     }
 
 

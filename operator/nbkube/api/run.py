@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -162,14 +163,7 @@ class NotebookRunSpec(ApiModel):
     @model_validator(mode="after")
     def _check(self) -> NotebookRunSpec:
         check_unique_env(self.env)
-        for key in list(self.parameters) + list(self.matrix):
-            if key.lower() in ("true", "false"):
-                raise ValueError(
-                    f"parameter name {key!r}: YAML reads unquoted keys such as n, y, no, yes, off and on as "
-                    "booleans; quote the name"
-                )
-            if not _is_identifier(key):
-                raise ValueError(f"parameter name {key!r} is not a valid identifier")
+        check_parameter_names([*self.parameters, *self.matrix])
         for key, values in self.matrix.items():
             if not values:
                 raise ValueError(f"matrix.{key} must list at least one value")
@@ -201,6 +195,18 @@ class NotebookRunSpec(ApiModel):
 
     def is_sweep(self) -> bool:
         return bool(self.matrix)
+
+
+def check_parameter_names(names: Iterable[str]) -> None:
+    """Parameters become Python assignments in the notebook: their names must be identifiers."""
+    for key in names:
+        if key.lower() in ("true", "false"):
+            raise ValueError(
+                f"parameter name {key!r}: YAML reads unquoted keys such as n, y, no, yes, off and on as "
+                "booleans; quote the name"
+            )
+        if not _is_identifier(key):
+            raise ValueError(f"parameter name {key!r} is not a valid identifier")
 
 
 def _is_identifier(name: str) -> bool:

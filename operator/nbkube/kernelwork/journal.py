@@ -165,6 +165,20 @@ class WorkJournal:
             setup_done=setup_done,
         )
 
+    async def clear(self) -> None:
+        """Forgets every cell (their work is committed): a long-lived session's journal holds only its
+        operation in flight. That a setup was done is kept."""
+        await asyncio.to_thread(self._clear)
+        self._output_bytes.clear()
+
+    def _clear(self) -> None:
+        kept = [e for e in self._read() if "setup" in e and "index" not in e]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+
     async def remove(self) -> None:
         await asyncio.to_thread(self.path.unlink, True)
         await asyncio.to_thread(shutil.rmtree, self.spill_dir, True)

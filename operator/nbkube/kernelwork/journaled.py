@@ -24,6 +24,7 @@ from nbkube.metrics import cell_duration
 
 OnStarted = Callable[[int, str], None]  # (cell index, msg_id)
 OnFinished = Callable[[int, NotebookNode, CellResult], None]
+OnOutput = Callable[[int, dict[str, Any]], None]  # (cell index, the output or a stream's new chunk)
 
 
 async def open_journal(journal: WorkJournal, failures: Failures) -> bool:
@@ -42,6 +43,7 @@ def journaled_executor(
     *,
     on_started: OnStarted,
     on_finished: OnFinished,
+    on_output: OnOutput | None = None,
     limits: OutputLimits,
     cell_timeout: float | None = None,
     allow_errors: bool = False,
@@ -54,9 +56,11 @@ def journaled_executor(
             await journal.started(attempt, index, msg_id)
         on_started(index, msg_id)
 
-    def on_output(index: int, output: dict[str, Any]) -> None:
+    def on_cell_output(index: int, output: dict[str, Any]) -> None:
         with failures.guard(Reason.JOURNAL_NOT_WRITTEN, f"journaling an output of cell {index}"):
             journal.output(attempt, index, output)
+        if on_output is not None:
+            on_output(index, output)
 
     async def on_cell_end(index: int, result: CellResult) -> None:
         cell = notebook.cells[index]
@@ -73,7 +77,7 @@ def journaled_executor(
         allow_errors=allow_errors,
         limits=limits,
         on_cell_start=on_cell_start,
-        on_output=on_output,
+        on_output=on_cell_output,
         on_cell_end=on_cell_end,
     )
 

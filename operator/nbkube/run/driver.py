@@ -33,16 +33,17 @@ from nbkube.config import Settings
 from nbkube.engine import inject_parameters, upgrade_notebook
 from nbkube.engine import setup as kernel_setup
 from nbkube.gateways import GatewayRegistry
-from nbkube.kernelwork.failures import Failures
+from nbkube.kernelwork import environments
+from nbkube.kernelwork.failures import Failure, Failures
 from nbkube.kernelwork.journal import WorkJournal
 from nbkube.kernelwork.kernels import KernelSource
 from nbkube.kernelwork.stops import Stopped, Stops
-from nbkube.kube import Kube, environment_path
+from nbkube.kube import Kube
 from nbkube.results import CheckpointPolicy
 from nbkube.run import inputs, source
 from nbkube.run.attempt import Attempt
 from nbkube.run.commit import RunCommitter, RunStore
-from nbkube.run.outcome import Outcome, failed, should_retry, stopped_by
+from nbkube.run.outcome import Outcome, failed, from_failure, should_retry, stopped_by
 from nbkube.run.progress import ProgressBook
 from nbkube.run.sweepdriver import drive_sweep
 
@@ -107,17 +108,14 @@ class RunDriver:
     async def _run(self, spec: NotebookRunSpec) -> Outcome | None:
         """The run's outcome, or None when the operator stops (the run goes on after the restart)."""
         ref = spec.environment_ref
-        if ref.namespace and ref.namespace != self.namespace:
-            return failed(
-                Reason.ENVIRONMENT_NOT_ALLOWED,
-                f"environment {ref.namespace}/{ref.name} is in another namespace: "
-                f"a NotebookRun may only use environments in its own namespace ({self.namespace})",
-            )
+        foreign = environments.foreign_environment("NotebookRun", self.namespace, ref.namespace, ref.name)
+        if foreign is not None:
+            return from_failure(foreign)
         if (early := self._stopping()) is not None:
             return early
-        env_spec = await self._environment(ref.name)
-        if isinstance(env_spec, Outcome):
-            return env_spec
+        env_spec = await environments.environment_spec(self.ctx.kube, self.namespace, ref.name)
+        if isinstance(env_spec, Failure):
+            return from_failure(env_spec)
         notebook = await self._load_notebook(spec, env_spec)
         if isinstance(notebook, Outcome):
             return notebook
@@ -150,7 +148,7 @@ class RunDriver:
             self.namespace,
             ref.name,
             wait_seconds=settings.environment_wait_seconds,
-            not_ready_detail=lambda: self._environment_not_ready(ref.name),
+            not_ready_detail=lambda: environments.not_ready_detail(self.ctx.kube, self.namespace, ref.name),
         )
         while True:
             if (early := self._stopping()) is not None:
@@ -198,27 +196,6 @@ class RunDriver:
             spill,
             on_committed=lambda: self.ctx.remove_later(self.journal),
         )
-
-    async def _environment(self, name: str) -> NotebookEnvironmentSpec | Outcome:
-        env_body = await self.ctx.kube.get_or_none(environment_path(self.namespace, name))
-        if env_body is None:
-            return failed(
-                Reason.ENVIRONMENT_NOT_FOUND, f"NotebookEnvironment {self.namespace}/{name} not found"
-            )
-        try:
-            return NotebookEnvironmentSpec.model_validate(env_body.get("spec") or {})
-        except ValidationError as exc:
-            return failed(
-                Reason.ENVIRONMENT_NOT_FOUND, f"environment {name} is invalid: {exc.errors()[0]['msg']}"
-            )
-
-    async def _environment_not_ready(self, name: str) -> str | None:
-        """What the environment's Ready condition says when it is not ready (e.g. PackagesFailed)."""
-        env_body = await self.ctx.kube.get_or_none(environment_path(self.namespace, name))
-        for condition in ((env_body or {}).get("status") or {}).get("conditions") or []:
-            if condition.get("type") == "Ready" and condition.get("status") == "False":
-                return f"{condition.get('reason')}: {condition.get('message')}"
-        return None
 
     async def _load_notebook(
         self, spec: NotebookRunSpec, env_spec: NotebookEnvironmentSpec

@@ -13,12 +13,20 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nbkube import objectdata
-from nbkube.api import NotebookRunSpec, Reason
-from nbkube.api.inputs import MAX_INPUT_BYTES, MAX_INPUT_FILES, InputFiles, ObjectFiles, RunKeySelector
+from nbkube.api import Reason
+from nbkube.api.inputs import (
+    MAX_INPUT_BYTES,
+    MAX_INPUT_FILES,
+    InputFiles,
+    ObjectFiles,
+    RunEnvVar,
+    RunKeySelector,
+)
 from nbkube.engine.setup import KernelSetup, SetupFile
 from nbkube.kube import Kube, KubeError, resource_path
 from nbkube.results import ReadLimitExceeded
@@ -26,7 +34,18 @@ from nbkube.results import ReadLimitExceeded
 SECRET_FILE_MODE = 0o600
 WAIT_POLL_SECONDS = 1.0
 
+
 # (path, max_files, max_bytes) -> the files at that repository path of the run's own namespace
+class Inputs(Protocol):
+    """What a spec with inputs has (a NotebookRun's, a NotebookSession's)."""
+
+    @property
+    def files(self) -> Sequence[InputFiles]: ...
+
+    @property
+    def env(self) -> Sequence[RunEnvVar]: ...
+
+
 RepoFiles = Callable[[str, int, int], Awaitable[list[tuple[str, bytes]]]]
 
 
@@ -89,7 +108,7 @@ class InputResolver:
         self.read_repo = read_repo
         self.read_secrets = read_secrets
 
-    async def resolve(self, spec: NotebookRunSpec, name: str) -> KernelSetup:
+    async def resolve(self, spec: Inputs, name: str) -> KernelSetup:
         self._check_secrets_allowed(spec)
         objects = await self._fetch_objects(spec)
         budget = _Budget()
@@ -111,7 +130,7 @@ class InputResolver:
 
     # -- objects ------------------------------------------------------------------------------------
 
-    def _check_secrets_allowed(self, spec: NotebookRunSpec) -> None:
+    def _check_secrets_allowed(self, spec: Inputs) -> None:
         if self.read_secrets:
             return
         for index, source in enumerate(spec.files):
@@ -121,7 +140,7 @@ class InputResolver:
             if e.value_from is not None and e.value_from.secret_key_ref is not None:
                 raise InputProblem(Reason.INVALID_SPEC, _secrets_off(f"spec.env {e.name}"))
 
-    async def _fetch_objects(self, spec: NotebookRunSpec) -> dict[tuple[str, str], _Object | None]:
+    async def _fetch_objects(self, spec: Inputs) -> dict[tuple[str, str], _Object | None]:
         wanted: set[tuple[str, str]] = set()
         for source in spec.files:
             if source.config_map is not None:
@@ -164,7 +183,7 @@ class InputResolver:
     # -- env ----------------------------------------------------------------------------------------
 
     def _env(
-        self, spec: NotebookRunSpec, objects: dict[tuple[str, str], _Object | None], budget: _Budget
+        self, spec: Inputs, objects: dict[tuple[str, str], _Object | None], budget: _Budget
     ) -> dict[str, str]:
         env: dict[str, str] = {}
         for e in spec.env:

@@ -16,6 +16,10 @@ RUN_LOG = "notebookruns/log"
 REPOSITORY_GIT = "repositories/git"
 REPOSITORY_FILES = "repositories/files"
 REPOSITORY_RUNS = "repositories/runs"
+SESSIONS = "notebooksessions"
+# A session's reads (verb get) and operations (verb create: the API server's verb for a POST).
+SESSION_READS = ("notebook", "history", "variables")
+SESSION_OPERATIONS = ("edit", "execute", "interrupt", "restart")
 
 
 def run_log_path(namespace: str, run: str) -> str:
@@ -29,3 +33,8 @@ def repository_path(namespace: str, sub: str) -> str:
 
 def file_path(namespace: str, path: str) -> str:
     return f"{repository_path(namespace, 'files')}/{quote(path, safe='/')}"
+
+
+def session_path(namespace: str, session: str, sub: str) -> str:
+    """`sub` is one of SESSION_READS or SESSION_OPERATIONS."""
+    return f"{PREFIX}/namespaces/{quote(namespace, safe='')}/{SESSIONS}/{quote(session, safe='')}/{sub}"

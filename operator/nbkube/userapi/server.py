@@ -20,12 +20,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from nbkube.kube import InvalidName, Kube, KubeError, check_name, check_namespace, run_path
+from nbkube.kube import InvalidName, Kube, KubeError, check_name, check_namespace, run_path, session_path
 from nbkube.results.http import GitGate, repository_routes
 from nbkube.run.logs import stream_events
 from nbkube.userapi import paths
 from nbkube.userapi.authz import SAR_PATH, Attributes, Authorizer
 from nbkube.userapi.frontproxy import NotAuthenticated, RequestHeaderConfig, UserInfo, identity
+from nbkube.userapi.sessions import Sessions, session_routes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class UserApi:
     results: Any
     journal_dir: Path
     requestheader: RequestHeaderConfig
+    sessions: Sessions | None = None
+    """The operator's live sessions (their operations); None where sessions are not served."""
     authorizer: Authorizer = field(init=False)
     gate: GitGate = field(default_factory=GitGate)
     max_log_streams: int = 64
@@ -61,6 +64,9 @@ class UserApi:
 
     async def read_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.kube.get_or_none(run_path(namespace, name))
+
+    async def read_session(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.kube.get_or_none(session_path(namespace, name))
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
@@ -81,6 +87,7 @@ _REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "NotFound",
+    409: "Conflict",
     429: "TooManyRequests",
     503: "ServiceUnavailable",
 }
@@ -137,8 +144,8 @@ async def _authorize(
 
 
 def _discovery() -> dict[str, Any]:
-    def resource(name: str, kind: str) -> dict[str, Any]:
-        return {"name": name, "singularName": "", "namespaced": True, "kind": kind, "verbs": ["get"]}
+    def resource(name: str, kind: str, verbs: tuple[str, ...] = ("get",)) -> dict[str, Any]:
+        return {"name": name, "singularName": "", "namespaced": True, "kind": kind, "verbs": list(verbs)}
 
     return {
         "kind": "APIResourceList",
@@ -149,6 +156,11 @@ def _discovery() -> dict[str, Any]:
             resource(paths.REPOSITORY_GIT, "Repository"),
             resource(paths.REPOSITORY_FILES, "Repository"),
             resource(paths.REPOSITORY_RUNS, "Repository"),
+            *(resource(f"{paths.SESSIONS}/{sub}", "NotebookSession") for sub in paths.SESSION_READS),
+            *(
+                resource(f"{paths.SESSIONS}/{sub}", "NotebookSession", ("create",))
+                for sub in paths.SESSION_OPERATIONS
+            ),
         ],
     }
 
@@ -217,6 +229,14 @@ def user_api_app(api: UserApi) -> web.Application:
 
     app.router.add_get(paths.PREFIX, discovery)
     app.router.add_get(f"{NAMESPACED}/notebookruns/{{name}}/log", run_log)
+
+    async def authorize(request: web.Request, namespace: str, resource: str, name: str, verb: str) -> None:
+        await _authorize(api, request, namespace, resource, name, verb)
+
+    for method, path, handler in session_routes(
+        api.sessions, api.results, api.read_session, _names, authorize
+    ):
+        app.router.add_route(method, NAMESPACED + path, handler)
     repo_base = f"{NAMESPACED}/repositories/{paths.REPOSITORY}"
     for route in repository_routes(store_of, api.gate):
         sub = route.path.strip("/").split("/", 1)[0]

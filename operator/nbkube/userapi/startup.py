@@ -20,6 +20,7 @@ from nbkube.userapi.frontproxy import (
     server_ssl_context,
 )
 from nbkube.userapi.server import UserApi, serve_user_api
+from nbkube.userapi.sessions import Sessions
 
 # Requests on behalf of users (reviews, run reads) go through a pool of their own, so no number of
 # callers can take the connections the operator's own work needs.
@@ -46,7 +47,7 @@ async def publish_ca_bundle(kube: Kube, ca_pem: bytes, logger: logging.Logger) -
 
 
 async def start_user_api(
-    kube: Kube, results: Any, settings: Settings, logger: logging.Logger
+    kube: Kube, results: Any, settings: Settings, logger: logging.Logger, *, sessions: Sessions | None = None
 ) -> web.AppRunner:
     reader = await Kube.open(kube.configuration, connections=USER_CONNECTIONS, timeout=USER_REQUEST_TIMEOUT)
     try:
@@ -62,7 +63,11 @@ async def start_user_api(
             await publish_ca_bundle(kube, cert.ca_pem, logger)
         context = await asyncio.to_thread(server_ssl_context, cert.cert_file, cert.key_file, requestheader)
         api = UserApi(
-            kube=reader, results=results, journal_dir=settings.journal_dir, requestheader=requestheader
+            kube=reader,
+            results=results,
+            journal_dir=settings.journal_dir,
+            requestheader=requestheader,
+            sessions=sessions,
         )
 
         async def close_reader(app: web.Application) -> None:
