@@ -5,6 +5,7 @@ See `nbkube.results.store` for the design (why the git CLI, layout, crash safety
 `nbkube.results.http` for how users fetch and clone.
 """
 
+from .branches import BranchCommit, StaleBranch
 from .checkpoint import CheckpointPolicy
 from .records import (
     CommitInfo,
@@ -18,6 +19,7 @@ from .repositories import ResultsRepositories
 from .store import ResultsStore, StoreClosedError, StoreLockedError
 
 __all__ = [
+    "BranchCommit",
     "CheckpointPolicy",
     "CommitInfo",
     "InvalidNotebookError",
@@ -27,6 +29,7 @@ __all__ = [
     "ResultsStore",
     "RunRecord",
     "RunSummary",
+    "StaleBranch",
     "StoreClosedError",
     "StoreLockedError",
 ]

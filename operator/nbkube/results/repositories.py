@@ -43,6 +43,7 @@ import nbformat
 
 from ._files import acquire_flock, is_git_dir
 from ._git import run_git
+from .branches import BranchCommit
 from .layout import FLOCK_NAME
 from .records import CommitInfo, RunRecord, RunSummary, StoreClosedError
 from .store import ResultsStore
@@ -241,6 +242,38 @@ class ResultsRepositories:
             store = await self._store(record.namespace, create=True)
             assert store is not None
             return await store.commit_run(record, notebook, spills, final=final)
+
+    async def start_branch(self, namespace: str, branch: str, base: str | None) -> str | None:
+        """`ResultsStore.start_branch` in `namespace`'s repository, created on first use."""
+        self._require_open()
+        async with self._active(namespace):
+            store = await self._store(namespace, create=True)
+            assert store is not None
+            return await store.start_branch(branch, base)
+
+    async def commit_files(
+        self,
+        namespace: str,
+        branch: str,
+        files: Mapping[str, bytes | Path],
+        message: str,
+        *,
+        parent: str | None,
+    ) -> str:
+        """`ResultsStore.commit_to_branch` in `namespace`'s repository."""
+        self._require_open()
+        async with self._active(namespace):
+            store = await self._store(namespace, create=True)
+            assert store is not None
+            return await store.commit_to_branch(branch, files, message, parent=parent)
+
+    async def history(self, namespace: str, ref: str, *, limit: int) -> list[BranchCommit]:
+        """`ResultsStore.branch_log` in `namespace`'s repository; FileNotFoundError when absent."""
+        store = await self.repository(namespace)
+        if store is None:
+            raise FileNotFoundError(ref)
+        async with self._active(namespace):
+            return await store.branch_log(ref, limit=limit)
 
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes:
         """The bytes of `path` at `ref` in `namespace`'s repository; FileNotFoundError if absent there

@@ -69,6 +69,7 @@ from pathlib import Path
 import nbformat
 
 from . import commits
+from .branches import BranchCommit, BranchWriter
 from .layout import check_component, split_path
 from .prune import Pruner
 from .reader import ResultsReader
@@ -124,6 +125,7 @@ class ResultsStore:
             max_spill_bytes_per_run=max_spill_bytes_per_run,
             max_batch=max_batch,
         )
+        self._branches = BranchWriter(self._repo)
         self._reader = ResultsReader(self._repo)
         self._pruner = Pruner(self._repo, self._reader)
 
@@ -224,6 +226,28 @@ class ResultsStore:
         subject = message.strip().splitlines()[0] if message and message.strip() else f"nbkube: add {path}"
         request = await asyncio.to_thread(self._writer.prepare_source, parts, nb, subject, time.time())
         return await self._writer.submit(request)
+
+    async def start_branch(self, branch: str, base: str | None = None) -> str | None:
+        """Creates `branch` (e.g. a session's) at commit `base` (None: main's head) unless it exists;
+        its head."""
+        self._require_open()
+        return await self._branches.start(branch, base)
+
+    async def commit_to_branch(
+        self, branch: str, files: Mapping[str, bytes | Path], message: str, *, parent: str | None
+    ) -> str:
+        """One commit of `files` on `branch`, whose head must be `parent` (StaleBranch otherwise)."""
+        self._require_open()
+        if self.namespace is not None:
+            for path in files:
+                if split_path(path)[0] != self.namespace:
+                    raise ValueError(f"{path} does not belong in the repository of {self.namespace}")
+        return await self._branches.commit(branch, files, message, parent=parent, author=self._repo.committer)
+
+    async def branch_log(self, branch: str, *, limit: int = 100) -> list[BranchCommit]:
+        """`branch`'s commits, newest first."""
+        self._require_open()
+        return await self._branches.log(branch, limit=limit)
 
     # ------------------------------------------------------------------ reading
 

@@ -26,7 +26,6 @@ from nbkube.api.sessionops import (
     EditAction,
     EditRequest,
     ExecuteRequest,
-    HistoryEntry,
     KernelVariables,
     OperationResult,
     Variable,
@@ -45,6 +44,7 @@ from nbkube.gateways import KernelLease
 from nbkube.kernelwork.failures import Failures
 from nbkube.kernelwork.journal import JournalProgress, WorkJournal
 from nbkube.kernelwork.journaled import journaled_executor
+from nbkube.results import BranchCommit, StaleBranch
 from nbkube.results.store import DEFAULT_MAX_SPILL_BYTES
 from nbkube.session import history
 from nbkube.session.book import SessionBook
@@ -75,7 +75,7 @@ class SessionStore(Protocol):
 
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes: ...
 
-    async def history(self, namespace: str, ref: str, *, limit: int) -> list[HistoryEntry]: ...
+    async def history(self, namespace: str, ref: str, *, limit: int) -> list[BranchCommit]: ...
 
 
 class OperationError(Exception):
@@ -164,7 +164,12 @@ class SessionWork:
         message = history.commit_message(
             summary, {"Session": f"{self.namespace}/{self.name}", "Operation-Number": operation, **trailers}
         )
-        head = await self.store.commit_files(self.namespace, self.branch, files, message, parent=self.head)
+        try:
+            head = await self.store.commit_files(
+                self.namespace, self.branch, files, message, parent=self.head
+            )
+        except StaleBranch as exc:  # only this driver writes the branch: someone moved it by hand
+            raise conflict(f"the session's branch moved outside the session: {exc}") from None
         status = self.book.status
         status.head = head
         status.operations = operation

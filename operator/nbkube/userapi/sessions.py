@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from nbkube.api.common import validation_message
 from nbkube.api.sessionops import EditRequest, ExecuteRequest, HistoryEntry, OperationResult
+from nbkube.results import BranchCommit
 from nbkube.session.work import OperationError
 from nbkube.userapi import paths
 
@@ -41,7 +42,7 @@ class Sessions(Protocol):
 class SessionFiles(Protocol):
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes: ...
 
-    async def history(self, namespace: str, ref: str, *, limit: int) -> list[HistoryEntry]: ...
+    async def history(self, namespace: str, ref: str, *, limit: int) -> list[BranchCommit]: ...
 
 
 def _error(exc: OperationError) -> web.HTTPException:
@@ -109,7 +110,13 @@ def session_routes(
             limit = max(1, min(MAX_HISTORY, int(request.query.get("limit", "100"))))
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a number") from None
-        entries = await files.history(namespace, f"refs/heads/{status['branch']}", limit=limit)
+        try:
+            commits = await files.history(namespace, f"refs/heads/{status['branch']}", limit=limit)
+        except FileNotFoundError:
+            raise web.HTTPNotFound(
+                text=f"the session's branch {status['branch']} is not in the repository"
+            ) from None
+        entries = [HistoryEntry(commit=c.commit, time=c.time, message=c.message) for c in commits]
         return _json([e.model_dump(mode="json", by_alias=True) for e in entries])
 
     def live() -> Sessions:

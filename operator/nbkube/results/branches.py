@@ -1,0 +1,137 @@
+"""Branches beside main: a session's history (`refs/heads/sessions/...`), one commit per change.
+
+Each branch has one writer (its session's driver, one operation at a time), so a commit is made
+directly, not batched: the files staged, the commit built on the branch's head, git writing the
+objects, the ref moved with a compare-and-swap on the head it was built on (under the repository's
+write lock, shared with main's writer). A branch starts at any commit of the repository (a fork) or
+at main's head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._files import discard, write_file
+from ._git import TreeEntry, file_blob_id, object_id, run_git
+from .layout import check_ref, split_path
+from .repo import ZERO_OID, Repository, Tip
+from .staging import BLOB_MODE, Staged
+
+BRANCH_REFS = "refs/heads/"
+_FIELD, _RECORD = "\x1f", "\x1e"
+
+
+class StaleBranch(Exception):
+    """The branch is no longer at the commit the change was made on."""
+
+
+@dataclass(frozen=True)
+class BranchCommit:
+    commit: str
+    time: str  # ISO 8601, the committer's
+    message: str
+
+
+def branch_ref(branch: str) -> str:
+    ref = branch if branch.startswith(BRANCH_REFS) else BRANCH_REFS + branch
+    check_ref(ref)
+    for part in ref.split("/"):
+        if not part or part.startswith(".") or part.endswith(".lock") or ".." in part:
+            raise ValueError(f"invalid branch name: {branch!r}")
+    return ref
+
+
+class BranchWriter:
+    def __init__(self, repo: Repository) -> None:
+        self._repo = repo
+
+    async def start(self, branch: str, base: str | None) -> str | None:
+        """Creates `branch` at `base` (a commit; None: main's head), unless it exists; its head (None
+        for a branch of an empty repository, until its first commit)."""
+        repo, ref = self._repo, branch_ref(branch)
+        async with repo.write_lock:
+            existing = await repo.rev_parse(f"{ref}^{{commit}}")
+            if existing is not None:
+                return existing
+            start = await repo.rev_parse(f"{base}^{{commit}}") if base else repo.main.commit
+            if base and start is None:
+                raise ValueError(f"no commit {base!r} in the repository")
+            if start is not None:
+                await run_git(repo.root, "update-ref", ref, start, ZERO_OID)
+            return start
+
+    async def commit(
+        self,
+        branch: str,
+        files: Mapping[str, bytes | Path],
+        message: str,
+        *,
+        parent: str | None,
+        author: str,
+    ) -> str:
+        """Commits `files` (repository paths; bytes or a file to read) on `branch`, whose head must be
+        `parent` (StaleBranch otherwise); the new head."""
+        repo, tip = self._repo, Tip(branch_ref(branch))
+        paths = {tuple(split_path(path)): data for path, data in files.items()}
+        temp: list[Path] = []
+        try:
+            staged_files = await asyncio.to_thread(self._stage_files, paths, temp)
+            async with repo.write_lock:
+                await repo.reload(tip)
+                if tip.commit != parent:
+                    raise StaleBranch(f"{branch} is at {tip.commit or 'nothing'}, not at {parent}")
+                staged = Staged()
+                tree = tip.tree  # None: the first commit of a branch started in an empty repository
+                for parts, (oid, source) in staged_files.items():
+                    staged.blobs[oid] = source
+                    tree = await repo.set_path(tree, list(parts), TreeEntry(BLOB_MODE, "blob", oid), staged)
+                commit = staged.commit(
+                    tree, parent, message, author=author, committer=repo.committer, now=time.time()
+                )
+                await repo.write_objects(staged)
+                await repo.advance(tip, commit, tree, {})
+                return commit
+        finally:
+            discard(temp)
+
+    def _stage_files(
+        self, paths: Mapping[tuple[str, ...], bytes | Path], temp: list[Path]
+    ) -> dict[tuple[str, ...], tuple[str, Path]]:
+        """In a thread: each file's blob id and the file git reads it from."""
+        staged: dict[tuple[str, ...], tuple[str, Path]] = {}
+        for parts, data in paths.items():
+            if isinstance(data, Path):
+                staged[parts] = (file_blob_id(data), data)
+                continue
+            tmp = self._repo.tmp_path()
+            write_file(tmp, data)
+            temp.append(tmp)
+            staged[parts] = (object_id("blob", data), tmp)
+        return staged
+
+    async def log(self, branch: str, *, limit: int) -> list[BranchCommit]:
+        """The branch's commits, newest first."""
+        ref = branch_ref(branch)
+        rc, out, _ = await run_git(
+            self._repo.root,
+            "log",
+            f"--max-count={limit}",
+            f"--format=%H{_FIELD}%cI{_FIELD}%B{_RECORD}",
+            ref,
+            "--",
+            check=False,
+        )
+        if rc != 0:
+            raise FileNotFoundError(f"no branch {branch}")
+        entries = []
+        for record in out.decode(errors="replace").split(_RECORD):
+            record = record.strip("\n")
+            if not record:
+                continue
+            commit, when, message = record.split(_FIELD, 2)
+            entries.append(BranchCommit(commit, when, message.strip()))
+        return entries
