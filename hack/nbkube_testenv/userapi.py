@@ -107,6 +107,39 @@ class ApiUser:
                 if line.strip():
                     yield json.loads(line)
 
+    def session(
+        self,
+        namespace: str,
+        name: str,
+        sub: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """A session's read (no body: GET) or operation (POST of `body`); (status, decoded JSON or text)."""
+        data = None if body is None else json.dumps(body).encode()
+        method = "GET" if body is None else "POST"
+        with self.open(
+            paths.session_path(namespace, name, sub), query, method=method, data=data, timeout=300
+        ) as r:
+            raw = r.read()
+            try:
+                return r.status, json.loads(raw)
+            except ValueError:
+                return r.status, raw.decode(errors="replace")
+
+    def session_execute(self, namespace: str, name: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """An execution's events as they come (the last is its result or error); AssertionError unless 200."""
+        data = json.dumps(body).encode()
+        path = paths.session_path(namespace, name, "execute")
+        with self.open(path, method="POST", data=data, timeout=300) as response:
+            if response.status != 200:
+                raise AssertionError(
+                    f"execute in {namespace}/{name}: {response.status} {response.read()[:300]!r}"
+                )
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+
     def repository_url(self, namespace: str) -> str:
         return self.server + paths.repository_path(namespace, "git")
 

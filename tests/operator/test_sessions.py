@@ -1,0 +1,269 @@
+"""A NotebookSession's life on the local control plane, driven through the API server by real users:
+created from inline cells, edited by id, executed, its variables read, a `sleep` interrupted, its
+kernel restarted, forked from an earlier commit, ended by its idle timeout; every change one commit
+of its branch, which `git clone` and `git fsck --strict` take as they are. A viewer reads and may not
+change; a user of another namespace gets nothing."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from helpers import environment, get, wait_env_ready, wait_for
+from nbkube_testenv.userapi import ApiUser
+
+SESSION = "explore"
+
+
+def session(name: str, cells: list[str] | None = None, **spec: Any) -> dict[str, Any]:
+    notebook: dict[str, Any] = {}
+    if cells is not None:
+        notebook["cells"] = [{"id": f"c{i}", "source": source} for i, source in enumerate(cells)]
+    return {
+        "apiVersion": "nbkube.io/v1alpha1",
+        "kind": "NotebookSession",
+        "metadata": {"name": name},
+        "spec": {"environmentRef": {"name": "py"}, **({"notebook": notebook} if notebook else {}), **spec},
+    }
+
+
+def wait_ready(kubectl: Any, namespace: str, name: str) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = get(kubectl, "nbsess", name, namespace)
+        status = (obj or {}).get("status") or {}
+        if status.get("state") == "Ended":
+            raise AssertionError(f"session ended: {json.dumps(status)}")
+        return obj if status.get("state") == "Ready" else None
+
+    return wait_for(f"session {namespace}/{name} to be Ready", ready, timeout=120)
+
+
+def execute(
+    user: ApiUser, namespace: str, name: str, **body: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    events = list(user.session_execute(namespace, name, body))
+    assert events and events[-1]["type"] == "result", events[-3:]
+    return events[:-1], events[-1]["result"]
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def team(_session_kubectl, operator, cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
+    kubectl = _session_kubectl
+    a, b = f"sess-a-{secrets.token_hex(3)}", f"sess-b-{secrets.token_hex(3)}"
+    for ns in (a, b):
+        kubectl("create", "namespace", ns)
+        kubectl.apply(environment(warmKernels=2), namespace=ns)
+    workdir = tmp_path_factory.mktemp("session-users")
+    kubectl("create", "serviceaccount", "viewer", namespace=a)
+    kubectl(
+        "create", "rolebinding", "viewer", "--clusterrole=view", f"--serviceaccount={a}:viewer", namespace=a
+    )
+    kubectl("create", "serviceaccount", "editor", namespace=b)
+    kubectl(
+        "create", "rolebinding", "editor", "--clusterrole=edit", f"--serviceaccount={b}:editor", namespace=b
+    )
+    for ns in (a, b):
+        wait_env_ready(kubectl, ns)
+    yield {
+        "a": a,
+        "b": b,
+        "admin": ApiUser.admin(cluster),
+        "viewer": ApiUser.from_kubeconfig(
+            cluster.service_account_kubeconfig(a, "viewer", workdir / "v.kubeconfig")
+        ),
+        "outsider": ApiUser.from_kubeconfig(
+            cluster.service_account_kubeconfig(b, "editor", workdir / "e.kubeconfig")
+        ),
+        "kubectl": kubectl,
+    }
+    for ns in (a, b):
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_a_session_lives_edited_and_executed_by_id_every_change_a_commit(
+    team: dict[str, Any], tmp_path: Path
+) -> None:
+    kubectl, ns, admin = team["kubectl"], team["a"], team["admin"]
+    kubectl.apply(session(SESSION, ["x = 20", "print(x + 1)"]), namespace=ns)
+    ready = wait_ready(kubectl, ns, SESSION)["status"]
+    assert ready["kernel"]["state"] == "idle" and ready["branch"].startswith(f"sessions/{SESSION}/")
+    start_head = ready["head"]
+
+    status, nb = admin.session(ns, SESSION, "notebook")
+    assert status == 200 and [c["id"] for c in nb["cells"]] == ["c0", "c1"]
+
+    events, result = execute(admin, ns, SESSION)
+    assert [c["state"] for c in result["cells"]] == ["succeeded", "succeeded"]
+    assert result["cells"][1]["outputs"][0]["text"] == "21\n"
+    streamed = [e for e in events if e["type"] == "output"]
+    assert streamed and streamed[0]["cellId"] == "c1" and streamed[0]["output"]["text"] == "21\n"
+    after_run = result["head"]
+    assert after_run != start_head
+
+    # edits by id: insert, replace (outputs cleared), delete; each one commit
+    status, inserted = admin.session(
+        ns, SESSION, "edit", {"action": "insert", "after": "c0", "source": "y = x * 2", "cellId": "dbl"}
+    )
+    assert status == 200 and inserted["cellId"] == "dbl", inserted
+    status, replaced = admin.session(
+        ns, SESSION, "edit", {"action": "replace", "cellId": "c1", "source": "print(y)"}
+    )
+    assert status == 200, replaced
+    status, nb = admin.session(ns, SESSION, "notebook")
+    assert [c["id"] for c in nb["cells"]] == ["c0", "dbl", "c1"]
+    assert nb["cells"][2]["outputs"] == [] and nb["cells"][2]["execution_count"] is None
+
+    # an unknown id and a stale head are clear errors that change nothing
+    status, body = admin.session(ns, SESSION, "edit", {"action": "delete", "cellId": "nope"})
+    assert status == 400 and "nope" in json.dumps(body)
+    status, body = admin.session(
+        ns, SESSION, "edit", {"action": "delete", "cellId": "c0", "expectHead": start_head}
+    )
+    assert status == 409 and "head" in json.dumps(body)
+
+    events, result = execute(admin, ns, SESSION, cellIds=["dbl", "c1"])
+    assert result["cells"][1]["outputs"][0]["text"] == "40\n"
+    count = result["executionCount"]
+
+    status, state = admin.session(ns, SESSION, "variables")
+    assert status == 200, state
+    by_name = {v["name"]: v for v in state["variables"]}
+    assert by_name["x"]["repr"] == "20" and by_name["y"]["type"] == "int"
+    _, again = execute(admin, ns, SESSION, cellIds=["c1"])
+    assert again["executionCount"] == count + 1  # reading the variables bumped nothing
+
+    # history: one commit per change, on the session's branch, that git takes as it is
+    status, history = admin.session(ns, SESSION, "history")
+    assert status == 200
+    messages = [h["message"].splitlines()[0] for h in history]
+    assert messages[:5] == [
+        "execute c1: succeeded (1 of 1 cells, " + messages[0].split("cells, ")[1],
+        messages[1],
+        "replace cell c1",
+        "insert code cell dbl after c0",
+        messages[4],
+    ]
+    assert messages[1].startswith("execute dbl, c1: succeeded") and messages[4].startswith("execute c0, c1")
+    assert messages[5].startswith(f"start session {SESSION} from inline cells")
+    branch = get(kubectl, "nbsess", SESSION, ns)["status"]["branch"]
+    clone = admin.clone(ns, tmp_path / "repo")
+    assert clone.returncode == 0, clone.stderr
+    log = git("log", "--format=%s", f"origin/{branch}", cwd=tmp_path / "repo").splitlines()
+    assert log[: len(messages)] == messages
+    git("fsck", "--strict", cwd=tmp_path / "repo")
+    shown = git("show", f"origin/{branch}:{nb_path(ns)}", cwd=tmp_path / "repo")
+    assert [c.source for c in nbformat.reads(shown, as_version=4).cells] == [
+        "x = 20",
+        "y = x * 2",
+        "print(y)",
+    ]
+
+
+def nb_path(namespace: str) -> str:
+    return f"{namespace}/_sessions/{SESSION}/notebook.ipynb"
+
+
+def test_a_sleep_is_interrupted_and_a_restart_forgets_the_variables(team: dict[str, Any]) -> None:
+    kubectl, ns, admin = team["kubectl"], team["a"], team["admin"]
+    wait_ready(kubectl, ns, SESSION)
+    status, _ = admin.session(
+        ns, SESSION, "edit", {"action": "insert", "cellId": "nap", "source": "import time\ntime.sleep(120)"}
+    )
+    assert status == 200
+    started = threading.Event()
+    seen: list[dict[str, Any]] = []
+
+    def run_it() -> None:
+        for event in admin.session_execute(ns, SESSION, {"cellIds": ["nap"]}):
+            seen.append(event)
+            if event["type"] == "cellStarted":
+                started.set()
+
+    runner = threading.Thread(target=run_it)
+    runner.start()
+    assert started.wait(60)
+    status, body = admin.session(ns, SESSION, "interrupt", {})
+    assert status == 200 and "interrupted" in body["message"]
+    runner.join(60)
+    assert not runner.is_alive()
+    result = seen[-1]["result"]
+    assert result["cells"][0]["state"] == "cancelled"
+
+    status, body = admin.session(ns, SESSION, "restart", {})
+    assert status == 200 and "gone" in body["message"]
+    status, state = admin.session(ns, SESSION, "variables")
+    assert status == 200 and state["variables"] == []
+    assert get(kubectl, "nbsess", SESSION, ns)["status"]["kernel"]["state"] == "idle"
+
+
+def test_a_fork_starts_from_an_earlier_commit_with_its_history(team: dict[str, Any], tmp_path: Path) -> None:
+    kubectl, ns, admin = team["kubectl"], team["a"], team["admin"]
+    status, history = admin.session(ns, SESSION, "history")
+    first_run = next(h for h in reversed(history) if h["message"].startswith("execute c0, c1"))
+    kubectl.apply(
+        session("fork", notebook={"fork": {"session": SESSION, "commit": first_run["commit"]}}), namespace=ns
+    )
+    ready = wait_ready(kubectl, ns, "fork")["status"]
+    status, nb = admin.session(ns, "fork", "notebook")
+    assert [c["source"] for c in nb["cells"]] == ["x = 20", "print(x + 1)"]
+    assert nb["cells"][1]["outputs"][0]["text"] == "21\n"  # the fork has the outputs of that commit
+    status, forked = admin.session(ns, "fork", "history")
+    assert forked[0]["message"].startswith("start session fork from session explore at")
+    assert first_run["commit"] in [h["commit"] for h in forked]  # the branch starts at that commit
+    assert ready["branch"] != get(kubectl, "nbsess", SESSION, ns)["status"]["branch"]
+
+
+def test_an_idle_session_ends_and_gives_its_kernel_back_its_history_kept(team: dict[str, Any]) -> None:
+    kubectl, ns, admin = team["kubectl"], team["a"], team["admin"]
+    kubectl.apply(session("brief", ["1 + 1"], idleTimeoutSeconds=10), namespace=ns)
+    wait_ready(kubectl, ns, "brief")
+
+    def ended() -> dict[str, Any] | None:
+        status = (get(kubectl, "nbsess", "brief", ns) or {}).get("status") or {}
+        return status if status.get("state") == "Ended" else None
+
+    status = wait_for("the idle session to end", ended, timeout=60)
+    assert status["reason"] == "IdleTimeout" and "kernel" not in status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "IdleTimeout"
+    code, history = admin.session(ns, "brief", "history")
+    assert code == 200 and history[-1]["message"].startswith("start session brief")
+    code, body = admin.session(ns, "brief", "edit", {"action": "insert", "source": "2"})
+    assert code == 409, body
+
+
+def test_a_viewer_reads_but_cannot_change_and_another_namespace_gets_nothing(team: dict[str, Any]) -> None:
+    ns, viewer, outsider = team["a"], team["viewer"], team["outsider"]
+    wait_ready(team["kubectl"], ns, SESSION)
+    for sub in ("notebook", "history", "variables"):
+        status, body = viewer.session(ns, SESSION, sub)
+        assert status == 200, (sub, body)
+    operations = {
+        "edit": {"action": "insert", "source": "import os; os.system('id')"},
+        "execute": {},
+        "interrupt": {},
+        "restart": {},
+    }
+    for sub, body in operations.items():
+        status, answer = viewer.session(ns, SESSION, sub, body)
+        assert status == 403, (sub, answer)
+    for sub in ("notebook", "history", "variables"):
+        status, answer = outsider.session(ns, SESSION, sub)
+        assert status == 403, (sub, answer)
+    for sub, body in operations.items():
+        status, answer = outsider.session(ns, SESSION, sub, body)
+        assert status == 403, (sub, answer)
+    status, nb = team["admin"].session(ns, SESSION, "notebook")
+    assert "os.system" not in json.dumps(nb)
