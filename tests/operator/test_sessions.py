@@ -219,7 +219,7 @@ def test_a_fork_starts_from_an_earlier_commit_with_its_history(team: dict[str, A
     status, nb = admin.session(ns, "fork", "notebook")
     assert [c["source"] for c in nb["cells"]] == ["x = 20", "print(x + 1)"]
     assert nb["cells"][1]["outputs"][0]["text"] == "21\n"  # the fork has the outputs of that commit
-    status, forked = admin.session(ns, "fork", "history")
+    _, forked = admin.session(ns, "fork", "history")
     assert forked[0]["message"].startswith("start session fork from session explore at")
     assert first_run["commit"] in [h["commit"] for h in forked]  # the branch starts at that commit
     assert ready["branch"] != get(kubectl, "nbsess", SESSION, ns)["status"]["branch"]

@@ -96,7 +96,8 @@ def session_routes(
     async def notebook(request: web.Request) -> web.StreamResponse:
         namespace, name = await session_of(request, "notebook", "get")
         status = await stored(namespace, name)
-        ref = request.query.get("ref") or status.get("head") or status["branch"]
+        # The branch, not status.head: status is written coalesced, the branch moves with each change.
+        ref = request.query.get("ref") or f"refs/heads/{status['branch']}"
         try:
             raw = await files.read_file(namespace, status["path"], ref)
         except (FileNotFoundError, ValueError):
