@@ -217,8 +217,10 @@ def test_a_fork_starts_from_an_earlier_commit_with_its_history(team: dict[str, A
     )
     ready = wait_ready(kubectl, ns, "fork")["status"]
     status, nb = admin.session(ns, "fork", "notebook")
-    assert [c["source"] for c in nb["cells"]] == ["x = 20", "print(x + 1)"]
-    assert nb["cells"][1]["outputs"][0]["text"] == "21\n"  # the fork has the outputs of that commit
+    assert status == 200, nb
+    forked_nb = nbformat.reads(json.dumps(nb), as_version=4)  # (on disk, sources are lists of lines)
+    assert [c.source for c in forked_nb.cells] == ["x = 20", "print(x + 1)"]
+    assert forked_nb.cells[1].outputs[0]["text"] == "21\n"  # the fork has the outputs of that commit
     _, forked = admin.session(ns, "fork", "history")
     assert forked[0]["message"].startswith("start session fork from session explore at")
     assert first_run["commit"] in [h["commit"] for h in forked]  # the branch starts at that commit
