@@ -17,39 +17,9 @@ import nbformat
 import pytest
 from helpers import environment, get, wait_env_ready, wait_for
 from nbkube_testenv.userapi import ApiUser
+from session_helpers import execute, session, wait_ready
 
 SESSION = "explore"
-
-
-def session(name: str, cells: list[str] | None = None, **spec: Any) -> dict[str, Any]:
-    notebook: dict[str, Any] = {}
-    if cells is not None:
-        notebook["cells"] = [{"id": f"c{i}", "source": source} for i, source in enumerate(cells)]
-    return {
-        "apiVersion": "nbkube.io/v1alpha1",
-        "kind": "NotebookSession",
-        "metadata": {"name": name},
-        "spec": {"environmentRef": {"name": "py"}, **({"notebook": notebook} if notebook else {}), **spec},
-    }
-
-
-def wait_ready(kubectl: Any, namespace: str, name: str) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        obj = get(kubectl, "nbsess", name, namespace)
-        status = (obj or {}).get("status") or {}
-        if status.get("state") == "Ended":
-            raise AssertionError(f"session ended: {json.dumps(status)}")
-        return obj if status.get("state") == "Ready" else None
-
-    return wait_for(f"session {namespace}/{name} to be Ready", ready, timeout=120)
-
-
-def execute(
-    user: ApiUser, namespace: str, name: str, **body: Any
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    events = list(user.session_execute(namespace, name, body))
-    assert events and events[-1]["type"] == "result", events[-3:]
-    return events[:-1], events[-1]["result"]
 
 
 def git(*args: str, cwd: Path | None = None) -> str:

@@ -177,8 +177,8 @@ class SessionDriver:
             await work.commit(
                 f"start session {self.name} from {start.origin}",
                 {"Operation": "start", "Environment": ref.name, "Origin": start.origin},
+                operation=False,
             )
-            self.status.operations = 0  # the start is the branch's first commit, not an operation
         except Exception as exc:
             self.ctx.registry.release(lease)
             self.status.kernel = None
@@ -254,8 +254,12 @@ class SessionDriver:
         """After an operator restart: the same kernel and notebook, and the execution in flight completed."""
         status = self.status
         attachment = status.kernel
-        assert attachment is not None and status.head is not None and status.path is not None
+        assert attachment is not None and status.branch is not None and status.path is not None
         try:
+            # The branch, not status.head: a change may have landed after the last status write.
+            last = await self.ctx.store.history(self.namespace, f"refs/heads/{status.branch}", limit=1)
+            status.head = last[0].commit
+            status.operations = history.operation_number(last[0].message)
             raw = await self.ctx.store.read_file(self.namespace, status.path, status.head)
             document = SessionDocument(nbformat.reads(raw.decode("utf-8"), as_version=4))
         except Exception as exc:

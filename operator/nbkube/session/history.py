@@ -33,6 +33,22 @@ def artifact_path(namespace: str, name: str, operation: int) -> str:
     return f"{session_directory(namespace, name)}/{ARTIFACTS_DIR}/op-{operation:06d}.jsonl"
 
 
+TRAILER_PREFIX = "Nbkube-"
+OPERATION_KEY = "Operation-Number"
+OPERATION_TRAILER = TRAILER_PREFIX + OPERATION_KEY
+
+
+def operation_number(message: str) -> int:
+    """The number of operations up to a commit, from its trailer (0 for the branch's first commit)."""
+    for line in reversed(message.splitlines()):
+        if line.startswith(f"{OPERATION_TRAILER}:"):
+            try:
+                return int(line.split(":", 1)[1])
+            except ValueError:
+                return 0
+    return 0
+
+
 def commit_message(summary: str, trailers: Mapping[str, str | int | None]) -> str:
     """A one-line summary, then `Nbkube-<Key>: value` trailers (None values left out)."""
     first = " ".join(summary.split())[:200]

@@ -45,13 +45,14 @@ from nbkube.kernelwork.failures import Failures
 from nbkube.kernelwork.journal import JournalProgress, WorkJournal
 from nbkube.kernelwork.journaled import journaled_executor
 from nbkube.results import BranchCommit, StaleBranch
-from nbkube.results.store import DEFAULT_MAX_SPILL_BYTES
 from nbkube.session import history
 from nbkube.session.book import SessionBook
 from nbkube.session.document import EditError, SessionDocument
 
 log = logging.getLogger(__name__)
 
+ARTIFACT_BYTES = 256 * 1024 * 1024
+"""The whole outputs one execution keeps (its artifact); a run keeps DEFAULT_MAX_SPILL_BYTES."""
 STREAM_BYTES = 8 * 1024 * 1024
 """Outputs streamed to one caller per execution; past it the stream says so (the result has them)."""
 
@@ -152,17 +153,23 @@ class SessionWork:
     # -- commits ------------------------------------------------------------------------------------
 
     async def commit(
-        self, summary: str, trailers: Mapping[str, str | int | None], spill: Path | None = None
+        self,
+        summary: str,
+        trailers: Mapping[str, str | int | None],
+        spill: Path | None = None,
+        *,
+        operation: bool = True,
     ) -> Committed:
-        """The notebook as it is now (and an execution's artifact) as one commit on the branch."""
-        operation = self.book.status.operations + 1
+        """The notebook as it is now (and an execution's artifact) as one commit on the branch; it
+        counts as an operation unless `operation` is False (the branch's first commit)."""
+        number = self.book.status.operations + (1 if operation else 0)
         files: dict[str, bytes | Path] = {self.path: _notebook_bytes(self.document.notebook)}
         artifact = None
         if spill is not None and await asyncio.to_thread(_has_content, spill):
-            artifact = history.artifact_path(self.namespace, self.name, operation)
+            artifact = history.artifact_path(self.namespace, self.name, number)
             files[artifact] = spill
         message = history.commit_message(
-            summary, {"Session": f"{self.namespace}/{self.name}", "Operation-Number": operation, **trailers}
+            summary, {"Session": f"{self.namespace}/{self.name}", history.OPERATION_KEY: number, **trailers}
         )
         try:
             head = await self.store.commit_files(
@@ -172,7 +179,7 @@ class SessionWork:
             raise conflict(f"the session's branch moved outside the session: {exc}") from None
         status = self.book.status
         status.head = head
-        status.operations = operation
+        status.operations = number
         self.book.show_cells(self.document.notebook)
         self.book.touch()
         return Committed(head, artifact)
@@ -369,7 +376,7 @@ class SessionWork:
             on_finished=on_finished or ignore_end,
             on_output=on_output,
             limits=OutputLimits(
-                spill_dir=self.journal.spill_dir / f"op-{operation}", spill_bytes=DEFAULT_MAX_SPILL_BYTES
+                spill_dir=self.journal.spill_dir / f"op-{operation}", spill_bytes=ARTIFACT_BYTES
             ),
             cell_timeout=timeout,
         )
