@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import nbformat
+import psutil
 import pytest
 from helpers import get, wait_for
 from nbkube_testenv.userapi import ApiUser
@@ -90,9 +91,11 @@ def test_100_mb_from_one_execution_is_cut_in_the_notebook_and_whole_in_its_artif
     flood = "chunk = 'y' * (1 << 20)\nfor i in range(100):\n    print(chunk)\nprint('end')"
     kubectl.apply(session("flood", [flood]), namespace=ns)
     wait_ready(kubectl, ns, "flood")
-    before = _operator_rss(operator)
-    _, result = execute(admin, ns, "flood")
-    assert _operator_rss(operator) - before < 200 * 1024 * 1024
+    process = psutil.Process(operator.process.pid)
+    before = process.memory_info().rss
+    with PeakRss(process) as peak:
+        _, result = execute(admin, ns, "flood")
+    assert peak.rss - before < 200 * 1024 * 1024, (before, peak.rss)
     cell = result["cells"][0]
     assert cell["state"] == "succeeded" and cell["truncated"], {
         k: v for k, v in cell.items() if k != "outputs"
@@ -111,10 +114,28 @@ def test_100_mb_from_one_execution_is_cut_in_the_notebook_and_whole_in_its_artif
     assert texts.count("y" * (1 << 20)) == 100 and texts.endswith("end\n")
 
 
-def _operator_rss(operator: Any) -> int:
-    metrics = operator.metrics()
-    line = next(x for x in metrics.splitlines() if x.startswith("process_resident_memory_bytes "))
-    return int(float(line.split()[1]))
+class PeakRss:
+    """The highest resident size of `process` while the block runs (sampled every 20 ms)."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self.rss = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self.rss = max(self.rss, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self.rss = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.rss = max(self.rss, self.process.memory_info().rss)
 
 
 def test_an_operator_killed_mid_execution_reattaches_and_the_cell_completes_once(

@@ -151,9 +151,15 @@ def session_routes(
         namespace, name = await session_of(request, "execute", "create")
         body = await _body(request, ExecuteRequest)
         operation = await _submit(live(), namespace, name, "execute", body)
+        # A refusal (a stale head, a dead kernel, an unknown cell) comes before any event: it is the
+        # response's status, not a line of a 200 stream.
+        first = await operation.events.get()
+        if first is None:
+            return await _wait(operation)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         try:
+            await response.write(_line(first))
             while (event := await operation.events.get()) is not None:
                 await response.write(_line(event))
             try:
