@@ -71,7 +71,7 @@ def test_what_the_killed_operator_spilled_for_earlier_cells_is_committed_with_th
         cells = ((obj or {}).get("status") or {}).get("cells", [])
         return len(cells) == 2 and cells[0]["state"] == "succeeded" and cells[1]["state"] == "running"
 
-    wait_for("the first cell to finish and the second to run", second_cell_running, 60, 0.1)
+    wait_for("the first cell to finish and the second to run", second_cell_running, 120, 0.1)
     operator.kill()
     operator.start()
     wait_for(
