@@ -79,6 +79,24 @@ async def test_spill_is_capped_too(kernel: KernelConnection, tmp_path: Path) -> 
     assert "the spill is full" in nb.cells[0].outputs[-1]["text"]
 
 
+async def test_an_execution_from_a_later_cell_keeps_the_spill_of_the_cells_before_it(
+    kernel: KernelConnection, tmp_path: Path
+) -> None:
+    """As after an operator restart: the execution that goes on from cell 1 appends to the spill of
+    the one before it (cell 0's full output stays) instead of emptying it."""
+    nb = notebook("print('a' * 3000)", "print('b' * 3000)")
+    limits = OutputLimits(cell_bytes=1000, spill_dir=tmp_path)
+    first = await NotebookExecutor(kernel, limits=limits).execute_notebook(nb)
+    assert [c.truncated for c in first.cells] == [True, True]
+
+    again = await NotebookExecutor(kernel, limits=limits).execute_notebook(nb, start_index=1)
+
+    assert [c.index for c in again.cells] == [1] and again.cells[0].truncated
+    assert again.spill_path == first.spill_path
+    assert spilled(again.spill_path, 0)[0] == "a" * 3000 + "\n"
+    assert spilled(again.spill_path, 1)[0] == "b" * 3000 + "\n"  # once: the first one's cell 1 went
+
+
 async def test_a_cell_printing_100_mb_keeps_engine_memory_bounded(
     kernel: KernelConnection, tmp_path: Path
 ) -> None:

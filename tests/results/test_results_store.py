@@ -403,14 +403,14 @@ def _repo_bytes(root: Path) -> int:
 
 async def test_cancelled_caller_still_gets_its_result_committed(store: ResultsStore) -> None:
     queued = asyncio.Event()
-    put = store._queue.put_nowait
+    put = store._writer._queue.put_nowait
 
     def put_and_tell(item: object) -> None:
         put(item)  # type: ignore[arg-type]
         queued.set()
 
-    store._queue.put_nowait = put_and_tell  # type: ignore[method-assign]
-    async with store._write_lock:  # hold the writer back so the caller is surely still waiting
+    store._writer._queue.put_nowait = put_and_tell  # type: ignore[method-assign]
+    async with store._repo.write_lock:  # hold the writer back so the caller is surely still waiting
         task = asyncio.create_task(store.commit_run(record(1), executed_notebook(), final=True))
         await queued.wait()
         task.cancel()
@@ -454,12 +454,17 @@ async def test_one_bad_request_in_a_batch_does_not_sink_the_others(
     spill = tmp_path / "changing.txt"
     spill.write_bytes(b"before")
     bad_req = await asyncio.to_thread(
-        store._prepare_run, record(1), executed_notebook(), {"o": spill}, True, 0.0
+        store._writer.prepare_run, record(1), executed_notebook(), {"o": spill}, True, 0.0
     )
-    good_req = await asyncio.to_thread(store._prepare_run, record(2), executed_notebook(), {}, True, 0.0)
+    good_req = await asyncio.to_thread(
+        store._writer.prepare_run, record(2), executed_notebook(), {}, True, 0.0
+    )
     spill.write_bytes(b"after, and longer")  # the bytes git reads no longer match what was hashed
     # both are queued before the writer wakes up, so they form one batch
-    tasks = [asyncio.create_task(store._submit(bad_req)), asyncio.create_task(store._submit(good_req))]
+    tasks = [
+        asyncio.create_task(store._writer.submit(bad_req)),
+        asyncio.create_task(store._writer.submit(good_req)),
+    ]
     bad, good = await asyncio.gather(*tasks, return_exceptions=True)
 
     assert "results batch of 2 failed" in caplog.text

@@ -245,9 +245,11 @@ class NotebookExecutor:
 
         Cells before start_index are left alone (a previous run executed them). With `resume`, cells
         before resume.index are left alone and the cell at resume.index is reattached by msg_id (see
-        resume_cell) instead of executed again.
+        resume_cell) instead of executed again. The spill keeps what an earlier execution spilled for the
+        cells before the first one run here (Spill.start), and nothing of a notebook started from 0.
         """
         first = resume.index if resume is not None else start_index
+        await self.budget.spill.start(first)
         self._lost_events_seen = self.connection.kernel_lost_events
         started = time.monotonic()
         nb = upgrade_notebook(nb)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -210,9 +211,14 @@ def invalid_marker(msg_type: str, problem: str) -> Output:
 
 class Spill:
     """An append-only JSON-lines file of full outputs, capped at `limit` bytes. Writes go through a
-    thread in chunks so the event loop never blocks on disk."""
+    thread in chunks so the event loop never blocks on disk.
+
+    The file is `<directory>/outputs.spill.jsonl`, created (emptied) on the first flush. An execution
+    that starts later in the notebook (an operator restarted mid-run, reattached to the kernel) calls
+    `start` first to keep what the dead operator spilled for the cells it does not run again."""
 
     CHUNK = 1024 * 1024
+    FILE_NAME = "outputs.spill.jsonl"
 
     def __init__(self, directory: str | os.PathLike[str] | None, limit: int) -> None:
         self.directory = directory
@@ -226,6 +232,20 @@ class Spill:
     @property
     def full(self) -> bool:
         return self.written + self._buffered >= self.limit
+
+    async def start(self, first_index: int) -> None:
+        """The spill of an execution that starts at cell `first_index`: of a spill file already in
+        `directory` (an earlier execution of this notebook), the lines of the cells before `first_index`
+        stay, count against the cap, and the next writes append after them; the lines of later cells
+        (the cell being resumed spills again from the outputs it starts with) and a line torn by a
+        crash go. With `first_index` 0, or nothing to keep, the earlier file goes and the spill starts
+        empty. Only before the first write; without a directory there is nothing to keep."""
+        if self.directory is None or self.path is not None or self._buffer:
+            return
+        path = Path(self.directory) / self.FILE_NAME
+        kept = await asyncio.to_thread(_keep_lines_before, path, first_index)
+        if kept:
+            self.path, self.written = path, kept
 
     async def write(self, index: int, cell_id: str, output: Output, **extra: Any) -> None:
         line = json.dumps({"index": index, "cell_id": cell_id, "output": output, **extra}) + "\n"
@@ -251,7 +271,7 @@ class Spill:
     def _create(self) -> Path:
         directory = Path(self.directory) if self.directory else Path(tempfile.mkdtemp(prefix="nbkube-spill-"))
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "outputs.spill.jsonl"
+        path = directory / self.FILE_NAME
         path.write_bytes(b"")
         return path
 
@@ -259,6 +279,55 @@ class Spill:
         assert self.path is not None
         with self.path.open("a", encoding="utf-8") as f:
             f.write(data)
+
+
+_SPILL_INDEX = re.compile(rb'^\{"index": (-?\d+),')
+
+
+def _spill_line_index(line: bytes) -> int | None:
+    """The cell index of a spill line (Spill.write puts it first), or None for a line that is not one."""
+    match = _SPILL_INDEX.match(line)
+    if match:
+        return int(match.group(1))
+    try:
+        index = json.loads(line).get("index")
+    except (ValueError, AttributeError):
+        return None
+    return index if type(index) is int else None
+
+
+def _keeps(line: bytes, first_index: int) -> bool:
+    index = _spill_line_index(line) if line.endswith(b"\n") else None  # (no newline: torn by a crash)
+    return index is not None and index < first_index
+
+
+def _keep_lines_before(path: Path, first_index: int) -> int:
+    """Blocking: cut the spill file `path` down to its whole lines of cells before `first_index`, in
+    their order; the bytes kept. A file left with nothing is removed. Streams: never holds the file."""
+    offset = prefix = kept = 0  # where the line is; the bytes of the leading kept lines; of all kept
+    scattered = False  # a kept line comes after one that goes: the file must be rewritten
+    try:
+        with path.open("rb") as f:
+            for line in f:
+                if _keeps(line, first_index):
+                    kept += len(line)
+                    if offset == prefix:  # every line before it stays too
+                        prefix += len(line)
+                    else:
+                        scattered = True
+                offset += len(line)
+    except FileNotFoundError:
+        return 0
+    if not kept:
+        path.unlink(missing_ok=True)
+    elif not scattered:
+        os.truncate(path, prefix)
+    else:
+        partial = path.with_name(f"{path.name}.partial")
+        with path.open("rb") as src, partial.open("wb") as dst:
+            dst.writelines(line for line in src if _keeps(line, first_index))
+        os.replace(partial, path)
+    return kept
 
 
 async def bounded_outputs(outputs: Sequence[dict[str, Any]], limits: OutputLimits) -> list[Output]:

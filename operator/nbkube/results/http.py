@@ -24,7 +24,7 @@ import re
 from aiohttp import web
 
 from ._git import git_argv, git_env
-from .records import split_path
+from .layout import split_path
 from .store import ResultsStore
 
 INLINE_MAX = 1024 * 1024

@@ -7,12 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbkube.names import is_safe_component, safe_component
+from .layout import check_component, notebook_file, run_directory, run_path
 
 _UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
-RUN_JSON = "nbkube.json"
-OUTPUTS_DIR = "outputs"
 
 
 class InvalidNotebookError(ValueError):
@@ -23,19 +21,12 @@ class ReadLimitExceeded(ValueError):
     """A read would return more files or bytes than its caller's bounds (nothing was read)."""
 
 
-def check_component(part: str, what: str = "path component") -> str:
-    """`part` if it is a path component the repository holds as is (see `nbkube.names`), else ValueError:
-    what a user names for a path never reaches the repository unless every clone can check it out."""
-    if not is_safe_component(part):
-        raise ValueError(f"invalid {what}: {part[:300]!r}")
-    return part
+class StoreLockedError(RuntimeError):
+    """Another live process holds the results repository's writer lock."""
 
 
-def split_path(path: str) -> list[str]:
-    """A repository-relative path as its components; refuses absolute paths, `..` and control characters."""
-    if path.startswith("/"):
-        raise ValueError(f"repository paths are relative: {path!r}")
-    return [check_component(p) for p in path.split("/")]
+class StoreClosedError(RuntimeError):
+    """The store is not open."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,21 +62,20 @@ class RunRecord:
             raise ValueError(f"invalid run uid: {self.uid!r}")
         if not self.notebook or _BAD_NAME_CHARS.search(self.notebook):
             raise ValueError(f"invalid notebook file name: {self.notebook!r}")
-        notebook = self.notebook if self.notebook.endswith(".ipynb") else f"{self.notebook}.ipynb"
-        object.__setattr__(self, "notebook", safe_component(notebook, extension=".ipynb"))
+        object.__setattr__(self, "notebook", notebook_file(self.notebook))
 
     @property
     def directory(self) -> str:
         """The run's directory below its namespace's: its name, or a safe name standing for it."""
-        return safe_component(self.name)
+        return run_directory(self.name)
 
     @property
     def run_dir(self) -> str:
-        return f"{self.namespace}/{self.directory}"
+        return run_path(self.namespace, self.directory)
 
     @property
     def notebook_path(self) -> str:
-        return f"{self.run_dir}/{self.notebook}"
+        return run_path(self.namespace, self.directory, self.notebook)
 
     def metadata(self, *, final: bool) -> dict[str, Any]:
         """What goes under `notebook.metadata["nbkube"]`."""

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import re
@@ -43,9 +41,11 @@ from typing import Any
 
 import nbformat
 
+from ._files import acquire_flock, is_git_dir
 from ._git import run_git
-from .records import CommitInfo, RunRecord, RunSummary
-from .store import FLOCK_NAME, ResultsStore, StoreClosedError, StoreLockedError, _is_git_dir
+from .layout import FLOCK_NAME
+from .records import CommitInfo, RunRecord, RunSummary, StoreClosedError
+from .store import ResultsStore
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,10 @@ class ResultsRepositories:
         """Take the root's writer lock, migrate a single repository of an earlier version, find the
         namespaces' repositories."""
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-        self._flock_fd = await _acquire_flock(self.root / FLOCK_NAME, self._lock_timeout)
+        self._flock_fd = await acquire_flock(self.root / FLOCK_NAME, self._lock_timeout)
         try:
             await self._finish_move_aside()
-            if await asyncio.to_thread(_is_git_dir, self.root):
+            if await asyncio.to_thread(is_git_dir, self.root):
                 await self._migrate()
             self._known = set(await asyncio.to_thread(_find_repositories, self.root))
         except BaseException:
@@ -171,7 +171,7 @@ class ResultsRepositories:
             store = self._stores.get(namespace)
             if store is not None:
                 return store
-            if not create and not await asyncio.to_thread(_is_git_dir, path):
+            if not create and not await asyncio.to_thread(is_git_dir, path):
                 self._known.discard(namespace)
                 return None
             if create and not await asyncio.to_thread(path.exists):
@@ -349,25 +349,11 @@ async def _imported_from(store: ResultsStore, legacy_head: str | None) -> bool:
     return f"{_IMPORTED}: {legacy_head}" in out.decode(errors="replace")
 
 
-async def _acquire_flock(path: Path, timeout: float) -> int:
-    fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                os.close(fd)
-                raise StoreLockedError(f"{path.parent} is locked by another writer") from exc
-            await asyncio.sleep(0.1)
-
-
 def _find_repositories(root: Path) -> list[str]:
     return [
         p.name[: -len(REPO_SUFFIX)]
         for p in root.iterdir()
-        if p.name.endswith(REPO_SUFFIX) and valid_namespace(p.name[: -len(REPO_SUFFIX)]) and _is_git_dir(p)
+        if p.name.endswith(REPO_SUFFIX) and valid_namespace(p.name[: -len(REPO_SUFFIX)]) and is_git_dir(p)
     ]
 
 
