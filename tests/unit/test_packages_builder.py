@@ -9,7 +9,7 @@ from nbkube.api import NotebookEnvironmentSpec, Reason
 from nbkube.api.crdgen import all_crds
 from nbkube.environment import controller, objects, packages
 from nbkube.gateway import packages as installer
-from nbkube.gateways import GatewayRegistry, pod_from_body
+from nbkube.kernels import KernelRegistry, pod_from_body
 from pydantic import ValidationError
 
 PLAIN = [
@@ -241,7 +241,7 @@ async def test_the_registry_reports_failed_installs_of_the_current_spec_until_th
     async def no_token(namespace, environment):
         return None
 
-    registry = GatewayRegistry(no_token)
+    registry = KernelRegistry(no_token)
     failing = _gateway_pod_body(BACKING_OFF)
     await registry.observe("MODIFIED", failing)
     await registry.observe("MODIFIED", _gateway_pod_body(FAILED, name="py-gateway-old", spec_hash="h0"))

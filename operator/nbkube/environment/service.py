@@ -14,7 +14,7 @@ from nbkube.api import Reason
 from nbkube.config import Settings
 from nbkube.environment import controller, objects
 from nbkube.environment.tokens import GatewayTokens
-from nbkube.gateways import EnvironmentSettings, GatewayRegistry
+from nbkube.kernels import EnvironmentSettings, KernelRegistry
 from nbkube.kube import Kube, KubeError, resource_path
 from nbkube.metrics import kernels as kernels_gauge
 from nbkube.metrics import reconcile_time, reconcile_total
@@ -43,7 +43,7 @@ def gateway_egress(settings: Settings, api_server_url: str) -> objects.GatewayEg
 
 class EnvironmentService:
     def __init__(
-        self, kube: Kube, settings: Settings, registry: GatewayRegistry, tokens: GatewayTokens
+        self, kube: Kube, settings: Settings, registry: KernelRegistry, tokens: GatewayTokens
     ) -> None:
         self.kube = kube
         self.settings = settings

@@ -56,7 +56,7 @@ from nbkube.engine import (
     upgrade_notebook,
 )
 from nbkube.engine import setup as kernel_setup
-from nbkube.gateways import GatewayRegistry, GatewaysAtCapacity, KernelLease, NoGatewayAvailable
+from nbkube.kernels import GatewaysAtCapacity, KernelLease, KernelRegistry, NoGatewayAvailable
 from nbkube.kube import Kube, NotFound, resource_path
 from nbkube.metrics import cell_duration, reconcile_total, status_patches
 from nbkube.metrics import runs as runs_gauge
@@ -85,7 +85,7 @@ class RunService:
         self,
         kube: Kube,
         settings: Settings,
-        registry: GatewayRegistry,
+        registry: KernelRegistry,
         results: Any,
     ) -> None:
         self.kube = kube

@@ -112,7 +112,7 @@ def pod_from_body(body: dict[str, Any]) -> GatewayPod | None:
     )
 
 
-class GatewayRegistry:
+class KernelRegistry:
     def __init__(self, token_for: TokenSource, port: int = 8888, request_timeout: float = 30.0) -> None:
         self._token_for = token_for
         self._port = port
@@ -321,8 +321,8 @@ class GatewayRegistry:
 __all__ = [
     "EnvironmentSettings",
     "GatewayPod",
-    "GatewayRegistry",
     "KernelLease",
+    "KernelRegistry",
     "NoGatewayAvailable",
     "TokenSource",
     "pod_from_body",
