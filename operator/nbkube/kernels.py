@@ -1,8 +1,9 @@
 """Which gateway pods serve each environment, and the kernels the operator holds on them.
 
 The operator, not a Service, picks the pod for each kernel: a kernel lives in one gateway process,
-so its websocket must always reach that pod. Pods are learned from watch events; each ready pod
-gets a client and a warm pool of started kernels so a run's first cell starts at once.
+so its websocket must always reach that pod. Pods are learned from watch events (read by
+environment/pods.py); each ready pod gets a client and a warm pool of started kernels so a run's first
+cell starts at once.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from nbkube.engine import EngineError, GatewayClient, KernelConnection, KernelPool
-from nbkube.environment.objects import ENVIRONMENT_LABEL
-from nbkube.environment.packages import install_failure
 
 log = logging.getLogger(__name__)
 
@@ -91,27 +89,6 @@ class GatewaysAtCapacity(NoGatewayAvailable):
     """Every gateway pod of the environment holds maxKernelsPerPod kernels: wait for one to be released."""
 
 
-def pod_from_body(body: dict[str, Any]) -> GatewayPod | None:
-    meta = body.get("metadata", {})
-    env = (meta.get("labels") or {}).get(ENVIRONMENT_LABEL)
-    if not env:
-        return None
-    status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
-    return GatewayPod(
-        namespace=meta.get("namespace", ""),
-        environment=env,
-        name=meta.get("name", ""),
-        address=status.get("podIP") or "",
-        ready=ready and status.get("phase") == "Running",
-        terminating=bool(meta.get("deletionTimestamp")),
-        spec_hash=(meta.get("annotations") or {}).get("nbkube.io/spec-hash"),
-        install_failure=install_failure(body),
-    )
-
-
 class KernelRegistry:
     def __init__(self, token_for: TokenSource, port: int = 8888, request_timeout: float = 30.0) -> None:
         self._token_for = token_for
@@ -161,11 +138,8 @@ class KernelRegistry:
         if not failed:
             del self._install_failed[key]
 
-    async def observe(self, event_type: str, body: dict[str, Any]) -> None:
-        """Feeds a pod watch event in."""
-        pod = pod_from_body(body)
-        if pod is None:
-            return
+    async def observe(self, event_type: str, pod: GatewayPod) -> None:
+        """Feeds a pod watch event in (environment/pods.py reads the pod)."""
         self._note_install(event_type, pod)
         key = (pod.namespace, pod.environment)
         async with self._lock:
@@ -325,5 +299,4 @@ __all__ = [
     "KernelRegistry",
     "NoGatewayAvailable",
     "TokenSource",
-    "pod_from_body",
 ]

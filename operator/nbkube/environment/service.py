@@ -12,7 +12,7 @@ import kopf
 
 from nbkube.api import Reason
 from nbkube.config import Settings
-from nbkube.environment import controller, objects
+from nbkube.environment import controller, objects, pods
 from nbkube.environment.tokens import GatewayTokens
 from nbkube.kernels import EnvironmentSettings, KernelRegistry
 from nbkube.kube import Kube, KubeError, resource_path
@@ -184,6 +184,12 @@ class EnvironmentService:
             log.debug("events of pod %s/%s not read: %s", namespace, pod, exc)
             return []
         return list(found.get("items") or [])
+
+    async def observe_pod(self, event_type: str, body: dict[str, Any]) -> None:
+        """Feeds a gateway pod's watch event to the kernel registry."""
+        pod = pods.pod_from_body(body)
+        if pod is not None:
+            await self.registry.observe(event_type, pod)
 
     def forget(self, namespace: str, name: str) -> None:
         self.registry.forget_environment(namespace, name)
