@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from nbkube import objectdata
+from nbkube import API_VERSION, objectdata
 
 FIELD_MANAGER = "nbkube"
 
@@ -100,6 +100,16 @@ def resource_path(
             raise InvalidName(f"invalid subresource {sub[:80]!r}")
         parts.append(sub)
     return "/".join(parts)
+
+
+def run_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    """The API path of NotebookRuns (of a namespace), of one, or of its subresource."""
+    return resource_path(API_VERSION, "notebookruns", namespace, name, sub)
+
+
+def environment_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    """The API path of NotebookEnvironments (of a namespace), of one, or of its subresource."""
+    return resource_path(API_VERSION, "notebookenvironments", namespace, name, sub)
 
 
 def path_of(obj: dict[str, Any], sub: str | None = None, *, with_name: bool = True) -> str:

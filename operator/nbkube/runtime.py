@@ -17,7 +17,7 @@ from nbkube.environment.tokens import GatewayTokens
 from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
 from nbkube.kernels import KernelRegistry
 from nbkube.kube import Kube
-from nbkube.run.driver import RunService
+from nbkube.run.service import RunService
 
 if TYPE_CHECKING:
     from nbkube.results import ResultsRepositories

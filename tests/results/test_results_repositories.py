@@ -18,8 +18,9 @@ from nbkube.api.run import NotebookRunSpec
 from nbkube.config import Settings
 from nbkube.results import CommitInfo, ResultsRepositories, ResultsStore, StoreLockedError
 from nbkube.results.repositories import LEGACY_NAME, LEGACY_PARTIAL
-from nbkube.run.driver import RunDriver, RunService
+from nbkube.run.driver import RunDriver
 from nbkube.run.outcome import Reason
+from nbkube.run.service import RunService
 from nbkube_testenv.procs import git_children, open_fds
 
 
@@ -200,7 +201,7 @@ async def test_git_processes_of_200_namespaces_are_bounded_and_stop_when_idle(tm
 def _driver(results: ResultsRepositories, namespace: str, tmp_path: Path) -> RunDriver:
     service = RunService(None, Settings(data_dir=tmp_path / "data"), None, results)  # type: ignore[arg-type]
     body = {"metadata": {"name": "reader", "namespace": namespace, "uid": "reader-uid"}}
-    return RunDriver(service, body, None)  # type: ignore[arg-type]
+    return RunDriver(service.context(), body, None)  # type: ignore[arg-type]
 
 
 def _spec(repo_path: str) -> NotebookRunSpec:

@@ -18,7 +18,7 @@ from nbkube.janitor import (
     reclaimable_journals,
     reclaimable_kernels,
 )
-from nbkube.run.driver import RunService
+from nbkube.run.service import RunService
 
 NOW = time.time()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbkube.run.journal import RunJournal
+from nbkube.kernelwork.journal import WorkJournal
 
 
 def stream(text: str) -> dict[str, str]:
@@ -12,7 +12,7 @@ def stream(text: str) -> dict[str, str]:
 
 
 async def test_the_cell_in_flight_is_the_one_started_without_a_result(tmp_path: Path) -> None:
-    journal = RunJournal(tmp_path, "uid")
+    journal = WorkJournal(tmp_path, "uid")
     await journal.started(1, 0, "m0")
     await journal.record(1, 0, {"cell_type": "code", "source": "a"})
     await journal.started(1, 1, "m1")
@@ -28,7 +28,7 @@ async def test_the_cell_in_flight_is_the_one_started_without_a_result(tmp_path: 
 
 
 async def test_a_cell_sent_ahead_is_in_flight_and_the_one_before_it_counts_as_replied(tmp_path: Path) -> None:
-    journal = RunJournal(tmp_path, "uid")
+    journal = WorkJournal(tmp_path, "uid")
     await journal.started(1, 0, "m0")
     journal.output(1, 0, stream("done before the reply\n"))
     await journal.started(1, 2, "m2")  # sent when cell 0 replied ok, before its idle status
@@ -43,7 +43,7 @@ async def test_a_cell_sent_ahead_is_in_flight_and_the_one_before_it_counts_as_re
 
 
 async def test_a_resumed_cell_started_twice_is_one_cell_in_flight(tmp_path: Path) -> None:
-    journal = RunJournal(tmp_path, "uid")
+    journal = WorkJournal(tmp_path, "uid")
     await journal.started(1, 3, "m3")
     await journal.started(1, 3, "m3")  # journaled again by the operator that resumed it
 
@@ -58,10 +58,10 @@ async def test_a_resumed_cell_started_twice_is_one_cell_in_flight(tmp_path: Path
 _TORN_WRITER = """
 import asyncio, json, sys
 from pathlib import Path
-from nbkube.run.journal import RunJournal
+from nbkube.kernelwork.journal import WorkJournal
 
 async def main(directory, first, last):
-    journal = RunJournal(Path(directory), "uid")
+    journal = WorkJournal(Path(directory), "uid")
     for index in range(first, last + 1):
         await journal.started(1, index, f"m{index}")
         journal.output(1, index, {"output_type": "stream", "name": "stdout", "text": f"{index}\\n"})
@@ -107,7 +107,7 @@ async def test_writers_killed_mid_line_twice_lose_no_finished_cell(tmp_path: Pat
     assert not journal_file.read_bytes().endswith(b"\n")
     await _write_then_die(tmp_path, 1, 3)  # the restarted operator finishes 1-3, dies mid-line again
 
-    progress = await RunJournal(tmp_path, "uid").progress(1)
+    progress = await WorkJournal(tmp_path, "uid").progress(1)
 
     assert sorted(progress.finished) == [0, 1, 2, 3]
     assert progress.in_flight == (4, "m4")
@@ -122,7 +122,7 @@ async def test_the_first_append_cuts_a_torn_tail_and_readers_skip_a_bad_line(tmp
         b'{"attempt":1,"index":1,"cell":{"source":"b"}}\n'
         b'{"attempt":1,"index":2,"ce'
     )
-    journal = RunJournal(tmp_path, "uid")
+    journal = WorkJournal(tmp_path, "uid")
     assert sorted((await journal.progress(1)).finished) == [0, 1]
     assert "line 2 is not a journal entry" in caplog.text
 

@@ -15,10 +15,10 @@ import nbformat
 import pytest
 from nbkube.config import Settings
 from nbkube.engine import CellResult, CellState, NotebookResult
+from nbkube.kernelwork import journaled
+from nbkube.kernelwork.journal import WorkJournal
 from nbkube.results import ResultsRepositories
-from nbkube.run import driver as driver_module
-from nbkube.run.driver import RunService
-from nbkube.run.journal import RunJournal
+from nbkube.run.service import RunService
 
 ENV_SPEC = {"image": "nbkube/kernel-python:dev"}
 
@@ -123,12 +123,12 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     seen: list[tuple[str, str, str]] = []
     monkeypatch.setattr(kopf, "info", lambda body, *, reason, message: seen.append(("info", reason, message)))
     monkeypatch.setattr(kopf, "warn", lambda body, *, reason, message: seen.append(("warn", reason, message)))
-    monkeypatch.setattr(driver_module, "NotebookExecutor", ScriptedExecutor)
+    monkeypatch.setattr(journaled, "NotebookExecutor", ScriptedExecutor)
 
     async def no_kernel_setup(connection: Any, setup: Any) -> bool:  # no kernel here to set up
         return True
 
-    monkeypatch.setattr(driver_module.kernel_setup, "apply_setup", no_kernel_setup)
+    monkeypatch.setattr(journaled.kernel_setup, "apply_setup", no_kernel_setup)
     ScriptedExecutor.executed = []
     return seen
 
@@ -182,11 +182,11 @@ async def test_a_failing_checkpoint_fails_the_run_with_a_reason_and_keeps_what_r
 async def test_a_journal_that_cannot_be_written_fails_the_run_instead_of_its_daemon(
     tmp_path, events, monkeypatch
 ) -> None:
-    async def broken(self: RunJournal, attempt: int, index: int, cell: dict[str, Any]) -> None:
+    async def broken(self: WorkJournal, attempt: int, index: int, cell: dict[str, Any]) -> None:
         if index == 1:
             raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(RunJournal, "record", broken)
+    monkeypatch.setattr(WorkJournal, "record", broken)
     status = await drive(service(tmp_path, RecordingStore()), body("journaled", 4))
 
     assert (status["state"], status["reason"]) == ("Failed", "JournalNotWritten")
@@ -212,7 +212,7 @@ async def test_a_restarted_daemon_whose_kernel_is_gone_does_not_run_journaled_ce
     tmp_path, events
 ) -> None:
     uid = f"uid-{len('restarted')}"
-    journal = RunJournal(Settings(data_dir=tmp_path).journal_dir, uid)
+    journal = WorkJournal(Settings(data_dir=tmp_path).journal_dir, uid)
     for index in (0, 1):
         await journal.started(1, index, f"m{index}")
         out = [{"output_type": "stream", "name": "stdout", "text": f"{index}\n"}]

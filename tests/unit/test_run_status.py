@@ -3,9 +3,9 @@ import json
 
 from nbkube.api import CellStatus, NotebookRunStatus
 from nbkube.api.common import parse_timestamp
+from nbkube.kernelwork.statuswriter import StatusWriter
 from nbkube.run import cellstatus, sweep
-from nbkube.run.driver import ttl_remaining
-from nbkube.run.statuswriter import StatusWriter
+from nbkube.run.service import ttl_remaining
 
 
 def test_status_of_any_notebook_stays_under_256_kib():

@@ -20,9 +20,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from nbkube.kube import InvalidName, Kube, KubeError, check_name, check_namespace
+from nbkube.kube import InvalidName, Kube, KubeError, check_name, check_namespace, run_path
 from nbkube.results.http import GitGate, repository_routes
-from nbkube.run.driver import run_path
 from nbkube.run.logs import stream_events
 from nbkube.userapi import paths
 from nbkube.userapi.authz import SAR_PATH, Attributes, Authorizer

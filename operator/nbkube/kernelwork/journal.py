@@ -1,4 +1,5 @@
-"""A run's journal: every finished cell, appended as it finishes, on the results volume.
+"""The journal of a run's (or a session's) kernel work: every finished cell, appended as it
+finishes, on the results volume.
 
 Status holds only summaries; the journal holds the executed cells themselves so that an operator
 restarted mid-run can rebuild the notebook's earlier outputs and continue with the next cell instead
@@ -50,7 +51,7 @@ def cut_torn_tail(path: Path) -> int:
         os.close(fd)
 
 
-class RunJournal:
+class WorkJournal:
     def __init__(self, directory: Path, uid: str) -> None:
         self.path = directory / f"{uid}.jsonl"
         # Full outputs of truncated cells, beside the journal on the results volume (not the
@@ -178,4 +179,4 @@ class JournalProgress:
     """A cell that replied ok but whose end was not recorded when the next one was sent ahead: its
     index and the outputs the journal holds (the cell itself ran once and is not run again)."""
     setup_done: bool = False
-    """The attempt's kernel holds the run's setup (see RunJournal.setup_done)."""
+    """The attempt's kernel holds the run's setup (see WorkJournal.setup_done)."""
