@@ -103,7 +103,7 @@ async def environment_deleted(name: str, namespace: str, memo: kopf.Memo, **_: A
 @kopf.on.event("", "v1", "pods", labels=GATEWAY_POD_LABELS)
 async def gateway_pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     if "nbkube" in memo:
-        await _ctx(memo).registry.observe(event.get("type") or "MODIFIED", event["object"])
+        await _ctx(memo).environments.observe_pod(event.get("type") or "MODIFIED", event["object"])
 
 
 # NotebookRun

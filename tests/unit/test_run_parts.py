@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbkube.api import CellStatus, Reason, RunState
 from nbkube.api.states import CellState
-from nbkube.gateways import GatewaysAtCapacity
+from nbkube.kernels import GatewaysAtCapacity
 from nbkube.kernelwork import statuswriter
 from nbkube.kernelwork.failures import Failure, Failures
 from nbkube.kernelwork.kernels import KernelSource

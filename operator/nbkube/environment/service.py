@@ -12,9 +12,9 @@ import kopf
 
 from nbkube.api import Reason
 from nbkube.config import Settings
-from nbkube.environment import controller, objects
+from nbkube.environment import controller, objects, pods
 from nbkube.environment.tokens import GatewayTokens
-from nbkube.gateways import EnvironmentSettings, GatewayRegistry
+from nbkube.kernels import EnvironmentSettings, KernelRegistry
 from nbkube.kube import Kube, KubeError, resource_path
 from nbkube.metrics import kernels as kernels_gauge
 from nbkube.metrics import reconcile_time, reconcile_total
@@ -43,7 +43,7 @@ def gateway_egress(settings: Settings, api_server_url: str) -> objects.GatewayEg
 
 class EnvironmentService:
     def __init__(
-        self, kube: Kube, settings: Settings, registry: GatewayRegistry, tokens: GatewayTokens
+        self, kube: Kube, settings: Settings, registry: KernelRegistry, tokens: GatewayTokens
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -184,6 +184,12 @@ class EnvironmentService:
             log.debug("events of pod %s/%s not read: %s", namespace, pod, exc)
             return []
         return list(found.get("items") or [])
+
+    async def observe_pod(self, event_type: str, body: dict[str, Any]) -> None:
+        """Feeds a gateway pod's watch event to the kernel registry."""
+        pod = pods.pod_from_body(body)
+        if pod is not None:
+            await self.registry.observe(event_type, pod)
 
     def forget(self, namespace: str, name: str) -> None:
         self.registry.forget_environment(namespace, name)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from nbkube.api import Reason
 from nbkube.engine import EngineError, GatewayUnavailable, KernelLimitReached, KernelNotFound
-from nbkube.gateways import GatewayRegistry, GatewaysAtCapacity, KernelLease, NoGatewayAvailable
+from nbkube.kernels import GatewaysAtCapacity, KernelLease, KernelRegistry, NoGatewayAvailable
 from nbkube.kernelwork.failures import Failure
 from nbkube.kernelwork.stops import Stops
 
@@ -35,7 +35,7 @@ class KernelSource:
 
     def __init__(
         self,
-        registry: GatewayRegistry,
+        registry: KernelRegistry,
         namespace: str,
         environment: str,
         *,

@@ -27,7 +27,7 @@ from nbkube.engine import (
     bounded_outputs,
 )
 from nbkube.engine import setup as kernel_setup
-from nbkube.gateways import KernelLease
+from nbkube.kernels import KernelLease
 from nbkube.kernelwork.failures import Failure, Failures
 from nbkube.kernelwork.journal import WorkJournal
 from nbkube.kernelwork.journaled import apply_setup, journaled_executor, open_journal

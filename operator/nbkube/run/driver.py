@@ -32,7 +32,7 @@ from nbkube.api.common import now_rfc3339, parse_timestamp, validation_message
 from nbkube.config import Settings
 from nbkube.engine import inject_parameters, upgrade_notebook
 from nbkube.engine import setup as kernel_setup
-from nbkube.gateways import GatewayRegistry
+from nbkube.kernels import KernelRegistry
 from nbkube.kernelwork.failures import Failures
 from nbkube.kernelwork.journal import WorkJournal
 from nbkube.kernelwork.kernels import KernelSource
@@ -55,7 +55,7 @@ class RunContext:
 
     kube: Kube
     settings: Settings
-    registry: GatewayRegistry
+    registry: KernelRegistry
     results: RunStore | None
     remove_later: Callable[[WorkJournal], None]  # the journal of a committed run, a little later
 
