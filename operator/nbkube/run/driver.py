@@ -35,7 +35,7 @@ from nbkube.engine import setup as kernel_setup
 from nbkube.kernels import KernelRegistry
 from nbkube.kernelwork.failures import Failures
 from nbkube.kernelwork.journal import WorkJournal
-from nbkube.kernelwork.kernels import KernelSource
+from nbkube.kernelwork.kernelsource import KernelSource
 from nbkube.kernelwork.stops import Stopped, Stops
 from nbkube.kube import Kube, environment_path
 from nbkube.results import CheckpointPolicy
