@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import kopf
@@ -124,7 +124,7 @@ class EnvironmentService:
         found = await self.kube.get_or_none(environment_path(namespace, name))
         if found is None or found["metadata"].get("deletionTimestamp"):
             return
-        body = kopf.Body(found)
+        body = kopf.Body(cast(kopf.RawBody, found))
         what = "was deleted" if gone else "changed"
         kopf.info(
             body,
