@@ -96,9 +96,14 @@ def _metadata(env_name: str, namespace: str, name: str, uid: str) -> dict[str, A
     }
 
 
-def spec_hash(spec: NotebookEnvironmentSpec) -> str:
-    """A short digest of what the gateway pods are built from; a change rolls the pods."""
-    canonical = json.dumps(spec.to_api(), sort_keys=True, separators=(",", ":"))
+def spec_hash(spec: NotebookEnvironmentSpec, requirements: str | None = None) -> str:
+    """A short digest of what the gateway pods are built from: the spec and, when it names a
+    requirements ConfigMap, the digest of that ConfigMap's content (requirements.py); a change of
+    either rolls the pods."""
+    built_from: Any = spec.to_api()
+    if requirements is not None:
+        built_from = {"spec": built_from, "requirementsConfigMap": requirements}
+    canonical = json.dumps(built_from, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -114,11 +119,17 @@ def token_secret(env_name: str, namespace: str, uid: str, name: str, token: str)
 
 
 def gateway_deployment(
-    env_name: str, namespace: str, uid: str, spec: NotebookEnvironmentSpec, token_secret: str
+    env_name: str,
+    namespace: str,
+    uid: str,
+    spec: NotebookEnvironmentSpec,
+    token_secret: str,
+    requirements: str | None = None,
 ) -> dict[str, Any]:
     """The gateway pods' Deployment; its pod spec comes from podspec.gateway_pod (check the spec's overlay
-    with podspec.overlay_problems first)."""
-    digest = spec_hash(spec)
+    with podspec.overlay_problems first). `requirements`: the digest of the requirements ConfigMap the
+    spec names (see spec_hash)."""
+    digest = spec_hash(spec, requirements)
     extra, pod_spec = gateway_pod(spec, token_secret)
     labels = gateway_labels(env_name)
     return {
