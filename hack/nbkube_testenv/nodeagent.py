@@ -789,11 +789,24 @@ class PodWorker(threading.Thread):
         return values[path]
 
     def _resource(self, spec: dict[str, Any], ref: dict[str, Any]) -> str:
+        """As a kubelet resolves resourceFieldRef: the named container's (else this one's) limit, the
+        node's allocatable amount when none is set, or its request; divided by divisor, rounded up."""
+        from nbkube.api.pod import parse_quantity
+
+        if ref.get("containerName"):
+            pod_spec = self.pod["spec"]
+            containers = pod_spec.get("containers", []) + pod_spec.get("initContainers", [])
+            spec = next((c for c in containers if c["name"] == ref["containerName"]), None) or {}
+            if not spec:
+                raise ConfigError("CreateContainerConfigError", f"container {ref['containerName']} not found")
         section, _, res = ref["resource"].partition(".")
         value = spec.get("resources", {}).get(section, {}).get(res)
         if value is None:
-            value = self.agent.capacity.get(res, "0")
-        return str(value)
+            value = self.agent.capacity.get(res, "0") if section == "limits" else "0"
+        scale = 1000 if res == "cpu" else 1  # cpu in millicores, as the kubelet divides it
+        amount = (parse_quantity(value) * scale).to_integral_value(rounding="ROUND_CEILING")
+        divisor = (parse_quantity(ref.get("divisor") or 0) or 1) * scale  # the API server defaults it to 0
+        return str(int((amount / divisor).to_integral_value(rounding="ROUND_CEILING")))
 
     def build_env(self, spec: dict[str, Any]) -> dict[str, str]:
         meta = self.pod["metadata"]

@@ -105,7 +105,18 @@ async def environment_deleted(name: str, namespace: str, memo: kopf.Memo, **_: A
 @kopf.on.event("", "v1", "pods", labels=GATEWAY_POD_LABELS)
 async def gateway_pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     if "nbkube" in memo:
-        await _ctx(memo).registry.observe(event.get("type") or "MODIFIED", event["object"])
+        await _ctx(memo).environments.observe_pod(event.get("type") or "MODIFIED", event["object"])
+
+
+def _requirements_config_map(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> bool:
+    """Only a ConfigMap some environment installs packages from reaches the handler (and kopf's log)."""
+    return "nbkube" in memo and _ctx(memo).environments.requirements.used(namespace, name)
+
+
+@kopf.on.event("", "v1", "configmaps", when=_requirements_config_map)
+async def config_map_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    """A changed requirements ConfigMap (packages.configMapRef) rolls its environments' gateway pods."""
+    await _ctx(memo).environments.config_map_changed(event.get("type"), event["object"])
 
 
 # NotebookRun

@@ -45,10 +45,16 @@ def shorten(name: str, limit: int = LABEL_MAX) -> str:
     return f"{head}-{digest(name)}" if head else digest(name, min(limit, 64))
 
 
+def is_label_value(value: str) -> bool:
+    """Whether the API server takes `value` as a label value: at most 63 characters, letters, digits,
+    "-", "_" and "." between a letter or digit at each end (or empty)."""
+    return len(value) <= LABEL_MAX and bool(_LABEL_VALUE.match(value))
+
+
 def label_value(name: str) -> str:
     """A label value standing for `name` (any object name): the name itself when it is a valid
     label value, else a shortened one (see `shorten`)."""
-    if len(name) <= LABEL_MAX and _LABEL_VALUE.match(name):
+    if is_label_value(name):
         return name
     value = shorten(name, LABEL_MAX)
     return value if _LABEL_VALUE.match(value) else digest(name)

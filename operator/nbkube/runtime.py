@@ -15,8 +15,8 @@ from nbkube import metrics
 from nbkube.config import Settings
 from nbkube.environment.service import EnvironmentService
 from nbkube.environment.tokens import GatewayTokens
-from nbkube.gateways import GatewayRegistry
 from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
+from nbkube.kernels import KernelRegistry
 from nbkube.kube import Kube
 from nbkube.run.service import RunService
 from nbkube.session.service import SessionService
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class OperatorContext:
     settings: Settings
     kube: Kube
-    registry: GatewayRegistry
+    registry: KernelRegistry
     results: Any
     environments: EnvironmentService
     runs: RunService
@@ -44,7 +44,7 @@ class OperatorContext:
         kube = await Kube.connect()
 
         tokens = await GatewayTokens.load(kube, settings.namespace, settings.gateway_token_key_secret)
-        registry = GatewayRegistry(
+        registry = KernelRegistry(
             tokens.token_for,
             port=settings.gateway_port,
             request_timeout=settings.gateway_request_timeout_seconds,

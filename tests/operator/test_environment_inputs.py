@@ -269,6 +269,42 @@ def test_placement_service_account_and_the_overlay_are_on_the_pods_created(kubec
         kubectl("delete", "priorityclass", priority, "--ignore-not-found", "--wait=false")
 
 
+def test_a_kernel_sees_the_pods_resources_through_resource_field_refs_as_a_kubelet_gives_them(
+    kubectl, namespace, operator
+):
+    def resource(name: str, ref: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"resourceFieldRef": ref}}
+
+    env = [
+        resource("MEMORY_LIMIT", {"resource": "limits.memory"}),
+        resource("MEMORY_LIMIT_MI", {"resource": "limits.memory", "divisor": "1Mi"}),
+        resource("CPU_REQUEST_M", {"containerName": "gateway", "resource": "requests.cpu", "divisor": "1m"}),
+        resource("CPU_REQUEST", {"resource": "requests.cpu"}),  # 250m in cores, rounded up
+        resource("CPU_LIMIT", {"resource": "limits.cpu"}),  # none set: the node's allocatable cpu
+    ]
+    resources = {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "1536Mi"}}
+    kubectl.apply(environment("sized", env=env, resources=resources), namespace=namespace)
+    wait_env_ready(kubectl, namespace, "sized")
+    (pod,) = _gateway_pods(kubectl, namespace, "sized")
+    gateway = next(c for c in pod["spec"]["containers"] if c["name"] == "gateway")
+    # by reference: the node resolves them (the API server defaults an unset divisor to 0, meaning 1)
+    for entry in env:
+        ref = {"divisor": "0", **entry["valueFrom"]["resourceFieldRef"]}
+        assert {"name": entry["name"], "valueFrom": {"resourceFieldRef": ref}} in gateway["env"], gateway[
+            "env"
+        ]
+    allocatable_cpu = kubectl.json("get", "node", pod["spec"]["nodeName"])["status"]["allocatable"]["cpu"]
+
+    names = [e["name"] for e in env]
+    kubectl.apply(
+        run("sized-run", [f"import os\nprint(*(os.environ[n] for n in {names!r}))"], env="sized"),
+        namespace=namespace,
+    )
+    finished = wait_run_finished(kubectl, namespace, "sized-run")
+    assert finished["status"]["state"] == "Succeeded", json.dumps(finished["status"], indent=1)
+    assert _cells_by_index(finished)[0] == f"{1536 * 2**20} 1536 250 1 {allocatable_cpu}"
+
+
 def test_a_gpu_no_node_has_leaves_the_pod_pending_and_the_condition_says_why(kubectl, namespace, operator):
     kubectl.apply(
         environment(
@@ -387,6 +423,20 @@ REFUSED_BY_THE_API_SERVER = [
     ("the gateway token", {"env": [{"name": "KG_AUTH_TOKEN", "value": "x"}]}, "are set by nbkube"),
     ("a token with no ServiceAccount", {"automountServiceAccountToken": True}, "needs serviceAccountName"),
     ("a GPU in requests only", {"resources": {"requests": {"nvidia.com/gpu": 1}}}, "are set in limits"),
+    (
+        "a cpu resourceFieldRef in bytes",
+        {
+            "env": [
+                {"name": "C", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1Mi"}}}
+            ]
+        },
+        "divisor is one of 1m, 1 for cpu",
+    ),
+    (
+        "a resourceFieldRef of no compute resource",
+        {"env": [{"name": "G", "valueFrom": {"resourceFieldRef": {"resource": "limits.nvidia.com/gpu"}}}]},
+        "should match",
+    ),
 ]
 
 

@@ -2,8 +2,12 @@
 before the pod is Ready and kernels import what it installed; an install that fails is Ready=False,
 PackagesFailed, with pip's error line, and the environment recovers once its spec is fixed."""
 
+import base64
+import hashlib
 import importlib.util
+import io
 import json
+import zipfile
 
 import pytest
 from helpers import (
@@ -24,17 +28,54 @@ TABULATE = "tabulate==0.9.0"
 MISSING = "nbkube-no-such-package-0d5c==1.0"
 PIP_LINE = f"ERROR: No matching distribution found for {MISSING}"
 INSTALL_TIMEOUT = 240
+# A package built here, on no index: a requirements ConfigMap carries its wheel beside the requirements.
+LOCAL = "nbkube_local_pkg"
 
 
 @pytest.fixture(autouse=True)
 def _not_in_the_venv():
-    for name in ("tabulate", "pyjokes"):
+    for name in ("tabulate", "pyjokes", LOCAL):
         assert importlib.util.find_spec(name) is None, f"{name} is installed here: this would prove nothing"
 
 
 def _pods(kubectl, namespace, env="py"):
     pods = kubectl.json("get", "pods", "-l", f"nbkube.io/environment={env}", namespace=namespace)["items"]
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _wheel(version):
+    """A pure-Python wheel of LOCAL at this version: (file name, bytes)."""
+    dist_info = f"{LOCAL}-{version}.dist-info"
+    files = {
+        f"{LOCAL}/__init__.py": f"VERSION = {version!r}\n".encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {LOCAL}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: nbkube-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+
+    def digest(data):
+        return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip("=")
+
+    record = "".join(f"{path},sha256={digest(data)},{len(data)}\n" for path, data in files.items())
+    files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for path, data in files.items():
+            wheel.writestr(path, data)
+    return f"{LOCAL}-{version}-py3-none-any.whl", buffer.getvalue()
+
+
+def _local_requirements(version):
+    """A requirements ConfigMap installing LOCAL==version from the wheel beside it (pip reads
+    --find-links relative to the requirements file), from no index at all."""
+    wheel_name, wheel = _wheel(version)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "local-reqs"},
+        "data": {"requirements.txt": f"--no-index\n--find-links .\n{LOCAL}=={version}\n"},
+        "binaryData": {wheel_name: base64.b64encode(wheel).decode()},
+    }
 
 
 def _run_cells(kubectl, namespace, name, cells):
@@ -86,6 +127,7 @@ def test_a_requirements_config_map_is_read_by_pip_in_the_pod_with_its_sibling_ke
     message = condition(env, "Ready")["message"]
     assert "ERROR: ConfigMap reqs has no key requirements.txt (or does not exist)" in message, message
 
+    (failed,) = _pods(kubectl, namespace)
     kubectl(
         "create",
         "configmap",
@@ -94,9 +136,9 @@ def test_a_requirements_config_map_is_read_by_pip_in_the_pod_with_its_sibling_ke
         "--from-literal=constraints.txt=pyjokes==0.8.2\n",
         namespace=namespace,
     )
-    (pod,) = _pods(kubectl, namespace)  # this node agent fills a pod's volumes once: start a new pod
-    kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false", namespace=namespace)
+    # the ConfigMap's creation rolls the pods: the new one reads it at once (no kubelet refresh waited for)
     wait_env_ready(kubectl, namespace, timeout=INSTALL_TIMEOUT)
+    assert [p["metadata"]["name"] for p in _pods(kubectl, namespace)] != [failed["metadata"]["name"]]
     summaries = _run_cells(
         kubectl,
         namespace,
@@ -104,6 +146,52 @@ def test_a_requirements_config_map_is_read_by_pip_in_the_pod_with_its_sibling_ke
         ["import pyjokes, importlib.metadata as m\nprint(m.version('pyjokes'), pyjokes.__file__)"],
     )
     assert summaries[0] == "0.8.2 /opt/nbkube/packages/site-packages/pyjokes/__init__.py"
+
+
+def test_editing_the_requirements_config_map_rolls_the_pods_and_kernels_import_the_new_version(
+    kubectl, namespace, operator
+):
+    kubectl.apply(_local_requirements("1.0"), namespace=namespace)
+    spec = {"configMapRef": {"name": "local-reqs", "key": "requirements.txt"}}
+    kubectl.apply(environment(packages=spec), namespace=namespace)
+    wait_env_ready(kubectl, namespace, timeout=INSTALL_TIMEOUT)
+    (old,) = _pods(kubectl, namespace)
+    old_name, old_hash = old["metadata"]["name"], old["metadata"]["annotations"]["nbkube.io/spec-hash"]
+    cell = f"import {LOCAL}\nprint({LOCAL}.VERSION, {LOCAL}.__file__)"
+    assert _run_cells(kubectl, namespace, "v1", [cell])[0] == (
+        f"1.0 /opt/nbkube/packages/site-packages/{LOCAL}/__init__.py"
+    )
+
+    kubectl.apply(_local_requirements("2.0"), namespace=namespace)  # the environment is not touched
+
+    def rolled():
+        # the old pod gone and a pod of the new template ready: a state that lasts, so it cannot be missed
+        if get(kubectl, "pod", old_name, namespace) is not None:
+            return None
+        pods = _pods(kubectl, namespace)
+        ready = [
+            p
+            for p in pods
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+        return pods if len(pods) == 1 and ready else None
+
+    (new,) = wait_for("the gateway pods rolled to the edited requirements", rolled, INSTALL_TIMEOUT, 1.0)
+    new_hash = new["metadata"]["annotations"]["nbkube.io/spec-hash"]
+    assert new_hash != old_hash
+    env = wait_env_ready(kubectl, namespace, timeout=INSTALL_TIMEOUT)
+    assert env["status"]["specHash"] == new_hash and env["metadata"]["generation"] == 1
+    changed = [e for e in events(kubectl, namespace, "py") if e["reason"] == "RequirementsChanged"]
+    assert changed and "requirements ConfigMap local-reqs changed" in changed[-1]["message"], changed
+    summaries = _run_cells(
+        kubectl,
+        namespace,
+        "v2",
+        [cell, "print(open('/opt/nbkube/packages/install.log').read().splitlines()[-1])"],
+    )
+    assert summaries[0] == f"2.0 /opt/nbkube/packages/site-packages/{LOCAL}/__init__.py"
+    assert summaries[1].endswith(f"installed into /opt/nbkube/packages/site-packages: {LOCAL}==2.0")
+    assert operator.running
 
 
 def test_a_package_that_does_not_exist_is_packages_failed_with_pips_line_until_the_spec_is_fixed(

@@ -1,10 +1,20 @@
 """Any name the API server accepts works: for a run, a sweep, a ConfigMap key, and the repository
-stays clonable for everyone."""
+stays clonable for everyone; an environment's name is a label value of its pods, so one too long for
+that is refused with a reason and nothing made."""
 
 import json
 
 import nbformat
-from helpers import events, run, wait_run_finished
+from helpers import (
+    condition,
+    environment,
+    events,
+    get,
+    run,
+    wait_env_ready,
+    wait_env_reason,
+    wait_run_finished,
+)
 from nbkube.names import label_value
 from nbkube_testenv.userapi import ApiUser
 
@@ -92,3 +102,42 @@ def test_a_sweep_whose_children_the_api_server_would_refuse_fails_invalid_spec_a
     ]
     assert children == []
     assert "InvalidSpec" in [e["reason"] for e in events(kubectl, env_namespace, "too-many")]
+
+
+def test_a_63_character_environment_serves_runs_and_longer_names_are_invalid_with_nothing_created(
+    kubectl, namespace, operator
+):
+    fits = "n" * 30 + "." + "n" * 32  # 63 characters, a dot among them
+    too_long = ["l" * 253, ("x." * 50)[:99] + "y"]  # the longest name Kubernetes takes; one of 100
+    for name in [*too_long, fits]:
+        kubectl.apply(environment(name), namespace=namespace)
+    for name in too_long:
+        env = wait_env_reason(kubectl, namespace, "InvalidSpec", name=name)
+        ready = condition(env, "Ready")
+        assert ready["status"] == "False", ready
+        assert (
+            f"{len(name)} characters long; at most 63 fit in the nbkube.io/environment label"
+            in ready["message"]
+        )
+    env = wait_env_ready(kubectl, namespace, name=fits)
+    uid = env["metadata"]["uid"]
+    kubectl.apply(run("on-a-long-env", ["print('served')"], env=fits), namespace=namespace)
+    status = wait_run_finished(kubectl, namespace, "on-a-long-env", 180)["status"]
+    assert (status["state"], status["reason"]) == ("Succeeded", "Succeeded"), json.dumps(status, indent=1)
+
+    # Every child there is belongs to the environment that fits (owner, label, name).
+    for kind in ("deployments", "networkpolicies", "secrets"):
+        items = kubectl.json("get", kind, namespace=namespace)["items"]
+        assert len(items) == 1, (kind, [i["metadata"]["name"] for i in items])
+        for item in items:
+            assert item["metadata"]["ownerReferences"][0]["uid"] == uid, (kind, item["metadata"]["name"])
+            assert item["metadata"]["labels"]["nbkube.io/environment"] == fits
+    assert get(kubectl, "deployment", f"{fits}-gateway", namespace) is not None
+    pods = kubectl.json("get", "pods", namespace=namespace)["items"]
+    assert pods and {p["metadata"]["labels"]["nbkube.io/environment"] for p in pods} == {fits}
+    # Refused once, not retried: one warning each after the environment that fits got ready and served
+    # a run (many rounds of the 5 s status timer), and the refused generation stays the one observed.
+    for name in too_long:
+        warnings = [e for e in events(kubectl, namespace, name) if e["type"] == "Warning"]
+        assert [(e["reason"], e.get("count", 1)) for e in warnings] == [("InvalidSpec", 1)], warnings
+        assert get(kubectl, "nbenv", name, namespace)["status"]["observedGeneration"] == 1

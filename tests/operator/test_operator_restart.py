@@ -56,6 +56,41 @@ def test_a_run_survives_the_operator_being_killed_mid_cell_with_no_cell_run_twic
     assert [c.execution_count for c in nb.cells] == [1, 2, 3, 4]
 
 
+def test_what_the_killed_operator_spilled_for_earlier_cells_is_committed_with_the_result(
+    kubectl, env_namespace, operator, tmp_path
+):
+    go = tmp_path / "go"
+    cells = [
+        "print('x' * 6_000_000)",  # past the cell cap: spilled by the first operator
+        f"import os, time\nwhile not os.path.exists({str(go)!r}):\n    time.sleep(0.05)\nprint('after')",
+    ]
+    kubectl.apply(run("spiller", cells), namespace=env_namespace)
+
+    def second_cell_running():
+        obj = get(kubectl, "nbrun", "spiller", env_namespace)
+        cells = ((obj or {}).get("status") or {}).get("cells", [])
+        return len(cells) == 2 and cells[0]["state"] == "succeeded" and cells[1]["state"] == "running"
+
+    wait_for("the first cell to finish and the second to run", second_cell_running, 120, 0.1)
+    operator.kill()
+    operator.start()
+    wait_for(
+        "the run to reattach",
+        lambda: "Reattached" in [e["reason"] for e in events(kubectl, env_namespace, "spiller")],
+        60,
+    )
+    go.write_text("")
+
+    status = wait_run_finished(kubectl, env_namespace, "spiller", 120)["status"]
+    assert status["state"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["attempt"] == 1
+    result = status["result"]
+    spill_path = result["path"].rsplit("/", 1)[0] + "/outputs/outputs.jsonl"
+    spilled = [json.loads(line) for line in operator.result(spill_path, result["commit"]).splitlines()]
+    assert {e["index"] for e in spilled} == {0}
+    assert "".join(e["output"].get("text", "") for e in spilled) == "x" * 6_000_000 + "\n"
+
+
 JANITOR_EVERY_SECOND = {
     "NBKUBE_JANITOR_FIRST_SWEEP_SECONDS": "1",
     "NBKUBE_JANITOR_INTERVAL_SECONDS": "1",

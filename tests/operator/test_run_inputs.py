@@ -18,7 +18,7 @@ from typing import Any
 import nbclient
 import nbformat
 import pytest
-from helpers import condition, events, gateway_address, get, wait_for, wait_run_finished
+from helpers import condition, environment, events, gateway_address, get, wait_for, wait_run_finished
 from helpers import run as run_manifest
 from nbkube.api.inputs import MAX_INPUT_FILES
 from nbkube_testenv.operator_process import OperatorProcess
@@ -254,6 +254,43 @@ def test_missing_inputs_end_the_run_before_any_cell_with_input_not_found_naming_
         assert all(c["state"] == "pending" for c in status["cells"])
         seen = [(e["type"], e["reason"]) for e in events(kubectl, env_namespace, name)]
         assert ("Warning", "InputNotFound") in seen and ("Normal", "Started") not in seen, seen
+
+
+def test_another_namespaces_results_are_not_found_exactly_as_a_missing_path_is(
+    kubectl, env_namespace, namespace, operator
+):
+    """team-b (namespace) has a result; a run of team-a (env_namespace) naming it, its folder or a path
+    team-b lacks gets the same InputNotFound as a path missing from its own repository, and nothing of
+    team-b's notebook: the repoPath resolves in the run's own namespace only."""
+    marker = f"team-b only {secrets.token_hex(8)}"
+    kubectl.apply(environment(warmKernels=1), namespace=namespace)
+    kubectl.apply(run("producer", [f"print({marker!r})"]), namespace=namespace)
+    result = _succeeded(kubectl, namespace, "producer")["status"]["result"]
+    produced = result["path"]
+    assert produced == f"{namespace}/producer/notebook.ipynb"
+    assert marker in operator.result(produced, result["commit"]).decode()  # there, in team-b's repository
+
+    paths = {
+        "their-file": produced,
+        "their-folder": f"{namespace}/producer/",
+        "their-missing": f"{namespace}/never-ran/notebook.ipynb",
+        "own-missing": f"{env_namespace}/never-ran/notebook.ipynb",
+    }
+    for name, path in paths.items():
+        kubectl.apply(run(name, ["print('never runs')"], files=[{"repoPath": path}]), namespace=env_namespace)
+    messages = {}
+    for name, path in paths.items():
+        obj = wait_run_finished(kubectl, env_namespace, name, timeout=120)
+        status = obj["status"]
+        assert status["state"] == "Failed" and status["reason"] == "InputNotFound", json.dumps(status)
+        assert status.get("attempt", 0) == 0 and "kernel" not in status and "result" not in status
+        seen = [(e["type"], e["reason"]) for e in events(kubectl, env_namespace, name)]
+        assert ("Warning", "InputNotFound") in seen and ("Normal", "Started") not in seen, seen
+        assert marker not in json.dumps(obj)
+        messages[name] = status["message"].replace(path, "<path>").replace(path.rstrip("/"), "<path>")
+    assert len(set(messages.values())) == 1, messages  # an existing path of team-b reads as a missing one
+    assert "<path> not found in this namespace's results repository" in messages["their-file"]
+    assert marker not in kubectl("get", "events", "-o", "json", namespace=env_namespace).stdout
 
 
 def test_inputs_past_the_bound_end_the_run_with_inputs_too_large(kubectl, env_namespace, operator):

@@ -18,6 +18,17 @@ FULL = {
         {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "conf", "key": "mode", "optional": True}}},
         {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
         {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
+        {"name": "MEMORY", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+        {
+            "name": "MILLICORES",
+            "valueFrom": {
+                "resourceFieldRef": {"containerName": "gateway", "resource": "requests.cpu", "divisor": "1m"}
+            },
+        },
+        {
+            "name": "PAGES",
+            "valueFrom": {"resourceFieldRef": {"resource": "limits.hugepages-2Mi", "divisor": 1}},
+        },
     ],
     "envFrom": [{"configMapRef": {"name": "conf"}, "prefix": "CONF_"}, {"secretRef": {"name": "creds"}}],
     "volumes": [
@@ -161,6 +172,47 @@ REFUSED = [
         "an unsupported fieldPath",
         {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.containers"}}}]},
         "fieldPath",
+    ),
+    (
+        "a resourceFieldRef of no compute resource",
+        {"env": [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.nvidia.com/gpu"}}}]},
+        "resource",
+    ),
+    (
+        "a cpu divisor in bytes",
+        {
+            "env": [
+                {"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1Mi"}}}
+            ]
+        },
+        "divisor 1Mi is not one of 1m, 1",
+    ),
+    (
+        "a memory divisor no kubelet takes",
+        {
+            "env": [
+                {
+                    "name": "A",
+                    "valueFrom": {"resourceFieldRef": {"resource": "requests.memory", "divisor": 3}},
+                }
+            ]
+        },
+        "divisor 3 is not one of 1, 1k",
+    ),
+    (
+        "a valueFrom of a field and a resource",
+        {
+            "env": [
+                {
+                    "name": "A",
+                    "valueFrom": {
+                        "fieldRef": {"fieldPath": "metadata.name"},
+                        "resourceFieldRef": {"resource": "limits.cpu"},
+                    },
+                }
+            ]
+        },
+        "exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
     ),
     (
         "a KG_ envFrom prefix",

@@ -1,5 +1,10 @@
+import re
+
 from nbkube.api import NotebookEnvironmentSpec
 from nbkube.environment import objects
+from nbkube.names import is_label_value
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _spec(**extra):
@@ -134,6 +139,25 @@ def test_a_name_too_long_for_a_label_value_is_refused_with_a_reason():
     assert objects.name_problem("a" * 63) is None
     problem = objects.name_problem("a" * 64)
     assert problem is not None and "64 characters" in problem and "at most 63" in problem
+    problem = objects.name_problem("a" * 253)
+    assert problem is not None and "253 characters" in problem and "nbkube.io/environment" in problem
+
+
+def test_every_label_and_name_derived_from_a_63_character_environment_name_fits():
+    name = ("a." * 40)[:62] + "b"  # dots too: an object name's every character is a label value's
+    assert objects.name_problem(name) is None
+    spec = _spec()
+    children = [
+        objects.token_secret(name, "team", "uid", f"{name}-gateway-token-{'0' * 10}", "t"),
+        objects.gateway_deployment(name, "team", "uid", spec, "secret"),
+        objects.gateway_network_policy(name, "team", "uid", "nbkube", {"app": "op"}, objects.GatewayEgress()),
+    ]
+    for child in children:
+        meta = child["metadata"]
+        assert len(meta["name"]) <= 253 and DNS_SUBDOMAIN.match(meta["name"]), meta["name"]
+        assert all(is_label_value(v) for v in meta["labels"].values()), meta["labels"]
+    template = children[1]["spec"]["template"]["metadata"]["labels"]
+    assert all(is_label_value(v) for v in template.values()) and template[objects.ENVIRONMENT_LABEL] == name
 
 
 def test_only_an_object_whose_controller_is_the_environment_counts_as_its_own():

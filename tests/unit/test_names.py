@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from nbkube.names import is_safe_component, label_value, safe_component, shorten
+from nbkube.names import is_label_value, is_safe_component, label_value, safe_component, shorten
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -19,6 +19,12 @@ def test_label_values_of_any_object_name_fit_and_differ(length: int) -> None:
         assert value == name if length <= 63 else value != name
         assert label_value(name) == value
     assert label_value("x" * 64 + "a") != label_value("x" * 64 + "b")
+
+
+def test_a_label_value_has_at_most_63_characters_between_letters_or_digits() -> None:
+    assert is_label_value("") and is_label_value("a" * 63) and is_label_value("A_b.c-9")
+    assert not is_label_value("a" * 64)
+    assert not any(is_label_value(v) for v in ("-a", "a.", "a/b", "a b"))
 
 
 def test_shorten_keeps_what_fits_and_ends_a_cut_name_in_a_letter_or_digit() -> None:

@@ -8,8 +8,9 @@ import pytest
 from nbkube.api import NotebookEnvironmentSpec, Reason
 from nbkube.api.crdgen import all_crds
 from nbkube.environment import controller, objects, packages
+from nbkube.environment.pods import pod_from_body
 from nbkube.gateway import packages as installer
-from nbkube.gateways import GatewayRegistry, pod_from_body
+from nbkube.kernels import KernelRegistry
 from pydantic import ValidationError
 
 PLAIN = [
@@ -237,20 +238,30 @@ def test_a_failed_install_makes_the_environment_not_ready_with_pips_line():
     assert still.reason == Reason.PACKAGES_FAILED and "1 ready gateway pod(s)" in still.message
 
 
+def _observed(body):
+    pod = pod_from_body(body)
+    assert pod is not None
+    return pod
+
+
 async def test_the_registry_reports_failed_installs_of_the_current_spec_until_the_pod_goes():
     async def no_token(namespace, environment):
         return None
 
-    registry = GatewayRegistry(no_token)
+    registry = KernelRegistry(no_token)
     failing = _gateway_pod_body(BACKING_OFF)
-    await registry.observe("MODIFIED", failing)
-    await registry.observe("MODIFIED", _gateway_pod_body(FAILED, name="py-gateway-old", spec_hash="h0"))
+    await registry.observe("MODIFIED", _observed(failing))
+    await registry.observe(
+        "MODIFIED", _observed(_gateway_pod_body(FAILED, name="py-gateway-old", spec_hash="h0"))
+    )
     assert pod_from_body(failing).install_failure == PIP_LINE
     assert [p.name for p in registry.install_failures("team", "py", "h1")] == ["py-gateway-abc"]
-    await registry.observe("DELETED", failing)
+    await registry.observe("DELETED", _observed(failing))
     assert registry.install_failures("team", "py", "h1") == []
-    await registry.observe("MODIFIED", failing)
-    await registry.observe("MODIFIED", _gateway_pod_body({"state": {"terminated": {"exitCode": 0}}}))
+    await registry.observe("MODIFIED", _observed(failing))
+    await registry.observe(
+        "MODIFIED", _observed(_gateway_pod_body({"state": {"terminated": {"exitCode": 0}}}))
+    )
     assert registry.install_failures("team", "py", "h1") == []
     assert not registry.has_ready_pod("team", "py")
 

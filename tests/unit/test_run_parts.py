@@ -12,10 +12,10 @@ import nbformat
 import pytest
 from nbkube.api import CellStatus, Reason, RunState
 from nbkube.api.states import CellState
-from nbkube.gateways import GatewaysAtCapacity
+from nbkube.kernels import GatewaysAtCapacity
 from nbkube.kernelwork import statuswriter
 from nbkube.kernelwork.failures import Failure, Failures
-from nbkube.kernelwork.kernels import KernelSource
+from nbkube.kernelwork.kernelsource import KernelSource
 from nbkube.kernelwork.stops import StopCause, Stops
 from nbkube.kube import NotFound
 from nbkube.run import outcome
@@ -265,9 +265,9 @@ class CapacityRegistry:
 
 
 async def test_work_waits_for_a_free_kernel_and_says_so_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nbkube.kernelwork import kernels
+    from nbkube.kernelwork import kernelsource
 
-    monkeypatch.setattr(kernels, "KERNEL_WAIT_FIRST_DELAY", 0.0)
+    monkeypatch.setattr(kernelsource, "KERNEL_WAIT_FIRST_DELAY", 0.0)
     registry = CapacityRegistry()
     said: list[tuple[str, str]] = []
 

@@ -58,7 +58,8 @@ class Packages(ApiModel):
     config_map_ref: ConfigMapKeyRef | None = Field(
         None,
         description="A pip requirements file in a ConfigMap of the environment's namespace, read by pip "
-        "in the pod (the ConfigMap's other keys beside it, for -c or -r).",
+        "in the pod (the ConfigMap's other keys beside it, for -c or -r); a change of its content rolls "
+        "the gateway pods.",
     )
     index_url: str | None = Field(
         None,

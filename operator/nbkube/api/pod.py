@@ -63,6 +63,13 @@ FIELD_PATH = (
 )
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 HUGEPAGES_PREFIX = "hugepages-"
+# What env's resourceFieldRef may name, and the divisors Kubernetes accepts for each (as it validates a
+# container's env: cpu in cores or millicores, the others in bytes of a decimal or binary prefix).
+RESOURCE_FIELD = (
+    r"^(limits|requests)\.(cpu|memory|ephemeral-storage|hugepages-[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|[kMGTPE])?)$"
+)
+CPU_DIVISORS = ("1m", "1")
+BYTE_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")
 
 
 def _cel_list(values: tuple[str, ...]) -> str:
@@ -161,23 +168,72 @@ class FieldSelector(ApiModel):
     api_version: Literal["v1"] | None = None
 
 
-class EnvVarSource(ApiModel):
-    """Exactly one of secretKeyRef, configMapKeyRef, fieldRef. Values are referenced, never read by
-    the operator: the kubelet resolves them."""
+class ResourceFieldSelector(ApiModel):
+    """A compute resource of a container of the gateway pod, as the kubelet gives it: the limit (the
+    node's allocatable amount when none is set) or the request, divided by divisor (1 unless given) and
+    rounded up."""
 
-    secret_key_ref: KeySelector | None = None
-    config_map_key_ref: KeySelector | None = None
-    field_ref: FieldSelector | None = None
+    container_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Whose resources: the container the variable is set in unless given (the gateway; "
+        "the packages installer has the same resources).",
+    )
+    resource: str = Field(
+        max_length=64,
+        pattern=RESOURCE_FIELD,
+        description="limits.cpu, limits.memory, limits.ephemeral-storage, limits.hugepages-<size>, or the "
+        "same of requests.",
+    )
+    divisor: Quantity | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> EnvVarSource:
-        _exactly_one(self, ("secret_key_ref", "config_map_key_ref", "field_ref"), "valueFrom")
+    def _check_divisor(self) -> ResourceFieldSelector:
+        if self.divisor is None:
+            return self
+        allowed = CPU_DIVISORS if self.resource.endswith(".cpu") else BYTE_DIVISORS
+        if str(self.divisor) not in allowed:
+            raise ValueError(
+                f"resourceFieldRef {self.resource}: divisor {self.divisor} is not one of {', '.join(allowed)}"
+            )
         return self
 
     @classmethod
     def crd_validations(cls) -> list[dict[str, Any]]:
-        fields = ("secretKeyRef", "configMapKeyRef", "fieldRef")
-        return [_cel_exactly_one(fields, "exactly one of secretKeyRef, configMapKeyRef, fieldRef")]
+        return [
+            {
+                "rule": "!has(self.divisor) || (self.resource.endsWith('.cpu') ? "
+                f"string(self.divisor) in {_cel_list(CPU_DIVISORS)} : "
+                f"string(self.divisor) in {_cel_list(BYTE_DIVISORS)})",
+                "message": f"divisor is one of {', '.join(CPU_DIVISORS)} for cpu, one of "
+                f"{', '.join(BYTE_DIVISORS)} for the other resources",
+                "fieldPath": ".divisor",
+            }
+        ]
+
+
+ENV_SOURCES = ("secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef")
+
+
+class EnvVarSource(ApiModel):
+    """Exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef. Values are referenced,
+    never read by the operator: the kubelet resolves them."""
+
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: FieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> EnvVarSource:
+        fields = ("secret_key_ref", "config_map_key_ref", "field_ref", "resource_field_ref")
+        _exactly_one(self, fields, "valueFrom")
+        return self
+
+    @classmethod
+    def crd_validations(cls) -> list[dict[str, Any]]:
+        return [_cel_exactly_one(ENV_SOURCES, f"exactly one of {', '.join(ENV_SOURCES)}")]
 
 
 class EnvVar(ApiModel):

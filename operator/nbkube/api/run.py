@@ -17,6 +17,7 @@ from nbkube.api.inputs import (
     RunEnvVar,
     check_unique_env,
 )
+from nbkube.api.pod import DNS_SUBDOMAIN
 from nbkube.api.states import CellState, RunState
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -30,7 +31,8 @@ _IMMUTABLE: JsonDict = {"x-kubernetes-validations": [{"rule": "self == oldSelf",
 
 
 class EnvironmentRef(ApiModel):
-    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
+    # Any NotebookEnvironment's name (a DNS subdomain: dots too); over 63 characters it is InvalidSpec.
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     namespace: str | None = Field(
         None,
         max_length=63,

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from nbkube.cli.errors import EXIT_OK, CliError
-from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options
+from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options
 from nbkube.kube import authorization
 from nbkube.userapi import paths
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pull.set_defaults(handler=cmd_pull)
 
 
-def git_environment(kube: Kube) -> dict[str, str]:
+def git_environment(kube: ClusterClient) -> dict[str, str]:
     """git's TLS and authentication settings for this kubeconfig's server and user, as environment
     variables: GIT_SSL_* (which win over any git config and over a GIT_SSL_CAINFO already set for other
     servers) and the bearer token as an http.extraHeader through GIT_CONFIG_COUNT."""
@@ -73,7 +73,7 @@ def _git(argv: list[str], env: dict[str, str]) -> None:
 
 
 def cmd_clone(args: argparse.Namespace) -> int:
-    kube = Kube(ClusterOptions.from_args(args))
+    kube = ClusterClient(ClusterOptions.from_args(args))
     try:
         url = kube.api_client.configuration.host.rstrip("/") + paths.repository_path(kube.namespace, "git")
         target = args.directory or f"results-{kube.namespace}"
@@ -90,7 +90,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not (directory / ".git").exists():
         raise CliError(f"{directory} is not a clone made by `nbkube clone`")
-    kube = Kube(ClusterOptions.from_args(args))
+    kube = ClusterClient(ClusterOptions.from_args(args))
     try:
         _git(["-C", str(directory), "pull", "--quiet", "--ff-only"], git_environment(kube))
     finally:

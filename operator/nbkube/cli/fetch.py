@@ -12,7 +12,7 @@ from typing import Any
 
 from nbkube.api.states import TERMINAL_RUN_STATES
 from nbkube.cli.errors import EXIT_OK, CliError
-from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options, run_state
+from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, run_state
 from nbkube.cli.userapi import UserApi, UserApiError
 from nbkube.userapi import paths
 
@@ -53,7 +53,7 @@ def result_of(run: dict[str, Any]) -> dict[str, str]:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     cluster = ClusterOptions.from_args(args)
-    kube = Kube(cluster)
+    kube = ClusterClient(cluster)
     try:
         run = kube.find_run(args.run)
         result = result_of(run)

@@ -51,7 +51,7 @@ def api_message(exc: Any) -> str:
     return f"{exc.status} {exc.reason}".strip()
 
 
-class Kube:
+class ClusterClient:
     """A sync kubernetes client for one namespace, every failure turned into a CliError."""
 
     def __init__(self, options: ClusterOptions) -> None:

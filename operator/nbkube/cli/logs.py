@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from nbkube.api.states import CellState
 from nbkube.cli.errors import EXIT_OK, CliError
-from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options
+from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options
 from nbkube.cli.userapi import UserApi, UserApiError
 from nbkube.userapi import paths
 
@@ -109,7 +109,7 @@ class LogPrinter:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     cluster = ClusterOptions.from_args(args)
-    kube = Kube(cluster)
+    kube = ClusterClient(cluster)
     try:
         run = kube.find_run(args.run)
         sweep = (run.get("status") or {}).get("sweep")

@@ -20,7 +20,7 @@ import yaml
 from nbkube import API_VERSION
 from nbkube.api.states import NOT_RUN_CELL_STATES, TERMINAL_RUN_STATES, CellState, RunState
 from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
-from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options, run_state
+from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, run_state
 from nbkube.cli.progress import Progress
 from nbkube.cli.uploads import (
     CONFIGMAP_LIMIT,
@@ -263,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     uploads = collect(args.files, args.notebook, {key})
     check_size(args.notebook, key, text, uploads)
     spec = build_spec(args, name, key, uploads)
-    kube = Kube(ClusterOptions.from_args(args))
+    kube = ClusterClient(ClusterOptions.from_args(args))
     try:
         if not kube.environment_exists(args.env):
             raise CliError(
@@ -281,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def create(
-    kube: Kube,
+    kube: ClusterClient,
     name: str,
     key: str,
     text: str,
@@ -304,7 +304,7 @@ def create(
     return run
 
 
-def follow(kube: Kube, name: str) -> int:
+def follow(kube: ClusterClient, name: str) -> int:
     """Shows progress until the run ends; the exit code says how it ended."""
     progress = Progress(name, sys.stdout, sys.stdout.isatty())
     run: dict[str, Any] | None = None

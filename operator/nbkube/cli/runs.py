@@ -9,7 +9,7 @@ from typing import Any
 
 from nbkube.api.states import TERMINAL_RUN_STATES
 from nbkube.cli.errors import EXIT_OK
-from nbkube.cli.kubeclient import ClusterOptions, Kube, add_cluster_options, run_state
+from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, run_state
 from nbkube.cli.tables import format_table
 
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    kube = Kube(ClusterOptions.from_args(args))
+    kube = ClusterClient(ClusterOptions.from_args(args))
     try:
         run = kube.find_run(args.run)
         state = run_state(run)
@@ -86,7 +86,7 @@ HEADER = ["NAME", "ENV", "STATE", "REASON", "PROGRESS", "DURATION", "AGE"]
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    kube = Kube(ClusterOptions.from_args(args))
+    kube = ClusterClient(ClusterOptions.from_args(args))
     try:
         runs = [kube.find_run(args.run)] if args.run else kube.list_runs()
     finally:
@@ -165,7 +165,7 @@ def _source(notebook: dict[str, Any]) -> str:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    kube = Kube(ClusterOptions.from_args(args))
+    kube = ClusterClient(ClusterOptions.from_args(args))
     try:
         run = kube.find_run(args.run)
     finally:

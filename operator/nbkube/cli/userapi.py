@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nbkube.cli.errors import CliError
-from nbkube.cli.kubeclient import Kube
+from nbkube.cli.kubeclient import ClusterClient
 from nbkube.userapi import paths
 
 
@@ -34,7 +34,7 @@ def _message(status: int, body: bytes) -> str:
 
 
 class UserApi:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: ClusterClient) -> None:
         self.kube = kube
 
     def _open(self, path: str, query: dict[str, str] | None, stream: bool) -> Any:

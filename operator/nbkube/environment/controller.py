@@ -121,9 +121,11 @@ async def apply_children(
     namespace: str,
     uid: str,
     spec: NotebookEnvironmentSpec,
+    requirements: str | None = None,
 ) -> dict[str, Any]:
-    """The NetworkPolicy first (no gateway pod runs unfenced), then the token Secret and the Deployment;
-    returns the Deployment as stored. Raises ChildConflict, having changed nothing it does not control."""
+    """The NetworkPolicy first (no gateway pod runs unfenced), then the token Secret and the Deployment
+    (`requirements`: the digest of the spec's requirements ConfigMap); returns the Deployment as stored.
+    Raises ChildConflict, having changed nothing it does not control."""
     await claim(
         kube,
         objects.gateway_network_policy(
@@ -132,7 +134,7 @@ async def apply_children(
         uid,
     )
     deployment = objects.gateway_deployment(
-        name, namespace, uid, spec, tokens.secret_name(namespace, name, uid)
+        name, namespace, uid, spec, tokens.secret_name(namespace, name, uid), requirements
     )
     # Checked before the Secret is created, so that a conflict leaves no Secret behind needlessly.
     existing = await kube.get_or_none(path_of(deployment))
@@ -218,10 +220,12 @@ def compute_status(
     usage: KernelUsage,
     install_failures: Sequence[tuple[str, str]] = (),
     problem: str | None = None,
+    template_hash: str | None = None,
 ) -> NotebookEnvironmentStatus:
     """install_failures: (pod, pip's decisive line) of the pods of this spec whose packages install
     failed; any makes the environment Ready=False, PackagesFailed. `problem` (pod_problem,
-    replica_failure) says why pods are missing and ends the Ready message while not every pod is ready."""
+    replica_failure) says why pods are missing and ends the Ready message while not every pod is ready.
+    template_hash: the spec hash the pods are built with (objects.spec_hash), the spec's alone if None."""
     old = NotebookEnvironmentStatus.model_validate(previous or {})
     dep_status = (deployment or {}).get("status", {})
     ready = int(dep_status.get("readyReplicas") or 0)
@@ -259,7 +263,7 @@ def compute_status(
             "capacity": spec.replicas * spec.max_kernels_per_pod,
         },
         token_secret=token_secret,
-        spec_hash=objects.spec_hash(spec),
+        spec_hash=template_hash or objects.spec_hash(spec),
     )
 
 

@@ -17,23 +17,26 @@ from typing import Any
 from nbkube import API_VERSION
 from nbkube.api import NotebookEnvironmentSpec
 from nbkube.environment.podspec import DEFAULT_COMMAND, GATEWAY_PORT, RUN_AS_USER, TOKEN_KEY, gateway_pod
+from nbkube.names import LABEL_MAX, is_label_value
 
 __all__ = ["DEFAULT_COMMAND", "GATEWAY_PORT", "RUN_AS_USER", "TOKEN_KEY"]
 
 ENVIRONMENT_LABEL = "nbkube.io/environment"
 SPEC_HASH_ANNOTATION = "nbkube.io/spec-hash"
 GATEWAY_APP_NAME = "nbkube-gateway"
-# Label values (the environment's name is one, see gateway_labels) hold at most 63 characters.
-MAX_LABEL_VALUE = 63
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 def name_problem(env_name: str) -> str | None:
-    """Why an environment of this name cannot be reconciled, or None: its name is a label value of its
-    gateway pods, which the API server refuses beyond 63 characters."""
-    if len(env_name) > MAX_LABEL_VALUE:
+    """Why an environment of this name cannot be reconciled, or None. Its name is the value of the
+    labels on everything it owns (gateway_labels, which select its gateway pods), and the API server
+    refuses label values beyond 63 characters (names.LABEL_MAX); that is the narrowest limit a name
+    meets. The names derived from it (the Deployment's and NetworkPolicy's "<name>-gateway", the token
+    Secret's "<name>-gateway-token-<10 hex>") add at most 25 characters to a limit of 253 for object
+    names, and pod names are cut to fit by the API server's generateName. No Service is made."""
+    if not is_label_value(env_name):  # Kubernetes object names take no other character a label refuses
         return (
-            f"the environment's name is {len(env_name)} characters long; at most {MAX_LABEL_VALUE} fit "
+            f"the environment's name is {len(env_name)} characters long; at most {LABEL_MAX} fit "
             f"in the {ENVIRONMENT_LABEL} label of its gateway pods: use a shorter name"
         )
     return None
@@ -93,9 +96,14 @@ def _metadata(env_name: str, namespace: str, name: str, uid: str) -> dict[str, A
     }
 
 
-def spec_hash(spec: NotebookEnvironmentSpec) -> str:
-    """A short digest of what the gateway pods are built from; a change rolls the pods."""
-    canonical = json.dumps(spec.to_api(), sort_keys=True, separators=(",", ":"))
+def spec_hash(spec: NotebookEnvironmentSpec, requirements: str | None = None) -> str:
+    """A short digest of what the gateway pods are built from: the spec and, when it names a
+    requirements ConfigMap, the digest of that ConfigMap's content (requirements.py); a change of
+    either rolls the pods."""
+    built_from: Any = spec.to_api()
+    if requirements is not None:
+        built_from = {"spec": built_from, "requirementsConfigMap": requirements}
+    canonical = json.dumps(built_from, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -111,11 +119,17 @@ def token_secret(env_name: str, namespace: str, uid: str, name: str, token: str)
 
 
 def gateway_deployment(
-    env_name: str, namespace: str, uid: str, spec: NotebookEnvironmentSpec, token_secret: str
+    env_name: str,
+    namespace: str,
+    uid: str,
+    spec: NotebookEnvironmentSpec,
+    token_secret: str,
+    requirements: str | None = None,
 ) -> dict[str, Any]:
     """The gateway pods' Deployment; its pod spec comes from podspec.gateway_pod (check the spec's overlay
-    with podspec.overlay_problems first)."""
-    digest = spec_hash(spec)
+    with podspec.overlay_problems first). `requirements`: the digest of the requirements ConfigMap the
+    spec names (see spec_hash)."""
+    digest = spec_hash(spec, requirements)
     extra, pod_spec = gateway_pod(spec, token_secret)
     labels = gateway_labels(env_name)
     return {

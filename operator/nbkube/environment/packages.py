@@ -5,7 +5,8 @@ The init container `nbkube-packages` runs the gateway's image with the gateway c
 (`python -m nbkube.gateway.packages`, nbkube.gateway.packages) and installs with `pip --target` into
 the emptyDir `nbkube-packages`, which the gateway container mounts read-only with its site-packages
 directory first on PYTHONPATH: kernels import from there, and the pod reports Ready only once the
-install succeeded. A requirements ConfigMap is mounted as a volume; the operator never reads it.
+install succeeded. A requirements ConfigMap is mounted as a volume and read by pip; the operator only
+hashes its content into the pods' spec hash (requirements.py), so that an edit rolls the pods.
 """
 
 from __future__ import annotations

@@ -5,17 +5,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import kopf
 
 from nbkube.api import Reason
 from nbkube.config import Settings
-from nbkube.environment import controller, objects
+from nbkube.environment import controller, objects, pods, requirements
 from nbkube.environment.tokens import GatewayTokens
-from nbkube.gateways import EnvironmentSettings, GatewayRegistry
-from nbkube.kube import Kube, KubeError, resource_path
+from nbkube.kernels import EnvironmentSettings, KernelRegistry
+from nbkube.kube import Kube, KubeError, environment_path, resource_path
 from nbkube.metrics import kernels as kernels_gauge
 from nbkube.metrics import reconcile_time, reconcile_total
 
@@ -43,13 +44,14 @@ def gateway_egress(settings: Settings, api_server_url: str) -> objects.GatewayEg
 
 class EnvironmentService:
     def __init__(
-        self, kube: Kube, settings: Settings, registry: GatewayRegistry, tokens: GatewayTokens
+        self, kube: Kube, settings: Settings, registry: KernelRegistry, tokens: GatewayTokens
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.registry = registry
         self.tokens = tokens
         self.egress = gateway_egress(settings, kube.server)
+        self.requirements = requirements.RequirementsIndex()
 
     async def reconcile(self, body: kopf.Body) -> dict[str, Any]:
         name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
@@ -66,9 +68,12 @@ class EnvironmentService:
             name,
             EnvironmentSettings(spec.kernel_name, spec.warm_kernels, spec.max_kernels_per_pod),
         )
+        config_map = requirements.config_map_name(spec)
+        self.requirements.track(namespace, name, config_map)  # before the read: no change missed
         try:
+            digest = await self._read_requirements(namespace, config_map)
             deployment = await controller.apply_children(
-                self.kube, self.settings, self.tokens, self.egress, name, namespace, uid, spec
+                self.kube, self.settings, self.tokens, self.egress, name, namespace, uid, spec, digest
             )
         except controller.InvalidEnvironmentSpec as exc:  # the API server refused the Deployment
             return self._invalid(body, previous, generation, exc)
@@ -83,13 +88,61 @@ class EnvironmentService:
             raise
         finally:
             reconcile_time.labels("notebookenvironment").observe(time.monotonic() - started)
+        if config_map is not None and digest is not None:
+            self.requirements.built(namespace, name, config_map, digest)
         reconcile_total.labels("notebookenvironment", "success").inc()
         kopf.info(
             body, reason="Reconciled", message=f"gateway Deployment {objects.gateway_name(name)} applied"
         )
-        status = await self._status(name, namespace, uid, spec, generation, deployment, previous)
+        template = objects.spec_hash(spec, digest)
+        status = await self._status(name, namespace, uid, spec, generation, deployment, previous, template)
         _warn_on_failed_install(body, previous, status)
         return status
+
+    async def _read_requirements(self, namespace: str, config_map: str | None) -> str | None:
+        """The digest of the requirements ConfigMap's content (ABSENT while it does not exist), or None
+        when the spec names none."""
+        if config_map is None:
+            return None
+        found = await self.kube.get_or_none(resource_path("v1", "configmaps", namespace, config_map))
+        return requirements.config_map_digest(found)
+
+    async def config_map_changed(self, event_type: str | None, config_map: Mapping[str, Any]) -> None:
+        """A ConfigMap watch event: when an environment's requirements ConfigMap changed (or was
+        created or deleted) since its pods were built, its Deployment is applied again, which rolls
+        them. Any other ConfigMap costs a dictionary lookup."""
+        meta = config_map.get("metadata") or {}
+        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+        if not self.requirements.used(namespace, name):
+            return
+        gone = event_type == "DELETED"
+        digest = requirements.config_map_digest(None if gone else config_map)
+        for environment in self.requirements.seen(namespace, name, digest):
+            await self._rebuild(namespace, environment, name, gone)
+
+    async def _rebuild(self, namespace: str, name: str, config_map: str, gone: bool) -> None:
+        found = await self.kube.get_or_none(environment_path(namespace, name))
+        if found is None or found["metadata"].get("deletionTimestamp"):
+            return
+        body = kopf.Body(cast(kopf.RawBody, found))
+        what = "was deleted" if gone else "changed"
+        kopf.info(
+            body,
+            reason="RequirementsChanged",
+            message=f"requirements ConfigMap {config_map} {what}: the gateway pods roll",
+        )
+        try:
+            status = await self.reconcile(body)
+            await self.kube.merge_patch(environment_path(namespace, name, "status"), {"status": status})
+        except Exception as exc:  # the status timer applies it again (RequirementsIndex.behind)
+            log.warning(
+                "environment %s/%s: applying its changed requirements ConfigMap %s failed, retried within "
+                "seconds: %s",
+                namespace,
+                name,
+                config_map,
+                exc,
+            )
 
     def _invalid(
         self, body: kopf.Body, previous: dict[str, Any] | None, generation: int | None, exc: Exception
@@ -119,14 +172,25 @@ class EnvironmentService:
             resource_path("apps/v1", "deployments", namespace, objects.gateway_name(name))
         )
         conflicting = controller.ready_condition(previous).get("reason") == Reason.CHILD_CONFLICT
-        if conflicting or (deployment is not None and not objects.controlled_by(deployment, uid)):
+        foreign = deployment is not None and not objects.controlled_by(deployment, uid)
+        if conflicting or foreign or self._requirements_behind(namespace, name, spec):
             status = await self.reconcile(body)
         else:
+            template = objects.spec_hash(spec, self.requirements.built_digest(namespace, name))
             status = await self._status(
-                name, namespace, uid, spec, body["metadata"].get("generation"), deployment, previous
+                name, namespace, uid, spec, body["metadata"].get("generation"), deployment, previous, template
             )
             _warn_on_failed_install(body, previous, status)
         return None if _same(status, previous) else status
+
+    def _requirements_behind(self, namespace: str, name: str, spec: Any) -> bool:
+        """The spec names a requirements ConfigMap and the Deployment was not applied with its latest
+        content seen (a rebuild that failed, or none since the operator started)."""
+        if requirements.config_map_name(spec) is None:
+            return False
+        return self.requirements.built_digest(namespace, name) is None or self.requirements.behind(
+            namespace, name
+        )
 
     async def _status(
         self,
@@ -137,6 +201,7 @@ class EnvironmentService:
         generation: int | None,
         deployment: dict[str, Any] | None,
         previous: dict[str, Any] | None,
+        template_hash: str,
     ) -> dict[str, Any]:
         in_use, warm = self.registry.usage(namespace, name)
         kernels_gauge.labels(f"{namespace}/{name}", "busy").set(in_use)
@@ -145,15 +210,15 @@ class EnvironmentService:
         token_secret = self.tokens.secret_name(namespace, name, uid)
         failures = [
             (pod.name, pod.install_failure or "")
-            for pod in self.registry.install_failures(namespace, name, objects.spec_hash(spec))
+            for pod in self.registry.install_failures(namespace, name, template_hash)
         ]
-        problem = await self._pod_problem(name, namespace, spec, deployment)
+        problem = await self._pod_problem(name, namespace, spec, deployment, template_hash)
         return controller.compute_status(
-            token_secret, spec, generation, deployment, previous, usage, failures, problem
+            token_secret, spec, generation, deployment, previous, usage, failures, problem, template_hash
         ).to_api()
 
     async def _pod_problem(
-        self, name: str, namespace: str, spec: Any, deployment: dict[str, Any] | None
+        self, name: str, namespace: str, spec: Any, deployment: dict[str, Any] | None, current: str
     ) -> str | None:
         """Why gateway pods of the current spec are not ready, while some are not (see pod_problem)."""
         dep_status = (deployment or {}).get("status") or {}
@@ -161,7 +226,6 @@ class EnvironmentService:
         updated = int(dep_status.get("updatedReplicas") or 0)
         if deployment is None or not spec.replicas or (ready >= spec.replicas and updated >= spec.replicas):
             return None
-        current = objects.spec_hash(spec)
         pods = await self.kube.list(
             resource_path("v1", "pods", namespace), label_selector=f"{objects.ENVIRONMENT_LABEL}={name}"
         )
@@ -185,8 +249,15 @@ class EnvironmentService:
             return []
         return list(found.get("items") or [])
 
+    async def observe_pod(self, event_type: str, body: dict[str, Any]) -> None:
+        """Feeds a gateway pod's watch event to the kernel registry."""
+        pod = pods.pod_from_body(body)
+        if pod is not None:
+            await self.registry.observe(event_type, pod)
+
     def forget(self, namespace: str, name: str) -> None:
         self.registry.forget_environment(namespace, name)
+        self.requirements.forget(namespace, name)
 
 
 def _starting(pod: dict[str, Any], current_hash: str) -> bool:

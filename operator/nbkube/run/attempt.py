@@ -27,11 +27,11 @@ from nbkube.engine import (
     bounded_outputs,
 )
 from nbkube.engine import setup as kernel_setup
-from nbkube.gateways import KernelLease
+from nbkube.kernels import KernelLease
 from nbkube.kernelwork.failures import Failure, Failures
 from nbkube.kernelwork.journal import WorkJournal
 from nbkube.kernelwork.journaled import apply_setup, journaled_executor, open_journal
-from nbkube.kernelwork.kernels import KernelSource
+from nbkube.kernelwork.kernelsource import KernelSource
 from nbkube.kernelwork.stops import StopCause, Stops
 from nbkube.results.store import DEFAULT_MAX_SPILL_BYTES
 from nbkube.run import outcome as outcomes

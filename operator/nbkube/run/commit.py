@@ -23,12 +23,11 @@ from nbformat import NotebookNode
 from nbkube.api import NotebookRunSpec, Reason, RunResult, RunState
 from nbkube.kernelwork.failures import Failures
 from nbkube.results import CheckpointPolicy, CommitInfo, RunRecord
+from nbkube.results.layout import SPILL_FILE
 from nbkube.run.outcome import Outcome, from_failure
 from nbkube.run.progress import ProgressBook
 
 log = logging.getLogger(__name__)
-
-SPILL_FILE = "outputs.jsonl"
 
 
 class RunStore(Protocol):

@@ -32,11 +32,11 @@ from nbkube.api.common import now_rfc3339, parse_timestamp, validation_message
 from nbkube.config import Settings
 from nbkube.engine import inject_parameters, upgrade_notebook
 from nbkube.engine import setup as kernel_setup
-from nbkube.gateways import GatewayRegistry
+from nbkube.kernels import KernelRegistry
 from nbkube.kernelwork import environments
 from nbkube.kernelwork.failures import Failure, Failures
 from nbkube.kernelwork.journal import WorkJournal
-from nbkube.kernelwork.kernels import KernelSource
+from nbkube.kernelwork.kernelsource import KernelSource
 from nbkube.kernelwork.stops import Stopped, Stops
 from nbkube.kube import Kube
 from nbkube.results import CheckpointPolicy
@@ -56,7 +56,7 @@ class RunContext:
 
     kube: Kube
     settings: Settings
-    registry: GatewayRegistry
+    registry: KernelRegistry
     results: RunStore | None
     remove_later: Callable[[WorkJournal], None]  # the journal of a committed run, a little later
 

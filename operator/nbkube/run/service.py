@@ -12,7 +12,7 @@ import kopf
 from nbkube.api import TERMINAL_RUN_STATES, RunState
 from nbkube.api.common import parse_timestamp
 from nbkube.config import Settings
-from nbkube.gateways import GatewayRegistry
+from nbkube.kernels import KernelRegistry
 from nbkube.kernelwork.journal import WorkJournal
 from nbkube.kube import Kube, run_path
 from nbkube.metrics import reconcile_total
@@ -29,7 +29,7 @@ class RunService:
         self,
         kube: Kube,
         settings: Settings,
-        registry: GatewayRegistry,
+        registry: KernelRegistry,
         results: RunStore | None,
     ) -> None:
         self.kube = kube

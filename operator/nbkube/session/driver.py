@@ -28,12 +28,12 @@ from nbkube.api.sessionops import EditRequest, ExecuteRequest
 from nbkube.config import Settings
 from nbkube.engine import inject_parameters
 from nbkube.engine import setup as kernel_setup
-from nbkube.gateways import GatewayRegistry, KernelLease
+from nbkube.kernels import KernelLease, KernelRegistry
 from nbkube.kernelwork import environments
 from nbkube.kernelwork.failures import Failure, Failures
 from nbkube.kernelwork.journal import WorkJournal
 from nbkube.kernelwork.journaled import apply_setup
-from nbkube.kernelwork.kernels import KernelSource
+from nbkube.kernelwork.kernelsource import KernelSource
 from nbkube.kernelwork.stops import StopCause, Stopped, Stops
 from nbkube.kube import Kube
 from nbkube.run import inputs
@@ -54,7 +54,7 @@ SETUP_ATTEMPT = 0  # the journal's attempt number of the session's setup (operat
 class SessionContext:
     kube: Kube
     settings: Settings
-    registry: GatewayRegistry
+    registry: KernelRegistry
     store: SessionStore
     files: RunStore  # reads input files from the namespace's repository
 

@@ -10,7 +10,7 @@ import kopf
 
 from nbkube.api.session import SessionState
 from nbkube.config import Settings
-from nbkube.gateways import GatewayRegistry
+from nbkube.kernels import KernelRegistry
 from nbkube.kube import Kube
 from nbkube.run.commit import RunStore
 from nbkube.session.driver import Operation, SessionContext, SessionDriver
@@ -21,7 +21,7 @@ READY_WAIT_SECONDS = 30.0
 
 class SessionService:
     def __init__(
-        self, kube: Kube, settings: Settings, registry: GatewayRegistry, store: SessionStore, files: RunStore
+        self, kube: Kube, settings: Settings, registry: KernelRegistry, store: SessionStore, files: RunStore
     ) -> None:
         self.context = SessionContext(kube, settings, registry, store, files)
         self.active: dict[str, SessionDriver] = {}

@@ -40,7 +40,7 @@ from nbkube.engine import (
     bounded_outputs,
 )
 from nbkube.engine.variables import VariablesUnavailable, user_variables
-from nbkube.gateways import KernelLease
+from nbkube.kernels import KernelLease
 from nbkube.kernelwork.failures import Failures
 from nbkube.kernelwork.journal import JournalProgress, WorkJournal
 from nbkube.kernelwork.journaled import journaled_executor

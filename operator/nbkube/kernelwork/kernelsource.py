@@ -1,6 +1,6 @@
 """Taking a kernel of an environment for a piece of work, and finding it again after a restart.
 
-A kernel comes from the environment's gateway pods (the operator's registry, gateways.py). When no
+A kernel comes from the environment's gateway pods (the operator's registry, nbkube/kernels.py). When no
 pod is ready yet, or every pod is at its kernel limit, the work waits (and says so) for up to the
 environment wait, racing the wait against its stops.
 """
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from nbkube.api import Reason
 from nbkube.engine import EngineError, GatewayUnavailable, KernelLimitReached, KernelNotFound
-from nbkube.gateways import GatewayRegistry, GatewaysAtCapacity, KernelLease, NoGatewayAvailable
+from nbkube.kernels import GatewaysAtCapacity, KernelLease, KernelRegistry, NoGatewayAvailable
 from nbkube.kernelwork.failures import Failure
 from nbkube.kernelwork.stops import Stops
 
@@ -35,7 +35,7 @@ class KernelSource:
 
     def __init__(
         self,
-        registry: GatewayRegistry,
+        registry: KernelRegistry,
         namespace: str,
         environment: str,
         *,

@@ -1,8 +1,9 @@
 """Which gateway pods serve each environment, and the kernels the operator holds on them.
 
 The operator, not a Service, picks the pod for each kernel: a kernel lives in one gateway process,
-so its websocket must always reach that pod. Pods are learned from watch events; each ready pod
-gets a client and a warm pool of started kernels so a run's first cell starts at once.
+so its websocket must always reach that pod. Pods are learned from watch events (read by
+environment/pods.py); each ready pod gets a client and a warm pool of started kernels so a run's first
+cell starts at once.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from nbkube.engine import EngineError, GatewayClient, KernelConnection, KernelPool
-from nbkube.environment.objects import ENVIRONMENT_LABEL
-from nbkube.environment.packages import install_failure
 
 log = logging.getLogger(__name__)
 
@@ -91,28 +89,7 @@ class GatewaysAtCapacity(NoGatewayAvailable):
     """Every gateway pod of the environment holds maxKernelsPerPod kernels: wait for one to be released."""
 
 
-def pod_from_body(body: dict[str, Any]) -> GatewayPod | None:
-    meta = body.get("metadata", {})
-    env = (meta.get("labels") or {}).get(ENVIRONMENT_LABEL)
-    if not env:
-        return None
-    status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
-    return GatewayPod(
-        namespace=meta.get("namespace", ""),
-        environment=env,
-        name=meta.get("name", ""),
-        address=status.get("podIP") or "",
-        ready=ready and status.get("phase") == "Running",
-        terminating=bool(meta.get("deletionTimestamp")),
-        spec_hash=(meta.get("annotations") or {}).get("nbkube.io/spec-hash"),
-        install_failure=install_failure(body),
-    )
-
-
-class GatewayRegistry:
+class KernelRegistry:
     def __init__(self, token_for: TokenSource, port: int = 8888, request_timeout: float = 30.0) -> None:
         self._token_for = token_for
         self._port = port
@@ -120,10 +97,16 @@ class GatewayRegistry:
         self._pods: dict[tuple[str, str], dict[str, PodKernels]] = {}
         self._settings: dict[tuple[str, str], EnvironmentSettings] = {}
         self._changed = asyncio.Condition()
+        # Guards changes of _pods, and only those: it is never held across I/O (a token's API read,
+        # closing a pool or a client), so one slow pod stalls no other pod's events.
         self._lock = asyncio.Lock()
+        # The latest event seen of each pod, by (namespace, environment, pod): an event whose token read
+        # finishes after a later event of its pod (or after close()) changes nothing.
+        self._latest: dict[tuple[str, str, str], object] = {}
+        self._closed = False
         self._releasing: set[asyncio.Task[None]] = set()
         # Pods whose packages install failed, by environment: written and read without an await in
-        # between, so they need no lock (the lock guards _pods, whose updates await pools and clients).
+        # between, so they need no lock.
         self._install_failed: dict[tuple[str, str], dict[str, GatewayPod]] = {}
 
     async def configure(self, namespace: str, environment: str, settings: EnvironmentSettings) -> None:
@@ -133,14 +116,16 @@ class GatewayRegistry:
         self._settings[key] = settings
         if previous == settings:
             return
+        swapped: list[tuple[KernelPool | None, KernelPool | None]] = []
         async with self._lock:
             for kernels in self._pods.get(key, {}).values():
-                old, kernels.pool = kernels.pool, None
-                if settings.warm_kernels > 0:
-                    kernels.pool = KernelPool(kernels.client, settings.kernel_name, settings.warm_kernels)
-                    await kernels.pool.start()
-                if old is not None:
-                    await old.close()
+                old, kernels.pool = kernels.pool, self._pool(kernels.client, settings)
+                swapped.append((old, kernels.pool))
+        for old, new in swapped:
+            if new is not None:
+                await new.start()
+            if old is not None:
+                await old.close()
 
     def forget_environment(self, namespace: str, environment: str) -> None:
         self._settings.pop((namespace, environment), None)
@@ -161,38 +146,58 @@ class GatewayRegistry:
         if not failed:
             del self._install_failed[key]
 
-    async def observe(self, event_type: str, body: dict[str, Any]) -> None:
-        """Feeds a pod watch event in."""
-        pod = pod_from_body(body)
-        if pod is None:
-            return
+    async def observe(self, event_type: str, pod: GatewayPod) -> None:
+        """Feeds a pod watch event in (environment/pods.py reads the pod). A new pod's token is read
+        before the lock is taken, and the map changed under it only if no later event of that pod
+        came meanwhile; pools and clients that go are closed after it is released."""
         self._note_install(event_type, pod)
         key = (pod.namespace, pod.environment)
+        ident = (*key, pod.name)
+        ticket = self._latest[ident] = object()
+        gone = event_type == "DELETED" or not pod.usable
+        known = self._pods.get(key, {}).get(pod.name)
+        client = None
+        if not gone and (known is None or known.pod.address != pod.address):
+            client = await self._client(pod)
+        stale: list[PodKernels] = []
+        start: KernelPool | None = None
         async with self._lock:
-            pods = self._pods.setdefault(key, {})
-            current = pods.get(pod.name)
-            if event_type == "DELETED" or not pod.usable:
+            current = self._pods.get(key, {}).get(pod.name)
+            if self._closed or self._latest.get(ident) is not ticket:
+                pass  # close() or a later event of this pod decided meanwhile
+            elif gone:
                 if current is not None:
-                    del pods[pod.name]
-                    await self._close(current)
-            elif current is None or current.pod.address != pod.address:
+                    stale.append(self._pods[key].pop(pod.name))
+                if event_type == "DELETED":
+                    del self._latest[ident]
+            elif client is not None:
                 if current is not None:
-                    await self._close(current)
-                pods[pod.name] = await self._open(pod)
-            else:
+                    stale.append(current)
+                settings = self._settings.get(key, EnvironmentSettings())
+                kernels = PodKernels(pod=pod, client=client, pool=self._pool(client, settings))
+                self._pods.setdefault(key, {})[pod.name] = kernels
+                start, client = kernels.pool, None
+            elif current is not None:
                 current.pod = pod
+        if client is not None:  # not kept
+            await client.close()
+        for kernels in stale:
+            await self._close(kernels)
+        if start is not None:
+            await start.start()
         async with self._changed:
             self._changed.notify_all()
 
-    async def _open(self, pod: GatewayPod) -> PodKernels:
+    async def _client(self, pod: GatewayPod) -> GatewayClient:
         token = await self._token_for(pod.namespace, pod.environment) or ""
-        client = GatewayClient(f"http://{pod.address}:{self._port}", token, request_timeout=self._timeout)
-        settings = self._settings.get((pod.namespace, pod.environment), EnvironmentSettings())
-        pool = None
-        if settings.warm_kernels > 0:
-            pool = KernelPool(client, settings.kernel_name, settings.warm_kernels)
-            await pool.start()
-        return PodKernels(pod=pod, client=client, pool=pool)
+        return GatewayClient(f"http://{pod.address}:{self._port}", token, request_timeout=self._timeout)
+
+    @staticmethod
+    def _pool(client: GatewayClient, settings: EnvironmentSettings) -> KernelPool | None:
+        """A warm pool, not yet started, when the environment keeps warm kernels."""
+        if settings.warm_kernels <= 0:
+            return None
+        return KernelPool(client, settings.kernel_name, settings.warm_kernels)
 
     async def _close(self, kernels: PodKernels) -> None:
         try:
@@ -312,18 +317,18 @@ class GatewayRegistry:
         if self._releasing:
             await asyncio.wait(set(self._releasing), timeout=RELEASE_WAIT_SECONDS)
         async with self._lock:
-            for pods in self._pods.values():
-                for kernels in pods.values():
-                    await self._close(kernels)
+            self._closed = True
+            closing = [kernels for pods in self._pods.values() for kernels in pods.values()]
             self._pods.clear()
+        for kernels in closing:
+            await self._close(kernels)
 
 
 __all__ = [
     "EnvironmentSettings",
     "GatewayPod",
-    "GatewayRegistry",
     "KernelLease",
+    "KernelRegistry",
     "NoGatewayAvailable",
     "TokenSource",
-    "pod_from_body",
 ]
