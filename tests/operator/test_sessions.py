@@ -15,7 +15,16 @@ from typing import Any
 
 import nbformat
 import pytest
-from helpers import environment, get, wait_env_ready, wait_for
+from helpers import (
+    environment,
+    gateway_api,
+    gateway_pods,
+    get,
+    run,
+    wait_env_ready,
+    wait_for,
+    wait_run_finished,
+)
 from nbkube_testenv.userapi import ApiUser
 from session_helpers import execute, session, wait_ready
 
@@ -103,6 +112,10 @@ def test_a_session_lives_edited_and_executed_by_id_every_change_a_commit(
     )
     assert status == 409 and "head" in json.dumps(body)
 
+    status, earlier = admin.session(ns, SESSION, "notebook", query={"ref": start_head})
+    assert status == 200 and [c["id"] for c in earlier["cells"]] == ["c0", "c1"]  # at an earlier commit
+    assert earlier["cells"][1]["outputs"] == []
+
     events, result = execute(admin, ns, SESSION, cellIds=["dbl", "c1"])
     assert result["cells"][1]["outputs"][0]["text"] == "40\n"
     count = result["executionCount"]
@@ -170,6 +183,9 @@ def test_a_sleep_is_interrupted_and_a_restart_forgets_the_variables(team: dict[s
     assert not runner.is_alive()
     result = seen[-1]["result"]
     assert result["cells"][0]["state"] == "cancelled"
+
+    _, timed = execute(admin, ns, SESSION, cellIds=["nap"], timeoutSeconds=1)
+    assert timed["cells"][0]["state"] == "timedOut", timed["cells"][0]["state"]
 
     status, body = admin.session(ns, SESSION, "restart", {})
     assert status == 200 and "gone" in body["message"]
@@ -239,3 +255,38 @@ def test_a_viewer_reads_but_cannot_change_and_another_namespace_gets_nothing(tea
         assert status == 403, (sub, answer)
     status, nb = team["admin"].session(ns, SESSION, "notebook")
     assert "os.system" not in json.dumps(nb)
+
+
+def test_a_session_forks_a_runs_result_and_its_deletion_gives_the_kernel_back_keeping_history(
+    team: dict[str, Any], tmp_path: Path
+) -> None:
+    kubectl, ns, admin = team["kubectl"], team["a"], team["admin"]
+    kubectl.apply(run("origin", ["answer = 42", "print(answer)"]), namespace=ns)
+    finished = wait_run_finished(kubectl, ns, "origin")["status"]
+    assert finished["state"] == "Succeeded", finished
+    kubectl.apply(session("from-run", notebook={"fork": {"run": "origin"}}), namespace=ns)
+    status = wait_ready(kubectl, ns, "from-run")["status"]
+    branch = status["branch"]
+    code, nb = admin.session(ns, "from-run", "notebook")
+    assert code == 200 and nb["cells"][1]["outputs"][0]["text"] == "42\n"
+    _, result = execute(admin, ns, "from-run", cellIds=[nb["cells"][0]["id"]])
+    assert result["cells"][0]["state"] == "succeeded"
+    kernel = status["kernel"]["kernelId"]
+
+    kubectl("delete", "nbsess", "from-run", namespace=ns)
+    wait_for("the session to be gone", lambda: get(kubectl, "nbsess", "from-run", ns) is None, 60)
+    wait_for(
+        "its kernel to be shut down",
+        lambda: (
+            kernel
+            not in [k["id"] for k in gateway_api(kubectl, ns, gateway_pods(kubectl, ns)[0], "/api/kernels")]
+        ),
+        60,
+    )
+    clone = admin.clone(ns, tmp_path / "repo")
+    assert clone.returncode == 0, clone.stderr
+    log = git("log", "--format=%s", f"origin/{branch}", cwd=tmp_path / "repo").splitlines()
+    assert log[0].startswith("execute ") and log[1].startswith("start session from-run from run origin")
+    assert finished["result"]["commit"] in git(
+        "log", "--format=%H", f"origin/{branch}", cwd=tmp_path / "repo"
+    )
