@@ -104,4 +104,5 @@ async def _fork(
         return Failure(Reason.FORK_NOT_FOUND, f"{what}: {path} is not at commit {commit[:12]}")
     nb = await asyncio.to_thread(source.parse_notebook, raw, f"{what} ({path})")
     nb.metadata.setdefault("kernelspec", empty_notebook(kernel_name).metadata["kernelspec"])
+    nb.metadata.pop("nbkube", None)  # a run's record (uid, parameters, state) is not the session's
     return Start(nb, commit, f"{what} ({commit[:12]})")
