@@ -29,6 +29,7 @@ from nbkube.engine import (
 )
 from nbkube.engine.outputs import ERROR_ALLOWANCE, message_limit, output_bytes
 from nbkube.gateway.local import LocalGateway
+from nbkube.gateway.oversized import MAX_SPLIT_BYTES
 
 pytestmark = [pytest.mark.gateway, pytest.mark.timeout(300)]
 
@@ -165,12 +166,13 @@ async def test_errors_count_against_the_cell_cap(kernel: KernelConnection, tmp_p
     nbformat.validate(nb)
 
 
-async def test_a_300_mb_print_is_cut_by_the_gateway_and_the_cell_carries_on_with_bounded_memory(
+async def test_a_300_mb_print_is_split_then_cut_by_the_gateway_and_the_cell_carries_on_with_bounded_memory(
     kernel: KernelConnection, tmp_path: Path
 ) -> None:
-    """One print of 300 MB: the gateway, told the websocket's limit, cuts the message to fit and says
-    so; the engine keeps the cell cap and spills the rest of what arrived. No reconnect, nothing after
-    it lost. tracemalloc measures what the engine (this process) allocated meanwhile."""
+    """One print of 300 MB: the gateway, told the websocket's limit, sends its first 256 MiB as stream
+    messages that fit and cuts the rest, saying so; the engine keeps the cell cap and spills the rest
+    of what arrived. No reconnect, nothing after it lost. tracemalloc measures what the engine (this
+    process) allocated meanwhile."""
     nb = notebook(
         "import time\nprint('before', flush=True)\nprint('x' * 300_000_000)\ntime.sleep(1.0)\nprint('after')",
         "print('next')",
@@ -182,9 +184,10 @@ async def test_a_300_mb_print_is_cut_by_the_gateway_and_the_cell_carries_on_with
     first, second = result.cells
     assert first.state is CellState.SUCCEEDED and first.truncated
     assert "[nbkube: output truncated" in marker(nb.cells[0])
-    assert message_limit(limits) // 2 < first.output_bytes <= message_limit(limits)
     records = spill_records(result.spill_path)
     spilled_text = "".join(r["output"].get("text", "") for r in records if r["index"] == 0)
+    assert spilled_text.count("x") == MAX_SPLIT_BYTES  # every piece, in order, up to the split cap
+    assert first.output_bytes > MAX_SPLIT_BYTES
     said = re.search(r"nbkube gateway: output cut; the kernel's message was ([\d,]+) bytes", spilled_text)
     assert said is not None and int(said.group(1).replace(",", "")) > 300_000_000
     assert "after\n" in spilled_text

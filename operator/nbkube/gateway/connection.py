@@ -14,7 +14,14 @@ from jupyter_server.services.kernels.connection.base import deserialize_msg_from
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from traitlets import Bool, default
 
-from nbkube.gateway.oversized import FRAMING_BYTES, MAX_MESSAGE_PARAMETER, MIN_LIMIT, message_size, shrink
+from nbkube.gateway.oversized import (
+    FRAMING_BYTES,
+    MAX_MESSAGE_PARAMETER,
+    MIN_LIMIT,
+    message_size,
+    shrink,
+    split_stream,
+)
 
 WS_PROTOCOL_V1 = "v1.kernel.websocket.jupyter.org"
 
@@ -64,6 +71,23 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
         if oversized and self.cut_oversized and self.subprotocol == WS_PROTOCOL_V1:
             idents, fed = self.session.feed_identities(outgoing_msg)
             parts = fed[1:]  # [header, parent, metadata, content, *buffers]: v1 sends no signature
+            pieces = (
+                split_stream(parts, self.session.unpack, self.session.pack, limit)
+                if len(parts) >= 4
+                else None
+            )
+            if pieces is not None:
+                self.log.info(
+                    "kernel %s: a %d-byte stream message sent as %d for the client's websocket limit",
+                    self.kernel_id,
+                    message_size(parts),
+                    len(pieces),
+                )
+                for piece in pieces:
+                    super().handle_outgoing_message(
+                        stream, [*idents, DELIM, self.session.sign(piece), *piece]
+                    )
+                return
             cut = shrink(parts, self.session.unpack, self.session.pack, limit) if len(parts) >= 4 else None
             if cut is not None:
                 self.log.warning(

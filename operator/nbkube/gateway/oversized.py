@@ -3,8 +3,10 @@
 A websocket client refuses a message over its size limit by closing the connection (1009), and what
 the gateway wrote after that message (the cell's reply, its idle status, the next cell's messages) is
 lost with it. So the gateway, told the client's limit (the `nbkube_max_message` query parameter of the
-channels URL, see NoDelayWebsocketConnection), never sends such a message: the output in it is cut to
-fit, with a note saying how much was dropped, and everything after it arrives as usual.
+channels URL, see NoDelayWebsocketConnection), never sends such a message. A stream message (printed
+text: ipykernel gathers what a fast loop prints into one message) is split into several that fit,
+losing nothing up to MAX_SPLIT_BYTES; any other output is cut to fit, with a note saying how much was
+dropped. Everything after it arrives as usual.
 
 Kernel-side module: stdlib and jupyter_client's Session only.
 """
@@ -19,6 +21,9 @@ MAX_MESSAGE_PARAMETER = "nbkube_max_message"
 FRAMING_BYTES = 1024
 OUTPUT_TYPES = ("stream", "display_data", "execute_result", "update_display_data", "error", "execute_input")
 MIN_LIMIT = 64 * 1024
+# A stream message is split into pieces up to this much text; the rest is cut, with the note. What
+# the client keeps is capped anyway (a session's artifact holds 256 MiB of one execution).
+MAX_SPLIT_BYTES = 256 * 1024 * 1024
 
 
 def note(size: int, limit: int) -> str:
@@ -85,3 +90,36 @@ def shrink(parts: list[Any], unpack: Any, pack: Any, limit: int) -> list[Any] | 
             return cut
         keep = int(keep * 0.9 * limit / total)
     return None
+
+
+def split_stream(parts: list[Any], unpack: Any, pack: Any, limit: int) -> list[list[Any]] | None:
+    """A `stream` message too large for `limit`, as several stream messages of the same cell that fit,
+    its text in order (each with its own msg_id); None for any other message."""
+    header = unpack(bytes(parts[0]))
+    if not isinstance(header, dict) or header.get("msg_type") != "stream":
+        return None
+    content = unpack(bytes(parts[3]))
+    if not isinstance(content, dict) or not isinstance(content.get("text"), str):
+        return None
+    text: str = content["text"]
+    size = message_size(parts)
+    if len(text) > MAX_SPLIT_BYTES:
+        text = _cut(text, MAX_SPLIT_BYTES) + "\n" + note(size, limit) + "\n"
+    fixed = len(parts[0]) + len(parts[1]) + len(parts[2]) + FRAMING_BYTES + 256
+    if fixed * 2 > limit:
+        return None
+    budget = limit - fixed
+    pieces: list[list[Any]] = []
+    start = 0
+    while start < len(text):
+        chars = budget  # escaping or multi-byte text makes a piece larger: shrink it until it fits
+        while True:
+            piece = text[start : start + chars]
+            packed = pack({**content, "text": piece})
+            if len(packed) <= budget or chars <= 1:
+                break
+            chars = max(1, int(chars * budget / len(packed) * 0.9))
+        piece_header = {**header, "msg_id": f"{header.get('msg_id', '')}-{len(pieces)}"}
+        pieces.append([pack(piece_header), parts[1], parts[2], packed])
+        start += len(piece)
+    return pieces
