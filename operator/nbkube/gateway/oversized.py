@@ -24,6 +24,8 @@ MIN_LIMIT = 64 * 1024
 # A stream message is split into pieces up to this much text; the rest is cut, with the note. What
 # the client keeps is capped anyway (a session's artifact holds 256 MiB of one execution).
 MAX_SPLIT_BYTES = 256 * 1024 * 1024
+# The text of one piece: small, so the pieces a client queues (16 a subscription) hold little memory.
+PIECE_BYTES = 1024 * 1024
 
 
 def note(size: int, limit: int) -> str:
@@ -108,7 +110,7 @@ def split_stream(parts: list[Any], unpack: Any, pack: Any, limit: int) -> list[l
     fixed = len(parts[0]) + len(parts[1]) + len(parts[2]) + FRAMING_BYTES + 256
     if fixed * 2 > limit:
         return None
-    budget = limit - fixed
+    budget = min(limit - fixed, PIECE_BYTES)
     pieces: list[list[Any]] = []
     start = 0
     while start < len(text):
