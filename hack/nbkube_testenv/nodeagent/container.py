@@ -97,7 +97,7 @@ class Container:
         if not os.path.isdir(self.cwd):
             raise ConfigError("CreateContainerError", f"workingDir {self.cwd} does not exist on this machine")
         if self.worker.agent.can_mount:
-            argv = in_mount_namespace(volume_mounts(self, argv), argv)
+            argv = in_mount_namespace(volume_mounts(self, argv), argv, self.worker.pod_dir / "staged-mounts")
         return argv
 
     def _launch(self, argv: list[str]) -> None:

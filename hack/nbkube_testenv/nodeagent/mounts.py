@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from nbkube_testenv.nodeagent.common import ConfigError, log
@@ -74,8 +75,14 @@ def volume_mounts(container: Container, argv: list[str]) -> list[Mount]:
     return mounts
 
 
-def in_mount_namespace(mounts: list[Mount], argv: list[str]) -> list[str]:
-    """argv run in a private mount namespace holding these mounts (argv itself when there are none)."""
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def in_mount_namespace(mounts: list[Mount], argv: list[str], stage_dir: Path) -> list[str]:
+    """argv run in a private mount namespace holding these mounts (argv itself when there are none).
+    A source that an earlier mount hides (a hostPath volume under /tmp once the pod's own /tmp is
+    mounted) is first bind-mounted at a path in stage_dir, which no mount hides (the pod's directory)."""
     if not mounts:
         return argv
     script = ["set -e"]
@@ -83,13 +90,18 @@ def in_mount_namespace(mounts: list[Mount], argv: list[str]) -> list[str]:
     # a mount nested in another volume (/home/nbkube/data in the home emptyDir) gets its mount point
     # in that volume, as a kubelet makes it in the container; read-only only once all are in place.
     mounts = sorted(mounts, key=lambda m: m.target.count("/"))
-    for source, target, _ in mounts:
-        q = shlex.quote(target)
-        if os.path.isdir(source):
-            script.append(f"mkdir -p {q}")
+    sources = []  # what each mount binds: its source, or where that was staged
+    for i, (source, _, _) in enumerate(mounts):
+        if any(_under(os.path.realpath(source), earlier.target) for earlier in mounts[:i]):
+            staged = str(stage_dir / str(i))
+            script.append(_mount_point(source, staged))
+            script.append(f"mount --bind {shlex.quote(source)} {shlex.quote(staged)}")
+            sources.append(staged)
         else:
-            script.append(f"mkdir -p {shlex.quote(os.path.dirname(target))}; [ -e {q} ] || : > {q}")
-        script.append(f"mount --bind {shlex.quote(source)} {q}")
+            sources.append(source)
+    for bound, (source, target, _) in zip(sources, mounts, strict=True):
+        script.append(_mount_point(source, target))
+        script.append(f"mount --bind {shlex.quote(bound)} {shlex.quote(target)}")
     for _, target, read_only in mounts:
         if read_only:
             script.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
@@ -106,3 +118,11 @@ def in_mount_namespace(mounts: list[Mount], argv: list[str]) -> list[str]:
         "sh",
         *argv,
     ]
+
+
+def _mount_point(source: str, target: str) -> str:
+    """Shell that makes target a directory, or a file when source (on the host) is a file."""
+    q = shlex.quote(target)
+    if os.path.isdir(source):
+        return f"mkdir -p {q}"
+    return f"mkdir -p {shlex.quote(os.path.dirname(target))}; [ -e {q} ] || : > {q}"
