@@ -141,7 +141,7 @@ def nodeagent_argv(layout: Layout) -> list[str]:
 
 # -- readiness ---------------------------------------------------------------------------------------
 # A GET on the API server as admin: (HTTP status, parsed body).
-Api = Callable[[str], tuple[int, dict]]
+Api = Callable[[str], tuple[int, dict[str, Any]]]
 Check = Callable[[Layout, Api], bool]
 
 
