@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import fcntl
+import functools
 import json
 import os
 import random
@@ -33,16 +35,23 @@ if __package__ in (None, ""):  # run as a script (`python hack/nbkube_testenv/cl
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nbkube_testenv import procs
+from nbkube_testenv.components import (
+    APISERVER,
+    COMPONENTS,
+    CONTROLLER_MANAGER,
+    ETCD,
+    NODE_AGENT,
+    NODE_NAME,
+    SCHEDULER,
+    SERVICE_IP,
+    Component,
+    Layout,
+)
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = HACK_DIR / "build-k8s.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-SERVICE_CIDR = "10.0.0.0/24"
-SERVICE_IP = "10.0.0.1"
-NODE_NAME = "nbkube-node"
 STATE_FILE = "state.json"
-# The order processes start in; `down` stops them in reverse.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "nodeagent")
 
 
 class ClusterError(RuntimeError):
@@ -155,125 +164,9 @@ class PortTaken(ClusterError):
     """A component could not bind the port picked for it."""
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where one cluster's pieces live: its directory, binaries, ports, certificates and kubeconfig."""
-
-    dir: Path
-    assets: Path
-    ports: dict[str, int]
-    pki: Any
-    kubeconfig: Path
-
-    @property
-    def etcd_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['etcd']}"
-
-
-def etcd_argv(layout: Layout) -> list[str]:
-    peer_url = f"http://127.0.0.1:{layout.ports['etcd_peer']}"
-    return [
-        str(layout.assets / "etcd"),
-        "--name=default",
-        f"--data-dir={layout.dir / 'etcd'}",
-        f"--listen-client-urls={layout.etcd_url}",
-        f"--advertise-client-urls={layout.etcd_url}",
-        f"--listen-peer-urls={peer_url}",
-        f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster=default={peer_url}",
-        "--unsafe-no-fsync",
-        "--log-level=warn",
-    ]
-
-
-def apiserver_argv(layout: Layout) -> list[str]:
-    from nbkube_testenv import pki as pki_mod
-
-    pki = layout.pki
-    return [
-        str(layout.assets / "kube-apiserver"),
-        f"--etcd-servers={layout.etcd_url}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        f"--secure-port={layout.ports['apiserver']}",
-        f"--cert-dir={pki.dir}",
-        f"--tls-cert-file={pki.apiserver_crt}",
-        f"--tls-private-key-file={pki.apiserver_key}",
-        f"--client-ca-file={pki.ca_crt}",
-        "--authorization-mode=RBAC",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={pki.sa_pub}",
-        f"--service-account-signing-key-file={pki.sa_key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--endpoint-reconciler-type=none",
-        "--allow-privileged=true",
-        "--profiling=false",
-        # The aggregation layer: the API server authenticates every caller, then forwards the request to
-        # an aggregated API server (nbkube's operator) over mTLS with this front-proxy client certificate
-        # and the caller's identity in X-Remote-* headers.
-        f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
-        f"--requestheader-allowed-names={pki_mod.FRONT_PROXY_CLIENT}",
-        "--requestheader-username-headers=X-Remote-User",
-        "--requestheader-uid-headers=X-Remote-Uid",
-        "--requestheader-group-headers=X-Remote-Group",
-        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        f"--proxy-client-cert-file={pki.front_proxy_client_crt}",
-        f"--proxy-client-key-file={pki.front_proxy_client_key}",
-    ]
-
-
-def _control_plane_client(layout: Layout) -> list[str]:
-    kc = str(layout.kubeconfig)
-    return [
-        f"--kubeconfig={kc}",
-        f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
-        "--leader-elect=false",
-        "--bind-address=127.0.0.1",
-    ]
-
-
-def controller_manager_argv(layout: Layout) -> list[str]:
-    pki = layout.pki
-    return [
-        str(layout.assets / "kube-controller-manager"),
-        *_control_plane_client(layout),
-        f"--secure-port={layout.ports['kcm']}",
-        f"--cert-dir={layout.dir / 'kcm'}",
-        "--controllers=*",
-        f"--service-account-private-key-file={pki.sa_key}",
-        f"--root-ca-file={pki.ca_crt}",
-        f"--cluster-signing-cert-file={pki.ca_crt}",
-        f"--cluster-signing-key-file={pki.ca_key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-    ]
-
-
-def scheduler_argv(layout: Layout) -> list[str]:
-    return [
-        str(layout.assets / "kube-scheduler"),
-        *_control_plane_client(layout),
-        f"--secure-port={layout.ports['scheduler']}",
-        f"--cert-dir={layout.dir / 'scheduler'}",
-    ]
-
-
-def nodeagent_argv(layout: Layout, version: str, pod_octet: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "nbkube_testenv.nodeagent",
-        f"--kubeconfig={layout.kubeconfig}",
-        f"--dir={layout.dir}",
-        f"--node-name={NODE_NAME}",
-        f"--kubelet-version={version}",
-        f"--pod-octet={pod_octet}",
-    ]
-
-
 class _Launch:
-    """Starts a cluster's processes one by one, recording each in the state file, and waits for each to
-    be ready, failing with the component's log as soon as it exits or the deadline passes."""
+    """Starts a cluster's processes, recording each in the state file, and waits for each to be ready,
+    failing with the component's log as soon as it exits or the deadline passes."""
 
     def __init__(self, cluster: LocalCluster, state: dict, deadline: float, timeout: float) -> None:
         self.cluster = cluster
@@ -281,9 +174,15 @@ class _Launch:
         self.deadline = deadline
         self.timeout = timeout
 
-    def start(self, name: str, argv: list[str]) -> None:
-        self.state["processes"].append(self.cluster._spawn(name, argv))
-        self.cluster._write_state(self.state)
+    def up(self, layout: Layout, *components: Component) -> None:
+        """Starts these components together, then waits for each one's checks in turn."""
+        for component in components:
+            self.state["processes"].append(self.cluster._spawn(component.name, component.argv(layout)))
+            self.cluster._write_state(self.state)
+        api = functools.partial(self.cluster._api, layout.server)
+        for component in components:
+            for check, what in component.ready:
+                self.wait(component.name, functools.partial(check, layout, api), what)
 
     def wait(self, name: str, check: Callable[[], bool], what: str) -> None:
         while True:
@@ -367,7 +266,7 @@ class LocalCluster:
     def _healthy(self, state: dict) -> bool:
         if any(not procs.is_same(p["pid"], p.get("start_time")) for p in state.get("processes", [])):
             return False
-        if {p["name"] for p in state.get("processes", [])} != set(COMPONENTS):
+        if {p["name"] for p in state.get("processes", [])} != {c.name for c in COMPONENTS}:
             return False
         try:
             status, _ = self._api(state["server"], "/readyz")
@@ -441,27 +340,15 @@ class LocalCluster:
         from nbkube_testenv import pki as pki_mod
 
         t0 = time.monotonic()
-        if apiserver_port and port_busy(apiserver_port):
-            raise ClusterError(
-                f"port {apiserver_port} on 127.0.0.1 is busy: stop whatever listens there "
-                f"(`ss -ltnp 'sport = :{apiserver_port}'`) or choose another port (0 picks a free one)"
-            )
-        assets = self._assets or find_assets(quiet=say is _silent)
-        missing = [b for b in BINARIES if not os.access(assets / b, os.X_OK)]
-        if missing:
-            raise ClusterError(
-                f"{assets} lacks {', '.join(missing)}: run `make k8s-binaries` (or set KUBEBUILDER_ASSETS)"
-            )
+        assets = self._preflight(apiserver_port, quiet=say is _silent)
         for sub in ("etcd", "pki", "pods", "logs", "kcm", "scheduler", "agent"):
             shutil.rmtree(self.dir / sub, ignore_errors=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir()
         ports = {
-            "etcd": free_port(),
-            "etcd_peer": free_port(),
-            "apiserver": apiserver_port or free_port(),
-            "kcm": free_port(),
-            "scheduler": free_port(),
+            port: apiserver_port if port == "apiserver" and apiserver_port else free_port()
+            for component in COMPONENTS
+            for port in component.ports
         }
         server = f"https://127.0.0.1:{ports['apiserver']}"
         state: dict = {
@@ -476,40 +363,38 @@ class LocalCluster:
         self._write_state(state)
         pki = pki_mod.create(self.dir / "pki", SERVICE_IP)
         self._write_admin_kubeconfig(server, pki)
-        layout = Layout(self.dir, assets, ports, pki, self.kubeconfig)
+        layout = Layout(self.dir, assets, ports, pki, self.kubeconfig, pod_octet=state["pod_octet"])
         launch = _Launch(self, state, deadline=t0 + timeout, timeout=timeout)
 
         say(f"starting etcd on 127.0.0.1:{ports['etcd']}")
-        launch.start("etcd", etcd_argv(layout))
-        launch.wait("etcd", lambda: _http_ok(layout.etcd_url + "/health"), "healthy")
-
+        launch.up(layout, ETCD)
         say(f"starting kube-apiserver on {server}")
-        launch.start("kube-apiserver", apiserver_argv(layout))
-        launch.wait("kube-apiserver", lambda: self._api(server, "/readyz")[0] == 200, "ready")
+        launch.up(layout, APISERVER)
         version = self._api(server, "/version")[1].get("gitVersion", "unknown")
         state["version"] = version
-
         say(f"kube-apiserver {version} ready; starting controller-manager, scheduler and node agent")
-        launch.start("kube-controller-manager", controller_manager_argv(layout))
-        launch.start("kube-scheduler", scheduler_argv(layout))
-        launch.start("nodeagent", nodeagent_argv(layout, version, state["pod_octet"]))
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
-        for name, port in (("kube-controller-manager", "kcm"), ("kube-scheduler", "scheduler")):
-            url = f"https://127.0.0.1:{ports[port]}/healthz"
-            launch.wait(name, lambda url=url: _http_ok(url, insecure), "healthy")
-        launch.wait("nodeagent", lambda: self._node_ready(server), "a Ready node")
-        launch.wait(
-            "kube-controller-manager",
-            lambda: self._api(server, "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
-            "ready (no default ServiceAccount in namespace default)",
-        )
+        launch.up(dataclasses.replace(layout, version=version), CONTROLLER_MANAGER, SCHEDULER, NODE_AGENT)
+
         state["complete"] = True
         state["started_in_s"] = round(time.monotonic() - t0, 2)
         self._write_state(state)
         say(f"cluster up in {state['started_in_s']}s: {server} ({version}), logs in {self.dir / 'logs'}")
         return self.info()
+
+    def _preflight(self, apiserver_port: int, quiet: bool) -> Path:
+        """The binaries' directory, once the chosen port is free and every binary is there."""
+        if apiserver_port and port_busy(apiserver_port):
+            raise ClusterError(
+                f"port {apiserver_port} on 127.0.0.1 is busy: stop whatever listens there "
+                f"(`ss -ltnp 'sport = :{apiserver_port}'`) or choose another port (0 picks a free one)"
+            )
+        assets = self._assets or find_assets(quiet=quiet)
+        missing = [b for b in BINARIES if not os.access(assets / b, os.X_OK)]
+        if missing:
+            raise ClusterError(
+                f"{assets} lacks {', '.join(missing)}: run `make k8s-binaries` (or set KUBEBUILDER_ASSETS)"
+            )
+        return assets
 
     def _spawn(self, name: str, argv: list[str]) -> dict:
         env = dict(os.environ)
@@ -555,42 +440,13 @@ class LocalCluster:
                 )
             time.sleep(0.2)
 
-    def _node_ready(self, server: str) -> bool:
-        status, node = self._api(server, f"/api/v1/nodes/{NODE_NAME}")
-        if status != 200:
-            return False
-        conds = node.get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-
-    def _write_admin_kubeconfig(self, server: str, pki) -> None:
-        def b64(p: Path) -> str:
-            return base64.b64encode(p.read_bytes()).decode()
-
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "nbkube-local",
-                    "cluster": {"server": server, "certificate-authority-data": b64(pki.ca_crt)},
-                }
-            ],
-            "users": [
-                {
-                    "name": "nbkube-admin",
-                    "user": {
-                        "client-certificate-data": b64(pki.admin_crt),
-                        "client-key-data": b64(pki.admin_key),
-                    },
-                }
-            ],
-            "contexts": [
-                {"name": "nbkube-local", "context": {"cluster": "nbkube-local", "user": "nbkube-admin"}}
-            ],
-            "current-context": "nbkube-local",
+    def _write_admin_kubeconfig(self, server: str, pki: Any) -> None:
+        ca_data = base64.b64encode(pki.ca_crt.read_bytes()).decode()
+        admin = {
+            "client-certificate-data": base64.b64encode(pki.admin_crt.read_bytes()).decode(),
+            "client-key-data": base64.b64encode(pki.admin_key.read_bytes()).decode(),
         }
-        self.kubeconfig.write_text(json.dumps(cfg, indent=2))
-        self.kubeconfig.chmod(0o600)
+        _write_kubeconfig(self.kubeconfig, kubeconfig(server, ca_data, "nbkube-admin", admin, "nbkube-local"))
 
     # -- service accounts ----------------------------------------------------------------------
     def service_account_kubeconfig(
@@ -634,26 +490,8 @@ class LocalCluster:
 
     def _user_kubeconfig(self, user: str, entry: dict[str, str], namespace: str, out: Path) -> Path:
         info = self.info()
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "nbkube-local",
-                    "cluster": {
-                        "server": info.server,
-                        "certificate-authority-data": base64.b64encode(info.ca_file.read_bytes()).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": entry}],
-            "contexts": [
-                {"name": user, "context": {"cluster": "nbkube-local", "user": user, "namespace": namespace}}
-            ],
-            "current-context": user,
-        }
-        out.write_text(json.dumps(cfg, indent=2))
-        out.chmod(0o600)
+        ca_data = base64.b64encode(info.ca_file.read_bytes()).decode()
+        _write_kubeconfig(out, kubeconfig(info.server, ca_data, user, entry, user, namespace))
         return out
 
     # -- down ----------------------------------------------------------------------------------
@@ -671,12 +509,12 @@ class LocalCluster:
         recorded = {p["name"]: (p["pid"], p.get("start_time")) for p in state.get("processes", [])}
         stopped: set[int] = set()
         # The node agent first: it stops its pods' processes itself within their grace periods.
-        if "nodeagent" in recorded:
-            stopped.update(procs.stop([recorded["nodeagent"]], grace))
+        if NODE_AGENT.name in recorded:
+            stopped.update(procs.stop([recorded[NODE_AGENT.name]], grace))
         stopped.update(procs.stop(self._pod_processes(), grace))
-        for name in reversed(COMPONENTS):
-            if name in recorded and name != "nodeagent":
-                stopped.update(procs.stop([recorded[name]], grace))
+        for component in reversed(COMPONENTS):
+            if component.name in recorded and component is not NODE_AGENT:
+                stopped.update(procs.stop([recorded[component.name]], grace))
         stragglers = [(pid, None) for pid in procs.marked_processes(str(self.dir))]
         stopped.update(procs.stop(stragglers, grace))
         if self.state_file.exists():
@@ -697,20 +535,36 @@ class LocalCluster:
         return out
 
 
+def kubeconfig(
+    server: str, ca_data: str, user: str, credentials: dict[str, str], context: str, namespace: str = ""
+) -> dict[str, Any]:
+    """A kubeconfig of the local cluster for one user (its credentials entry), in one context."""
+    ctx = {"cluster": "nbkube-local", "user": user}
+    if namespace:
+        ctx["namespace"] = namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "nbkube-local", "cluster": {"server": server, "certificate-authority-data": ca_data}}
+        ],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": context, "context": ctx}],
+        "current-context": context,
+    }
+
+
+def _write_kubeconfig(path: Path, config: dict[str, Any]) -> None:
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+
+
 def _silent(msg: str) -> None:
     pass
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=5) as resp:
-            return resp.status == 200
-    except urllib.error.HTTPError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

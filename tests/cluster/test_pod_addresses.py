@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from nbkube_testenv.cluster import pick_pod_octet
-from nbkube_testenv.nodeagent import IpAllocator
+from nbkube_testenv.nodeagent.addresses import IpAllocator
 
 
 def test_allocator_skips_addresses_bound_by_other_processes_and_reuses_released_ones() -> None:

@@ -427,6 +427,38 @@ def test_volumes_are_mounted_at_their_mount_path_read_only_where_asked(
         kubectl("delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
 
 
+def test_a_host_path_that_another_volume_hides_is_still_mounted(
+    cluster: ClusterInfo, namespace: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """As a dataset under the host's /tmp is once the pod's own /tmp is mounted: here an emptyDir at
+    mnt/scratch hides the host's mnt/scratch/dataset, a hostPath volume mounted at mnt/data."""
+    mounts = tmp_path / "mnt"
+    dataset = mounts / "scratch" / "dataset"
+    dataset.mkdir(parents=True)
+    (dataset / "rows.csv").write_text("a,b\n1,2\n")
+    script = (
+        "import json, os, sys\nroot = sys.argv[1]\ncsv = open(root + '/data/rows.csv').read()\n"
+        "print(json.dumps({'scratch': os.listdir(root + '/scratch'), 'csv': csv}))"
+    )
+    container = {
+        "name": "main",
+        "image": "none",
+        "command": [PY, "-c", script, str(mounts)],
+        "volumeMounts": [
+            {"name": "scratch", "mountPath": str(mounts / "scratch")},
+            {"name": "data", "mountPath": str(mounts / "data"), "readOnly": True},
+        ],
+    }
+    volumes = [{"name": "scratch", "emptyDir": {}}, {"name": "data", "hostPath": {"path": str(dataset)}}]
+    kubectl.apply(
+        pod_manifest("hidden", [container], volumes=volumes, restartPolicy="Never"), namespace=namespace
+    )
+    pod = pod_in_phase(kubectl, namespace, "hidden", "Succeeded")
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    seen = json.loads(cluster.container_log(namespace, "hidden", "main").read_text().strip().splitlines()[-1])
+    assert seen == {"scratch": [], "csv": "a,b\n1,2\n"}
+
+
 def test_a_volume_that_cannot_be_set_up_is_a_failed_mount_event_and_the_pod_waits(
     namespace: str, kubectl: Kubectl
 ) -> None:

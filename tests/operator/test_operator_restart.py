@@ -2,9 +2,13 @@
 
 import json
 import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
 
 import nbformat
+import pytest
 from helpers import (
     events,
     gateway_api,
@@ -17,17 +21,68 @@ from helpers import (
 )
 
 
+class Tally:
+    """What the cells report, in the order they report it. A report is one connection to a socket of
+    the test carrying one line, answered with a byte once it is recorded, so a cell that has finished
+    has been counted. (Pods are local processes sharing the host's network, not always its /tmp: the
+    node agent mounts a pod's own /tmp when the cluster's directory is elsewhere.)"""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="tally", daemon=True)
+        self._thread.start()
+
+    def report(self, line: str) -> str:
+        """Source for a cell that reports `line` and returns once it is recorded."""
+        return (
+            f"import socket as _tally\nwith _tally.create_connection(('127.0.0.1', {self.port})) as _t:\n"
+            f"    _t.sendall({line!r}.encode())\n    _t.shutdown(_tally.SHUT_WR)\n    _t.recv(1)"
+        )
+
+    @property
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._server.accept()
+            except OSError:  # closed
+                return
+            with connection:
+                data = b""
+                while chunk := connection.recv(4096):
+                    data += chunk
+                with self._lock:
+                    self._lines.append(data.decode())
+                connection.sendall(b"k")
+
+    def close(self) -> None:
+        self._server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept
+        self._server.close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def tally() -> Iterator[Tally]:
+    t = Tally()
+    yield t
+    t.close()
+
+
 def test_a_run_survives_the_operator_being_killed_mid_cell_with_no_cell_run_twice(
-    kubectl, env_namespace, operator, tmp_path
+    kubectl, env_namespace, operator, tally
 ):
-    marker = tmp_path / "executions.log"
-    write = f"open({str(marker)!r}, 'a').write"
     cells = [
-        f"{write}('cell 0\\n')",
-        f"{write}('cell 1\\n')",
+        tally.report("cell 0"),
+        tally.report("cell 1"),
         "import time\nfor i in range(10):\n    print('tick', i, flush=True)\n    time.sleep(0.4)\n"
-        f"{write}('cell 2\\n')",
-        f"{write}('cell 3\\n')\nprint('done')",
+        + tally.report("cell 2"),
+        tally.report("cell 3") + "\nprint('done')",
     ]
     kubectl.apply(run("survivor", cells), namespace=env_namespace)
 
@@ -46,7 +101,7 @@ def test_a_run_survives_the_operator_being_killed_mid_cell_with_no_cell_run_twic
     status = obj["status"]
     assert status["state"] == "Succeeded", json.dumps(status, indent=1)
     assert status["attempt"] == 1
-    assert marker.read_text().splitlines() == ["cell 0", "cell 1", "cell 2", "cell 3"]
+    assert tally.lines == ["cell 0", "cell 1", "cell 2", "cell 3"]
     assert "Reattached" in [e["reason"] for e in events(kubectl, env_namespace, "survivor")]
 
     result = status["result"]
@@ -155,16 +210,14 @@ def test_what_a_killed_operator_left_behind_is_reclaimed_and_live_runs_keep_thei
 
 
 def test_a_cell_sent_ahead_is_resumed_and_the_replied_cell_before_it_keeps_its_outputs(
-    kubectl, env_namespace, operator, tmp_path
+    kubectl, env_namespace, operator, tally
 ):
     """The crash the engine's pipelining opens: the next cell was started (journaled and sent) while the
     cell before it had replied but was not recorded yet. Made on purpose by removing that record from
     the journal of a killed operator."""
-    marker = tmp_path / "executions.log"
-    write = f"open({str(marker)!r}, 'a').write"
     cells = [
-        f"{write}('cell 0\\n')\nprint('zero')",
-        f"import time\ntime.sleep(4)\n{write}('cell 1\\n')\nprint('one')",
+        tally.report("cell 0") + "\nprint('zero')",
+        "import time\ntime.sleep(4)\n" + tally.report("cell 1") + "\nprint('one')",
     ]
     kubectl.apply(run("sent-ahead", cells), namespace=env_namespace)
 
@@ -188,7 +241,7 @@ def test_a_cell_sent_ahead_is_resumed_and_the_replied_cell_before_it_keeps_its_o
     status = obj["status"]
     assert status["state"] == "Succeeded", json.dumps(status, indent=1)
     assert status["attempt"] == 1
-    assert marker.read_text().splitlines() == ["cell 0", "cell 1"]
+    assert tally.lines == ["cell 0", "cell 1"]
     result = status["result"]
     nb = nbformat.reads(operator.result(result["path"], result["commit"]).decode(), as_version=4)
     texts = ["".join(o.get("text", "") for o in c.outputs if o["output_type"] == "stream") for c in nb.cells]
