@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,45 @@ def test_a_forged_run_name_never_reaches_the_operators_api_client(
         assert status in (400, 404)
     finally:
         kubectl("delete", "secret", "db", namespace="kube-system", check=False)
+
+
+def test_sixteen_log_followers_stall_no_tenants_status_updates(
+    tenants: dict[str, Any], _session_kubectl
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11's flood: sixteen followers of a long run's log (eight per user, the per-user cap) hold
+    their streams while another tenant's run starts, runs and finishes: the followers have their own
+    connections to the API server, never the operator's, so no status write waits behind them."""
+    kubectl = _session_kubectl
+    a, b = tenants["a"], tenants["b"]
+    ticks = "import time\nfor i in range(600):\n    print('tick', i, flush=True)\n    time.sleep(0.1)"
+    kubectl.apply(run("long", [ticks]), namespace=a)
+    followers = [tenants["users"][kind] for kind in ("token", "certificate") for _ in range(8)]
+    opened = threading.Barrier(len(followers) + 1, timeout=120)
+    seen: list[int] = [0] * len(followers)
+    stop = threading.Event()
+
+    def follow(index: int, user: ApiUser) -> None:
+        events = user.log_events(a, "long", follow=True)
+        try:
+            for event in events:
+                if event.get("event") == "output":
+                    if seen[index] == 0:
+                        opened.wait()
+                    seen[index] += 1
+                if stop.is_set():
+                    break
+        finally:
+            events.close()
+
+    threads = [threading.Thread(target=follow, args=(i, u), daemon=True) for i, u in enumerate(followers)]
+    for thread in threads:
+        thread.start()
+    opened.wait()  # every follower is streaming the long run's outputs
+    kubectl.apply(run("meanwhile", ["print('quick')"]), namespace=b)
+    finished = wait_run_finished(kubectl, b, "meanwhile", timeout=120)
+    assert finished["status"]["state"] == "Succeeded", json.dumps(finished["status"])
+    assert all(count > 0 for count in seen)  # and the followers still had their streams
+    stop.set()
+    kubectl("patch", "nbrun", "long", "--type=merge", "-p", '{"spec":{"cancel":true}}', namespace=a)
+    for thread in threads:
+        thread.join(60)
