@@ -274,6 +274,7 @@ class KernelRegistry:
         kernel_id: str,
         session_id: str,
         msg_ids: tuple[str, ...],
+        delivered: tuple[str, ...] = (),
     ) -> KernelLease | None:
         """Reattaches to a kernel a run held before the operator restarted: same kernel, same session,
         so the gateway replays what the kernel said while nobody listened."""
@@ -281,7 +282,9 @@ class KernelRegistry:
         if kernels is None:
             return None
         await kernels.client.get_kernel(kernel_id)
-        connection = await kernels.client.connect(kernel_id, session_id, resume_msg_ids=msg_ids)
+        connection = await kernels.client.connect(
+            kernel_id, session_id, resume_msg_ids=msg_ids, delivered_msg_ids=delivered
+        )
         kernels.in_use.add(kernel_id)
         return KernelLease(namespace, environment, pod, kernels.pod.address, connection, kernels.client)
 

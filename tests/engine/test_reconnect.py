@@ -59,13 +59,19 @@ async def test_resume_collects_the_rest_of_a_running_cell_without_running_it_aga
             started.update(session_id=first.session_id, msg_id=msg_id)
 
         received: list[dict] = []
+        carried_by: list[str] = []
 
         def crash_after_first_tick(index: int, output: dict) -> None:
-            received.append(dict(output))  # what operator A journals
+            received.append(dict(output))  # what operator A journals: the output and its message's id
             stored.set()
 
         nb = notebook("runs = globals().get('runs', 0) + 1", MANY_TICKS, "print('runs', runs)")
-        executor_a = NotebookExecutor(first, on_cell_start=remember, on_output=crash_after_first_tick)
+        executor_a = NotebookExecutor(
+            first,
+            on_cell_start=remember,
+            on_output=crash_after_first_tick,
+            on_output_message=lambda index, msg_id: carried_by.append(msg_id),
+        )
         running = asyncio.create_task(executor_a.execute_notebook(nb))
         await stored.wait()
         running.cancel()  # operator A is gone: its task and its websocket
@@ -76,7 +82,10 @@ async def test_resume_collects_the_rest_of_a_running_cell_without_running_it_aga
 
     async with GatewayClient(gateway.url, gateway.token) as client_b:
         second = await client_b.connect(
-            kernel_id, session_id=started["session_id"], resume_msg_ids=(started["msg_id"],)
+            kernel_id,
+            session_id=started["session_id"],
+            resume_msg_ids=(started["msg_id"],),
+            delivered_msg_ids=tuple(carried_by),  # the gateway sends A's last messages again
         )
         try:
             executor_b = NotebookExecutor(second)

@@ -152,12 +152,15 @@ class GatewayClient:
         session_id: str | None = None,
         *,
         resume_msg_ids: tuple[str, ...] = (),
+        delivered_msg_ids: tuple[str, ...] = (),
     ) -> KernelConnection:
         """Open the kernel's websocket. Reusing a previous session_id makes the gateway replay what it
         buffered while nobody was connected; pass the msg_ids of in-flight executions in resume_msg_ids so
         their replayed messages are kept for NotebookExecutor.resume_cell. Resume right away: those
-        subscriptions are bounded, and while one is full and unread the connection reads nothing else."""
+        subscriptions are bounded, and while one is full and unread the connection reads nothing else.
+        Messages with `delivered_msg_ids` (a previous connection had them) are dropped if sent again."""
         connection = KernelConnection(self, kernel_id, session_id)
+        connection.mark_delivered(delivered_msg_ids)
         for msg_id in resume_msg_ids:
             connection.subscribe(msg_id)
         await connection.open()

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 KERNEL_LOST_STATES = frozenset({"restarting", "dead"})
 SHELL_CHECK_TIMEOUT = 5.0
+DELIVERED_IDS = 4096
+"""How many delivered msg_ids a connection remembers to drop what a gateway sends again."""
 """After the reconnect that follows a refused message: how long a shell kernel_info may take."""
 _MESSAGE_SIZE = re.compile(r"Message size (\d+)")
 
@@ -153,6 +156,8 @@ class KernelConnection:
         self._failure: BaseException | None = None
         self._stay_away_until = 0.0
         self._v1 = False
+        self._delivered: collections.OrderedDict[str, None] = collections.OrderedDict()
+        """msg_ids delivered lately: a gateway sends what it wrote just before a drop again."""
 
     @property
     def url(self) -> str:
@@ -261,7 +266,25 @@ class KernelConnection:
                 self._connected.set()
                 return
 
+    def mark_delivered(self, msg_ids: Iterable[str]) -> None:
+        """Messages with these msg_ids are not delivered (a previous connection had them: after an
+        operator restart, its journal says which)."""
+        for msg_id in msg_ids:
+            self._remember(msg_id)
+
+    def _remember(self, msg_id: str) -> bool:
+        """False when `msg_id` was delivered already."""
+        if msg_id in self._delivered:
+            return False
+        self._delivered[msg_id] = None
+        if len(self._delivered) > DELIVERED_IDS:
+            self._delivered.popitem(last=False)
+        return True
+
     async def _deliver(self, message: Message) -> None:
+        msg_id = (message.get("header") or {}).get("msg_id")
+        if msg_id and not self._remember(msg_id):
+            return  # sent again by the gateway after a reconnect: we have it
         subscription = self._subscriptions.get(parent_id(message))  # type: ignore[arg-type]
         if subscription is not None:
             self.kernel_session = message["header"].get("session") or self.kernel_session

@@ -97,6 +97,7 @@ class ResumePoint:
 OnCellStart = Callable[[int, NotebookNode, str], Awaitable[None] | None]
 OnOutput = Callable[[int, Output], Awaitable[None] | None]
 OnCellEnd = Callable[[int, CellResult], Awaitable[None] | None]
+OnOutputMessage = Callable[[int, str], None]
 
 
 async def _call(callback: Callable[..., Any] | None, *args: Any) -> None:
@@ -173,7 +174,9 @@ class NotebookExecutor:
     Callbacks may be plain functions or coroutines: on_cell_start(index, cell, msg_id) runs before
     the execute request is sent (store msg_id and connection.session_id to resume later);
     on_output(index, output) gets each new output as it arrives (a stream output carries just the
-    new chunk); on_cell_end(index, cell_result).
+    new chunk), and just before it on_output_message(index, msg_id) the id of the kernel's message that
+    carried it (a journal keeps it, so a reconnect after a restart drops what it had already);
+    on_cell_end(index, cell_result).
 
     With `pipeline` (the default), the next code cell's execute request is sent as soon as the current
     cell's execute_reply says ok, while the current cell's last iopub messages (its idle status) are
@@ -192,6 +195,7 @@ class NotebookExecutor:
         on_cell_start: OnCellStart | None = None,
         on_output: OnOutput | None = None,
         on_cell_end: OnCellEnd | None = None,
+        on_output_message: OnOutputMessage | None = None,
         interrupt_grace: float = 5.0,
         watchdog_interval: float = 0.5,
         kernel_info_timeout: float = 60.0,
@@ -205,6 +209,7 @@ class NotebookExecutor:
         self.on_cell_start = on_cell_start
         self.on_output = on_output
         self.on_cell_end = on_cell_end
+        self.on_output_message = on_output_message
         self.interrupt_grace = interrupt_grace
         self.watchdog_interval = watchdog_interval
         self.kernel_info_timeout = kernel_info_timeout
@@ -567,6 +572,8 @@ class _CellRun:
                         self.saw_error = True
                         self.note_error(content)
                     if output is not None:
+                        if executor.on_output_message is not None:
+                            executor.on_output_message(self.index, header["msg_id"])
                         await _call(executor.on_output, self.index, output)
             elif channel == "shell" and msg_type == "execute_reply":
                 if not ours:  # the probe's reply: the kernel is past our execution

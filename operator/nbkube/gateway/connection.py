@@ -22,8 +22,11 @@ from nbkube.gateway.oversized import (
     shrink,
     split_stream,
 )
+from nbkube.gateway.recent import RecentMessages
 
 WS_PROTOCOL_V1 = "v1.kernel.websocket.jupyter.org"
+# The channels whose recent messages a reconnecting client gets again (outputs and replies).
+REPLAYED_CHANNELS = ("iopub", "shell", "stdin")
 
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
@@ -65,9 +68,19 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             return 0
         return max(value, MIN_LIMIT) if value > 0 else 0
 
+    _recent: RecentMessages | None = None
+    """What this connection wrote lately (see nbkube.gateway.recent); put back for the next client."""
+
     def handle_outgoing_message(self, stream: Any, outgoing_msg: list[Any]) -> None:
         limit = self._client_limit
         oversized = limit and message_size(outgoing_msg) + FRAMING_BYTES > limit
+        channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
+        # (A message the client refuses as it is is not kept: sent again, it would be refused again.)
+        kept = not oversized or self.cut_oversized
+        if kept and channel in REPLAYED_CHANNELS and self.subprotocol == WS_PROTOCOL_V1:
+            if self._recent is None:
+                self._recent = RecentMessages()
+            self._recent.add(channel, outgoing_msg)
         if oversized and self.cut_oversized and self.subprotocol == WS_PROTOCOL_V1:
             idents, fed = self.session.feed_identities(outgoing_msg)
             parts = fed[1:]  # [header, parent, metadata, content, *buffers]: v1 sends no signature
@@ -98,6 +111,18 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
                 )
                 outgoing_msg = [*idents, DELIM, self.session.sign(cut), *cut]
         super().handle_outgoing_message(stream, outgoing_msg)
+
+    def disconnect(self) -> Any:
+        """As jupyter_server's, and then what was written in the last seconds goes in front of the
+        replay buffer it starts for this session: messages written into the dying websocket reach the
+        reconnecting client too (it drops those it had by msg_id)."""
+        result = super().disconnect()
+        recent, self._recent = self._recent, None
+        buffers = getattr(self.multi_kernel_manager, "_kernel_buffers", None)
+        info = buffers.get(self.kernel_id) if isinstance(buffers, dict) else None
+        if recent is not None and info and info.get("session_key") == self.session_key:
+            info.setdefault("buffer", [])[0:0] = recent.take()
+        return result
 
     def handle_incoming_message(self, incoming_msg: Any) -> None:
         # A ZMQStream queues every send for its next POLLOUT event: one more event-loop turn between the

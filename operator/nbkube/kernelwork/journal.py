@@ -92,7 +92,7 @@ class WorkJournal:
         entry = {"attempt": attempt, "setup": "done"}
         await asyncio.to_thread(self._append, json.dumps(entry, separators=(",", ":")) + "\n")
 
-    def output(self, attempt: int, index: int, output: dict[str, Any]) -> None:
+    def output(self, attempt: int, index: int, output: dict[str, Any], msg_id: str | None = None) -> None:
         """Records one output of a running cell as it arrives.
 
         Synchronous on purpose: it is one small append to the page cache (microseconds), and doing
@@ -101,9 +101,10 @@ class WorkJournal:
         the engine truncates a cell's outputs past its own cap anyway.
         """
         key = (attempt, index)
-        line = (
-            json.dumps({"attempt": attempt, "index": index, "output": output}, separators=(",", ":")) + "\n"
-        )
+        entry: dict[str, Any] = {"attempt": attempt, "index": index, "output": output}
+        if msg_id is not None:
+            entry["m"] = msg_id  # the kernel message it came in: not delivered again after a restart
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
         used = self._output_bytes.get(key, 0)
         if used + len(line) > MAX_OUTPUT_BYTES_PER_CELL:
             return
@@ -150,11 +151,16 @@ class WorkJournal:
 
         # Cells start only once the setup is done: a journal with cells says so too.
         setup_done = setup_done or bool(entries)
+        seen = tuple(e["m"] for e in entries if isinstance(e.get("m"), str))
         if not unfinished:
-            return JournalProgress(finished, None, setup_done=setup_done)
+            return JournalProgress(finished, None, setup_done=setup_done, seen_msg_ids=seen)
         if len(unfinished) == 1:
             return JournalProgress(
-                finished, unfinished[0], outputs_of(unfinished[0][0]), setup_done=setup_done
+                finished,
+                unfinished[0],
+                outputs_of(unfinished[0][0]),
+                setup_done=setup_done,
+                seen_msg_ids=seen,
             )
         (replied, _), in_flight = unfinished[0], unfinished[-1]
         return JournalProgress(
@@ -163,6 +169,7 @@ class WorkJournal:
             outputs_of(in_flight[0]),
             replied=(replied, outputs_of(replied)),
             setup_done=setup_done,
+            seen_msg_ids=seen,
         )
 
     async def clear(self) -> None:
@@ -193,4 +200,6 @@ class JournalProgress:
     """A cell that replied ok but whose end was not recorded when the next one was sent ahead: its
     index and the outputs the journal holds (the cell itself ran once and is not run again)."""
     setup_done: bool = False
+    seen_msg_ids: tuple[str, ...] = ()
+    """The kernel messages whose outputs the journal holds (a reattached connection drops them)."""
     """The attempt's kernel holds the run's setup (see WorkJournal.setup_done)."""

@@ -56,9 +56,15 @@ def journaled_executor(
             await journal.started(attempt, index, msg_id)
         on_started(index, msg_id)
 
+    carried_by: list[str | None] = [None]  # the kernel message of the output that comes next
+
+    def on_output_message(index: int, msg_id: str) -> None:
+        carried_by[0] = msg_id
+
     def on_cell_output(index: int, output: dict[str, Any]) -> None:
+        msg_id, carried_by[0] = carried_by[0], None
         with failures.guard(Reason.JOURNAL_NOT_WRITTEN, f"journaling an output of cell {index}"):
-            journal.output(attempt, index, output)
+            journal.output(attempt, index, output, msg_id)
         if on_output is not None:
             on_output(index, output)
 
@@ -79,6 +85,7 @@ def journaled_executor(
         on_cell_start=on_cell_start,
         on_output=on_cell_output,
         on_cell_end=on_cell_end,
+        on_output_message=on_output_message,
     )
 
 

@@ -108,15 +108,27 @@ class KernelSource:
                 return Failure(Reason.GATEWAY_LOST, f"no kernel could be started: {exc}")
 
     async def reattach(
-        self, pod: str, kernel_id: str, session_id: str, in_flight: Sequence[str] = ()
+        self,
+        pod: str,
+        kernel_id: str,
+        session_id: str,
+        in_flight: Sequence[str] = (),
+        delivered: Sequence[str] = (),
     ) -> KernelLease | None:
         """After an operator restart: the same kernel and websocket session (so the gateway replays
         what the kernel sent meanwhile); None when the kernel or its pod is gone. `in_flight` are the
-        message ids whose replies are still due."""
+        message ids whose replies are still due, `delivered` those the previous connection had (their
+        outputs are in the journal: the gateway's replay of them is dropped)."""
         await self.registry.wait_for_pod(self.namespace, self.environment, REATTACH_POD_WAIT_SECONDS)
         try:
             return await self.registry.adopt(
-                self.namespace, self.environment, pod, kernel_id, session_id, tuple(in_flight)
+                self.namespace,
+                self.environment,
+                pod,
+                kernel_id,
+                session_id,
+                tuple(in_flight),
+                tuple(delivered),
             )
         except (KernelNotFound, GatewayUnavailable) as exc:
             log.info("cannot reattach kernel %s on %s: %s", kernel_id[:8], pod, exc)

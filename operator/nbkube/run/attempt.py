@@ -183,6 +183,7 @@ class Attempt:
             attachment.kernel_id,
             attachment.session_id,
             (in_flight[1],) if in_flight else (),
+            progress.seen_msg_ids,
         )
         for index, cell in finished.items():
             if index < len(executed.cells):

@@ -269,7 +269,9 @@ class SessionDriver:
         operation = status.operations + 1
         progress = await self.journal.progress(operation)
         in_flight = (progress.in_flight[1],) if progress.in_flight else ()
-        lease = await kernels.reattach(attachment.pod, attachment.kernel_id, attachment.session_id, in_flight)
+        lease = await kernels.reattach(
+            attachment.pod, attachment.kernel_id, attachment.session_id, in_flight, progress.seen_msg_ids
+        )
         if lease is None:
             kopf.warn(
                 self.body,
