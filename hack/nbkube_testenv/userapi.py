@@ -130,7 +130,7 @@ class ApiUser:
     def session_execute(self, namespace: str, name: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """An execution's events as they come (the last is its result or error); AssertionError unless 200."""
         data = json.dumps(body).encode()
-        path = paths.session_path(namespace, name, "execute")
+        path = paths.session_path(namespace, name, paths.SESSION_EXEC)
         with self.open(path, method="POST", data=data, timeout=300) as response:
             if response.status != 200:
                 raise AssertionError(

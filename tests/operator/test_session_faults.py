@@ -38,7 +38,7 @@ def test_a_kernel_that_dies_mid_execution_is_said_dead_until_a_restart_brings_it
         lambda: get(kubectl, "nbsess", "mortal", ns)["status"]["kernel"]["state"] == "dead",
         30,
     )
-    status, refused = admin.session(ns, "mortal", "execute", {"cellIds": ["c1"]})
+    status, refused = admin.session(ns, "mortal", "exec", {"cellIds": ["c1"]})
     assert status == 409 and "restart" in json.dumps(refused), refused
     status, restarted = admin.session(ns, "mortal", "restart", {})
     assert status == 200 and restarted["kernelState"] == "idle", restarted

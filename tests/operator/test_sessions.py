@@ -240,7 +240,7 @@ def test_a_viewer_reads_but_cannot_change_and_another_namespace_gets_nothing(tea
         assert status == 200, (sub, body)
     operations = {
         "edit": {"action": "insert", "source": "import os; os.system('id')"},
-        "execute": {},
+        "exec": {},
         "interrupt": {},
         "restart": {},
     }

@@ -60,9 +60,23 @@ class BranchWriter:
             start = await repo.rev_parse(f"{base}^{{commit}}") if base else repo.main.commit
             if base and start is None:
                 raise ValueError(f"no commit {base!r} in the repository")
+            if start is None:  # an empty repository: main gets a first, empty commit, so clones check it out
+                start = await self._first_commit()
             if start is not None:
                 await run_git(repo.root, "update-ref", ref, start, ZERO_OID)
             return start
+
+    async def _first_commit(self) -> str:
+        """An empty root commit on main (under the write lock, main having none)."""
+        repo, staged = self._repo, Staged()
+        empty = staged.tree({})
+        message = "nbkube: repository created\n"
+        commit = staged.commit(
+            empty, None, message, author=repo.committer, committer=repo.committer, now=time.time()
+        )
+        await repo.write_objects(staged)
+        await repo.advance(repo.main, commit, empty, {})
+        return commit
 
     async def commit(
         self,

@@ -19,7 +19,10 @@ REPOSITORY_RUNS = "repositories/runs"
 SESSIONS = "notebooksessions"
 # A session's reads (verb get) and operations (verb create: the API server's verb for a POST).
 SESSION_READS = ("notebook", "history", "variables")
-SESSION_OPERATIONS = ("edit", "execute", "interrupt", "restart")
+# `exec`, not `execute`: the API server keeps a request open past its 60 s timeout only for the
+# long-running subresources it knows by name (exec, attach, log, portforward, proxy, watch).
+SESSION_EXEC = "exec"
+SESSION_OPERATIONS = ("edit", SESSION_EXEC, "interrupt", "restart")
 
 
 def run_log_path(namespace: str, run: str) -> str:

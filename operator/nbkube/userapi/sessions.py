@@ -1,5 +1,5 @@
 """The user API's routes of NotebookSessions: reads (the notebook at any commit, the history, the
-kernel's variables) for whoever may view the namespace, operations (edit, execute, interrupt,
+kernel's variables) for whoever may view the namespace, operations (edit, exec, interrupt,
 restart) for whoever may edit it. Each is authorised on its own subresource before anything is read.
 
 An execution answers as JSON lines: its events as they happen (a cell started, an output, a cell
@@ -148,7 +148,7 @@ def session_routes(
         return _json(OperationResult(operation="interrupt", message=message))
 
     async def execute(request: web.Request) -> web.StreamResponse:
-        namespace, name = await session_of(request, "execute", "create")
+        namespace, name = await session_of(request, paths.SESSION_EXEC, "create")
         body = await _body(request, ExecuteRequest)
         operation = await _submit(live(), namespace, name, "execute", body)
         # A refusal (a stale head, a dead kernel, an unknown cell) comes before any event: it is the
@@ -178,7 +178,7 @@ def session_routes(
         ("GET", f"/{paths.SESSIONS}/{{name}}/history", history),
         ("GET", f"/{paths.SESSIONS}/{{name}}/variables", variables),
         ("POST", f"/{paths.SESSIONS}/{{name}}/edit", edit),
-        ("POST", f"/{paths.SESSIONS}/{{name}}/execute", execute),
+        ("POST", f"/{paths.SESSIONS}/{{name}}/{paths.SESSION_EXEC}", execute),
         ("POST", f"/{paths.SESSIONS}/{{name}}/interrupt", interrupt),
         ("POST", f"/{paths.SESSIONS}/{{name}}/restart", restart),
     ]
