@@ -142,12 +142,12 @@ def generated_name(notebook: Path) -> str:
     return f"{stem[: MAX_NAME - 6].rstrip('-')}-{suffix}"
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "run") -> str:
     from nbkube.api.run import NAME_PATTERN
 
     if len(name) > MAX_NAME or not re.match(NAME_PATTERN, name):
         raise UsageError(
-            f"invalid run name {name!r}: at most {MAX_NAME} lower-case letters, digits and '-', "
+            f"invalid {what} name {name!r}: at most {MAX_NAME} lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
     return name

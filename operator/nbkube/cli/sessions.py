@@ -36,6 +36,7 @@ from nbkube.cli.tables import format_table
 from nbkube.cli.uploads import Upload, binary_data, check_size, collect, files_spec
 
 DEFAULT_WAIT_SECONDS = 300
+HISTORY_SEARCHED = 1000  # the user API's most commits of one history read
 SESSION_TOO_BIG_HINT = (
     "put it in the results repository and create the session with --repo-path (spec.notebook.repoPath)"
 )
@@ -271,7 +272,7 @@ def config_map_manifest(name: str, data: dict[str, str], binary: dict[str, str])
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    name = check_name(args.name)
+    name = check_name(args.name, "session")
     data: dict[str, str] = {}
     key = None
     base = Path(f".{name}.ipynb")  # --file paths are placed relative to the current folder
@@ -467,21 +468,42 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    name = check_name(args.name)
+    name = check_name(args.name, "session")
     kube = ClusterClient(ClusterOptions.from_args(args))
     try:
         source = kube.find_session(args.source)
         if not (source.get("status") or {}).get("branch"):
             raise CliError(f"session {args.source} has no history yet to fork from (it is still starting)")
+        if args.at:
+            args.at = full_commit(sessionops.SessionApi(kube, args.source), args.at)
         spec = fork_spec(args, source)
         kube.create_session(session_manifest(name, spec))
-        at = args.at or f"its head {((source.get('status') or {}).get('head') or '')[:12]}"
+        at = args.at[:12] if args.at else f"its head {((source.get('status') or {}).get('head') or '')[:12]}"
         print(f"notebooksession {kube.namespace}/{name} created from {args.source} at {at}", flush=True)
         if args.no_wait:
             return EXIT_OK
         return wait_ready(kube, name, args.wait_timeout)
     finally:
         kube.close()
+
+
+def full_commit(api: sessionops.SessionApi, prefix: str) -> str:
+    """The commit of the session's branch that `prefix` names, or a CliError (none, or several)."""
+    wanted = prefix.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{4,64}", wanted):
+        raise UsageError(f"--at {prefix!r}: expected a commit id (hex, as `nbkube session log` prints)")
+    history = api.read_json("history", {"limit": str(HISTORY_SEARCHED)})
+    found = [str(e["commit"]) for e in history if str(e.get("commit", "")).startswith(wanted)]
+    if not found:
+        raise CliError(
+            f"{prefix} is not a commit of session {api.name}'s branch "
+            f"(`nbkube session log {api.name}` lists them)"
+        )
+    if len(found) > 1:
+        raise CliError(
+            f"{prefix} names {len(found)} commits of session {api.name}'s branch: give more digits"
+        )
+    return found[0]
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
