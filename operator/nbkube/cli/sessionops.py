@@ -346,6 +346,15 @@ def cmd_exec(args: argparse.Namespace) -> int:
         try:
             for event in api.execute(body):
                 printer.handle(event)
+        except CliError as exc:
+            if printer.result is not None or printer.error is not None or printer.current is None:
+                raise
+            # The stream broke mid-execution (the API server ends a request after its request timeout,
+            # 60 s by default): the execution goes on and is committed.
+            raise CliError(
+                f"{exc.message}; the execution goes on in session {args.name} "
+                f"(`nbkube session show {args.name}` shows its outputs once it is done)"
+            ) from None
         except KeyboardInterrupt:
             print(
                 f"\nstopped following; the execution goes on in session {args.name} "
