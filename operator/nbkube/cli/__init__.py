@@ -1,4 +1,5 @@
-"""The `nbkube` command line: run notebooks on the cluster, follow, fetch and cancel them, edit cells.
+"""The `nbkube` command line: run notebooks on the cluster, follow, fetch and cancel them, edit cells,
+drive notebook sessions.
 
     nbkube run analysis.ipynb --env py -p alpha=0.3     upload, create a NotebookRun, follow it
     nbkube logs RUN [-f]                                 cell outputs, as they stream with -f
@@ -6,9 +7,16 @@
     nbkube clone [DIR] | pull [DIR]                      git clone / pull the namespace's results
     nbkube cancel RUN | get [RUN] | describe RUN
     nbkube cells list|insert|replace|delete NB.ipynb     edit a local notebook by cell id
+    nbkube session create NAME --env py [--from-file NB.ipynb]   a live kernel, Ready, its branch
+    nbkube session list | describe NAME | delete NAME
+    nbkube session edit NAME insert|replace|delete ...   edit the session's notebook by cell id
+    nbkube session exec NAME [ID ...|--all|--from ID|--code SRC]   execute, outputs streaming
+    nbkube session state|log|show NAME                   variables, history, the notebook at a commit
+    nbkube session interrupt|restart NAME | fork NAME NEW [--at SHA]
 
-Exit codes: 0 success; 1 a run that failed or was cancelled, or an error reaching the cluster or
-the operator (missing run, missing environment, ...); 2 a bad command line or input file.
+Exit codes: 0 success; 1 a run that failed or was cancelled, a session cell that failed, a refused or
+conflicting session operation, or an error reaching the cluster or the operator (missing run, session
+or environment, ...); 2 a bad command line or input file.
 """
 
 from __future__ import annotations
@@ -18,14 +26,15 @@ import sys
 from collections.abc import Sequence
 
 from nbkube import __version__
-from nbkube.cli import cells, clone, fetch, logs, run, runs
+from nbkube.cli import cells, clone, fetch, logs, run, runs, sessions
 from nbkube.cli.errors import EXIT_USAGE, CliError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbkube",
-        description="Run Jupyter notebooks on Kubernetes with nbkube, and edit notebooks by cell id.",
+        description="Run Jupyter notebooks on Kubernetes with nbkube, drive notebook sessions, and edit "
+        "notebooks by cell id.",
     )
     parser.add_argument("--version", action="version", version=f"nbkube {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -35,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     clone.register(subparsers)
     runs.register(subparsers)
     cells.register(subparsers)
+    sessions.register(subparsers)
     return parser
 
 

@@ -1,20 +1,25 @@
-"""Kubernetes access for the CLI: kubeconfig loading, NotebookRun reads and writes, one-line errors."""
+"""Kubernetes access for the CLI: kubeconfig loading, NotebookRun and NotebookSession reads and writes,
+one-line errors."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from nbkube import GROUP, VERSION
+from nbkube.api.session import SessionState
 from nbkube.api.states import TERMINAL_RUN_STATES, RunState
 from nbkube.cli.errors import CliError
 
 PLURAL_RUNS = "notebookruns"
 PLURAL_ENVIRONMENTS = "notebookenvironments"
+PLURAL_SESSIONS = "notebooksessions"
 WATCH_SECONDS = 60
 
 T = TypeVar("T")
@@ -25,7 +30,7 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
     group.add_argument("--context", help="kubeconfig context (default: the current context)")
     group.add_argument(
-        "-n", "--namespace", help="namespace of the run (default: the context's namespace, else default)"
+        "-n", "--namespace", help="the namespace (default: the context's namespace, else default)"
     )
 
 
@@ -173,14 +178,35 @@ class ClusterClient:
 
     def watch_run(self, name: str) -> Iterator[dict[str, Any]]:
         """Yields the run now and after every change, until it reaches a terminal state."""
+        return self._watch(
+            "NotebookRun", PLURAL_RUNS, name, self.find_run, lambda run: run_state(run) in TERMINAL_RUN_STATES
+        )
+
+    def _watch(
+        self,
+        kind: str,
+        plural: str,
+        name: str,
+        find: Callable[[str], dict[str, Any]],
+        done: Callable[[dict[str, Any]], bool],
+        deadline: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yields the object now and after every change, until `done` says so or time.monotonic()
+        passes `deadline` (a deletion is an error)."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        run = self.find_run(name)
-        yield run
-        while run_state(run) not in TERMINAL_RUN_STATES:
-            resource_version = run["metadata"]["resourceVersion"]
+        obj = find(name)
+        yield obj
+        while not done(obj):
+            wait = WATCH_SECONDS
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                wait = max(1, min(WATCH_SECONDS, math.ceil(left)))
+            resource_version = obj["metadata"]["resourceVersion"]
             stream = watch.Watch()
             try:
                 for event in stream.stream(
@@ -188,29 +214,83 @@ class ClusterClient:
                     GROUP,
                     VERSION,
                     self.namespace,
-                    PLURAL_RUNS,
+                    plural,
                     field_selector=f"metadata.name={name}",
                     resource_version=resource_version,
-                    timeout_seconds=WATCH_SECONDS,
+                    timeout_seconds=wait,
                 ):
                     if event["type"] == "DELETED":
-                        raise CliError(f"NotebookRun {self.namespace}/{name} was deleted")
+                        raise CliError(f"{kind} {self.namespace}/{name} was deleted")
                     if event["type"] in ("ADDED", "MODIFIED"):
-                        run = event["object"]
-                        yield run
-                        if run_state(run) in TERMINAL_RUN_STATES:
+                        obj = event["object"]
+                        yield obj
+                        if done(obj):
                             return
             except ApiException as exc:
-                if exc.status != 410:  # 410 Gone: our resourceVersion is too old; read the run again
-                    raise CliError(
-                        f"watching NotebookRun {self.namespace}/{name}: {api_message(exc)}"
-                    ) from None
+                if exc.status != 410:  # 410 Gone: our resourceVersion is too old; read the object again
+                    raise CliError(f"watching {kind} {self.namespace}/{name}: {api_message(exc)}") from None
             except HTTPError:
-                pass  # a dropped watch: read the run again (that read reports an unreachable server)
+                pass  # a dropped watch: read the object again (that read reports an unreachable server)
             finally:
                 stream.stop()
-            run = self.find_run(name)
-            yield run
+            obj = find(name)
+            yield obj
+
+    # NotebookSessions
+
+    def find_session(self, name: str) -> dict[str, Any]:
+        return self.call(
+            f"NotebookSession {self.namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SESSIONS,
+            name,
+            missing=f"NotebookSession {name!r} not found in namespace {self.namespace} "
+            f"(`nbkube session list -n {self.namespace}` lists the sessions)",
+        )
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        found = self.call(
+            f"NotebookSessions in {self.namespace}",
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SESSIONS,
+        )
+        return list(found.get("items", []))
+
+    def create_session(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self.call(
+            f"creating NotebookSession {self.namespace}/{name}",
+            self.custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SESSIONS,
+            body,
+        )
+
+    def delete_session(self, name: str) -> None:
+        self.call(
+            f"deleting NotebookSession {self.namespace}/{name}",
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SESSIONS,
+            name,
+            missing=f"NotebookSession {name!r} not found in namespace {self.namespace}",
+        )
+
+    def watch_session(
+        self, name: str, done: Callable[[dict[str, Any]], bool], deadline: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yields the session now and after every change, until `done` says so or `deadline` passes."""
+        return self._watch("NotebookSession", PLURAL_SESSIONS, name, self.find_session, done, deadline)
 
     # ConfigMaps
 
@@ -243,6 +323,11 @@ class ClusterClient:
 
 def run_state(run: dict[str, Any]) -> str:
     return (run.get("status") or {}).get("state") or RunState.PENDING.value
+
+
+def session_state(session: dict[str, Any]) -> str:
+    """Pending, Ready or Ended (a session the operator has not seen yet is Pending)."""
+    return (session.get("status") or {}).get("state") or SessionState.PENDING.value
 
 
 def _context_namespace(config_file: str | None, context: str | None) -> str:

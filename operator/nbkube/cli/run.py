@@ -142,12 +142,12 @@ def generated_name(notebook: Path) -> str:
     return f"{stem[: MAX_NAME - 6].rstrip('-')}-{suffix}"
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "run") -> str:
     from nbkube.api.run import NAME_PATTERN
 
     if len(name) > MAX_NAME or not re.match(NAME_PATTERN, name):
         raise UsageError(
-            f"invalid run name {name!r}: at most {MAX_NAME} lower-case letters, digits and '-', "
+            f"invalid {what} name {name!r}: at most {MAX_NAME} lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
     return name
@@ -158,7 +158,10 @@ def config_map_key(notebook: Path) -> str:
     return key if key.endswith(".ipynb") else f"{key}.ipynb"
 
 
-def notebook_payload(path: Path, key: str) -> str:
+RUN_TOO_BIG_HINT = "put it in the results repository and create the NotebookRun with spec.notebook.repoPath"
+
+
+def notebook_payload(path: Path, key: str, too_big_hint: str = RUN_TOO_BIG_HINT) -> str:
     """The notebook as uploaded: validated, outputs stripped, within a ConfigMap's 1 MiB."""
     import nbformat
 
@@ -174,8 +177,7 @@ def notebook_payload(path: Path, key: str) -> str:
     if size > CONFIGMAP_LIMIT:
         raise UsageError(
             f"{path} is {size / CONFIGMAP_LIMIT:.2f} MiB without its outputs, more than the 1 MiB a "
-            "ConfigMap holds: put it in the results repository and create the NotebookRun with "
-            "spec.notebook.repoPath"
+            f"ConfigMap holds: {too_big_hint}"
         )
     return text
 
@@ -247,12 +249,13 @@ def config_map_manifest(
     return manifest
 
 
-def owner_reference(run: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """An ownerReference to a NotebookRun (or to the NotebookSession or other object `owner` is)."""
     return {
         "apiVersion": API_VERSION,
-        "kind": "NotebookRun",
-        "name": run["metadata"]["name"],
-        "uid": run["metadata"]["uid"],
+        "kind": owner.get("kind") or "NotebookRun",
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
     }
 
 

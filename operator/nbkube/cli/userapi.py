@@ -1,4 +1,4 @@
-"""The user-facing API (results, logs) through the Kubernetes API server, with the user's own kubeconfig.
+"""The user-facing API (results, logs, sessions) through the Kubernetes API server, with your kubeconfig.
 
 Requests go to `/apis/subresources.nbkube.io/v1alpha1/...` on the API server with whatever the
 kubeconfig authenticates with (client certificates, tokens, exec plugins); the API server checks RBAC
@@ -37,22 +37,34 @@ class UserApi:
     def __init__(self, kube: ClusterClient) -> None:
         self.kube = kube
 
-    def _open(self, path: str, query: dict[str, str] | None, stream: bool) -> Any:
-        """The urllib3 response of GET path (not yet read), or a UserApiError for an error status."""
+    def _open(
+        self,
+        path: str,
+        query: dict[str, str] | None,
+        stream: bool,
+        method: str = "GET",
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        """The urllib3 response of `method` path (not yet read), or a UserApiError for an error status.
+        A POST sends `body` as JSON."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         client = self.kube.api_client
         try:
-            method, url, headers, body, post = client.param_serialize(
-                "GET",
+            headers = {"Accept": "*/*"}
+            if method != "GET":
+                headers["Content-Type"] = "application/json"
+            verb, url, header_params, payload, post = client.param_serialize(
+                method,
                 path,
                 query_params=list((query or {}).items()),
-                header_params={"Accept": "*/*"},
+                header_params=headers,
+                body=body if method != "GET" else None,
                 auth_settings=["BearerToken"],
             )
             response = client.call_api(
-                method, url, headers, body, post, _request_timeout=None if stream else 60
+                verb, url, header_params, payload, post, _request_timeout=None if stream else 60
             ).response
         except (ApiException, HTTPError) as exc:  # the client's SSL errors are ApiException(status=0)
             detail = exc.reason if isinstance(exc, ApiException) else exc
@@ -81,10 +93,29 @@ class UserApi:
         finally:
             response.release_conn()
 
-    def lines(self, path: str, query: dict[str, str] | None = None) -> Iterator[bytes]:
+    def post(self, path: str, body: dict[str, Any]) -> bytes:
+        """POST of a JSON body; the answer's bytes (an error status is a UserApiError)."""
         from urllib3.exceptions import HTTPError
 
-        response = self._open(path, query, stream=True)
+        # No read timeout: an operation waits its turn in the session's queue (a restart can take long).
+        response = self._open(path, None, stream=True, method="POST", body=body)
+        try:
+            return bytes(response.data)
+        except HTTPError as exc:
+            raise CliError(f"reading the answer of {path} through the API server failed: {exc}") from None
+        finally:
+            response.release_conn()
+
+    def lines(
+        self, path: str, query: dict[str, str] | None = None, *, post: dict[str, Any] | None = None
+    ) -> Iterator[bytes]:
+        """The answer's lines as they arrive: of a GET, or of a POST of `post` (a JSON body)."""
+        from urllib3.exceptions import HTTPError
+
+        if post is None:
+            response = self._open(path, query, stream=True)
+        else:
+            response = self._open(path, query, stream=True, method="POST", body=post)
         try:
             yield from response
         except HTTPError as exc:
