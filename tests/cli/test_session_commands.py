@@ -249,7 +249,7 @@ def test_failing_cells_refusals_and_ended_sessions_are_exit_1_with_a_reason(
     message = one_line_error(cli("session", "edit", "small", "insert", "import os", *as_viewer))
     assert "was refused" in message and "notebooksessions/edit" in message
     message = one_line_error(cli("session", "exec", "small", "--all", *as_viewer))
-    assert "was refused" in message and "notebooksessions/execute" in message
+    assert "was refused" in message and "notebooksessions/exec" in message
 
     # command-line mistakes are exit 2, before anything is created
     assert "--idle-timeout" in one_line_error(

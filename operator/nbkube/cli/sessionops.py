@@ -169,7 +169,7 @@ class SessionApi:
 
     def execute(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         try:
-            for line in self.api.lines(self.path("execute"), post=body):
+            for line in self.api.lines(self.path(paths.SESSION_EXEC), post=body):
                 if line.strip():
                     event = _decode(line, "execute")
                     if not isinstance(event, dict):
