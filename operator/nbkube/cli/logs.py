@@ -59,16 +59,13 @@ def format_output(output: dict[str, Any], color: bool) -> str:
     return f"[{kind} output]\n"
 
 
-class LogPrinter:
-    """Turns /logs events into text: a header per cell, its outputs, a line for retries and the end."""
+class CellPrinter:
+    """Cell outputs as terminal text, under a rule per cell (a run's log, a session's execution)."""
 
-    def __init__(self, out: TextIO, color: bool, cell_id: Callable[[int], str | None]) -> None:
+    def __init__(self, out: TextIO, color: bool) -> None:
         self.out = out
         self.color = color
-        self.cell_id = cell_id
-        self.current: int | None = None
         self.at_line_start = True
-        self.end: dict[str, Any] | None = None
 
     def write(self, text: str) -> None:
         if text:
@@ -79,6 +76,16 @@ class LogPrinter:
         if not self.at_line_start:
             self.write("\n")
         self.write(f"── {title} ──\n")
+
+
+class LogPrinter(CellPrinter):
+    """Turns /logs events into text: a header per cell, its outputs, a line for retries and the end."""
+
+    def __init__(self, out: TextIO, color: bool, cell_id: Callable[[int], str | None]) -> None:
+        super().__init__(out, color)
+        self.cell_id = cell_id
+        self.current: int | None = None
+        self.end: dict[str, Any] | None = None
 
     def header(self, index: int) -> None:
         cell_id = self.cell_id(index)

@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -291,9 +292,19 @@ def create(
     spec: dict[str, Any],
     binary_data: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    kube.create_config_map(config_map_manifest(name, key, text, binary_data))
+    config_map = config_map_manifest(name, key, text, binary_data)
+    return create_owning(kube, config_map, lambda: kube.create_run(run_manifest(name, spec)), "run")
+
+
+def create_owning(
+    kube: ClusterClient, config_map: dict[str, Any], create: Callable[[], dict[str, Any]], kind: str
+) -> dict[str, Any]:
+    """The ConfigMap, then the object `create` makes (a run, a session), then the ConfigMap owned by
+    that object (deleted with it); nothing stays when the object cannot be created."""
+    name = config_map["metadata"]["name"]
+    kube.create_config_map(config_map)
     try:
-        run = kube.create_run(run_manifest(name, spec))
+        created = create()
     except BaseException:
         try:
             kube.delete_config_map(name)
@@ -301,10 +312,12 @@ def create(
             print(f"nbkube: warning: {exc.message}", file=sys.stderr)
         raise
     try:
-        kube.patch_config_map(name, {"metadata": {"ownerReferences": [owner_reference(run)]}})
+        kube.patch_config_map(name, {"metadata": {"ownerReferences": [owner_reference(created)]}})
     except CliError as exc:
-        print(f"nbkube: warning: the ConfigMap stays when the run is deleted: {exc.message}", file=sys.stderr)
-    return run
+        print(
+            f"nbkube: warning: the ConfigMap stays when the {kind} is deleted: {exc.message}", file=sys.stderr
+        )
+    return created
 
 
 def follow(kube: ClusterClient, name: str) -> int:

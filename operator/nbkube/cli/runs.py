@@ -10,7 +10,7 @@ from typing import Any
 from nbkube.api.states import TERMINAL_RUN_STATES
 from nbkube.cli.errors import EXIT_OK
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, run_state
-from nbkube.cli.tables import format_table
+from nbkube.cli.tables import describe_lines, format_table, notebook_origin
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,35 +132,13 @@ def describe(run: dict[str, Any]) -> str:
             )
         )
         fields += [("Child run", child) for child in sweep.get("children") or []]
-    width = max(len(k) for k, _ in fields) + 1
-    lines = [f"{(key + ':').ljust(width)} {value}" for key, value in fields]
-    cells = status.get("cells") or []
-    if cells:
-        rows = [["INDEX", "ID", "STATE", "EXEC", "DURATION", "SUMMARY"]]
-        for cell in cells:
-            duration = cell.get("durationMs")
-            rows.append(
-                [
-                    str(cell.get("index")),
-                    cell.get("id") or "-",
-                    cell.get("state") or "-",
-                    str(cell["executionCount"]) if cell.get("executionCount") is not None else "-",
-                    f"{duration} ms" if duration is not None else "-",
-                    (cell.get("summary") or "").replace("\n", " ")[:80],
-                ]
-            )
-        lines += ["", "Cells:", *("  " + line for line in format_table(rows).splitlines())]
-        if status.get("cellsOmitted"):
-            lines.append(f"  ({status['cellsOmitted']} more cell(s) not listed in the status)")
-    return "\n".join(lines)
+    return describe_lines(fields, status)
 
 
 def _source(notebook: dict[str, Any]) -> str:
-    if notebook.get("configMapRef"):
-        ref = notebook["configMapRef"]
-        return f"ConfigMap {ref.get('name')} key {ref.get('key')}"
-    if notebook.get("repoPath"):
-        return f"results repository {notebook['repoPath']}"
+    named = notebook_origin(notebook)
+    if named is not None:
+        return named
     return f"{len(notebook.get('cells') or [])} inline cell(s)"
 
 

@@ -20,7 +20,7 @@ from nbkube.api.states import CellState
 from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
 from nbkube.cli.fetch import write_atomically
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, session_state
-from nbkube.cli.logs import format_output
+from nbkube.cli.logs import CellPrinter, format_output
 from nbkube.cli.tables import format_table
 from nbkube.cli.userapi import UserApi, UserApiError
 from nbkube.userapi import paths
@@ -226,27 +226,15 @@ def require_live(kube: ClusterClient, name: str) -> dict[str, Any]:
 # -- exec ------------------------------------------------------------------------------------------
 
 
-class ExecPrinter:
+class ExecPrinter(CellPrinter):
     """Turns an execution's events into terminal text: a header per cell, its outputs as they come."""
 
     def __init__(self, out: TextIO, color: bool, session: str) -> None:
-        self.out = out
-        self.color = color
+        super().__init__(out, color)
         self.session = session
         self.current: str | None = None
-        self.at_line_start = True
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
-
-    def write(self, text: str) -> None:
-        if text:
-            self.out.write(text)
-            self.at_line_start = text.endswith("\n")
-
-    def rule(self, title: str) -> None:
-        if not self.at_line_start:
-            self.write("\n")
-        self.write(f"── {title} ──\n")
 
     def handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -27,12 +27,12 @@ from nbkube.cli.run import (
     CREATED_BY_LABEL,
     check_name,
     config_map_key,
+    create_owning,
     notebook_payload,
-    owner_reference,
     parse_parameters,
 )
 from nbkube.cli.runs import age
-from nbkube.cli.tables import format_table
+from nbkube.cli.tables import describe_lines, format_table, notebook_origin
 from nbkube.cli.uploads import Upload, binary_data, check_size, collect, files_spec
 
 DEFAULT_WAIT_SECONDS = 300
@@ -306,23 +306,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def create_with_config_map(kube: ClusterClient, manifest: dict[str, Any], config_map: dict[str, Any]) -> None:
     """The ConfigMap, then the session, then the ConfigMap owned by the session (deleted with it)."""
-    name = config_map["metadata"]["name"]
-    kube.create_config_map(config_map)
-    try:
-        created = kube.create_session(manifest)
-    except BaseException:
-        try:
-            kube.delete_config_map(name)
-        except CliError as exc:
-            print(f"nbkube: warning: {exc.message}", file=sys.stderr)
-        raise
-    try:
-        kube.patch_config_map(name, {"metadata": {"ownerReferences": [owner_reference(created)]}})
-    except CliError as exc:
-        print(
-            f"nbkube: warning: the ConfigMap stays when the session is deleted: {exc.message}",
-            file=sys.stderr,
-        )
+    create_owning(kube, config_map, lambda: kube.create_session(manifest), "session")
 
 
 def wait_ready(kube: ClusterClient, name: str, timeout: float) -> int:
@@ -418,35 +402,13 @@ def describe(session: dict[str, Any]) -> str:
     ]
     if status.get("endTime"):
         fields.append(("Ended", status["endTime"]))
-    width = max(len(k) for k, _ in fields) + 1
-    lines = [f"{(key + ':').ljust(width)} {value}" for key, value in fields]
-    cells = status.get("cells") or []
-    if cells:
-        rows = [["INDEX", "ID", "STATE", "EXEC", "DURATION", "SUMMARY"]]
-        for cell in cells:
-            duration = cell.get("durationMs")
-            rows.append(
-                [
-                    str(cell.get("index")),
-                    cell.get("id") or "-",
-                    cell.get("state") or "-",
-                    str(cell["executionCount"]) if cell.get("executionCount") is not None else "-",
-                    f"{duration} ms" if duration is not None else "-",
-                    (cell.get("summary") or "").replace("\n", " ")[:80],
-                ]
-            )
-        lines += ["", "Cells:", *("  " + line for line in format_table(rows).splitlines())]
-        if status.get("cellsOmitted"):
-            lines.append(f"  ({status['cellsOmitted']} more cell(s) not listed in the status)")
-    return "\n".join(lines)
+    return describe_lines(fields, status)
 
 
 def _origin(notebook: dict[str, Any]) -> str:
-    if notebook.get("configMapRef"):
-        ref = notebook["configMapRef"]
-        return f"ConfigMap {ref.get('name')} key {ref.get('key')}"
-    if notebook.get("repoPath"):
-        return f"results repository {notebook['repoPath']}"
+    named = notebook_origin(notebook)
+    if named is not None:
+        return named
     fork = notebook.get("fork")
     if fork:
         if fork.get("run"):

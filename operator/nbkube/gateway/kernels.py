@@ -67,6 +67,13 @@ class BatchKernelManager(KernelGatewayIOLoopKernelManager):
         help="Extra options for IPython kernels run by the gateway's own Python; [] leaves them out.",
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # jupyter_server sets these once the kernel started; a kernel listed while it starts (another
+        # POST /api/kernels counting kernels for KG_MAX_KERNELS) would otherwise make that request 500.
+        self.last_activity = datetime.now(UTC)
+        self.execution_state = "starting"
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         extra = list(extra_arguments or [])
         ipython = self.kernel_spec is not None and runs_ipykernel(self.kernel_spec.argv)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from nbkube.api import Reason
 from nbkube.engine import EngineError, GatewayUnavailable, KernelLimitReached, KernelNotFound
+from nbkube.engine.errors import GatewayError
 from nbkube.kernels import GatewaysAtCapacity, KernelLease, KernelRegistry, NoGatewayAvailable
 from nbkube.kernelwork.failures import Failure
 from nbkube.kernelwork.stops import Stops
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 KERNEL_WAIT_FIRST_DELAY = 0.5
 KERNEL_WAIT_MAX_DELAY = 5.0
+KERNEL_START_RETRIES = 2
 REATTACH_POD_WAIT_SECONDS = 15.0
 
 # Says (reason, message) that the work waits: e.g. a Pending status the user sees at once.
@@ -86,6 +88,7 @@ class KernelSource:
         deadline = time.monotonic() + self.wait_seconds
         delay = KERNEL_WAIT_FIRST_DELAY
         waiting = False
+        failed_starts = 0
         while True:
             try:
                 return await self.registry.acquire(self.namespace, name)
@@ -101,6 +104,17 @@ class KernelSource:
                         Reason.WAITING_FOR_KERNEL,
                         f"every gateway pod of {name} is at its kernel limit; waiting for a free kernel",
                     )
+                if await stops.interruptible(asyncio.sleep(delay, True)) is None:
+                    return None
+                delay = min(delay * 2, KERNEL_WAIT_MAX_DELAY)
+            except GatewayError as exc:
+                # A gateway under load may refuse one start (an error of its own, a 5xx): try again.
+                failed_starts += 1
+                if failed_starts > KERNEL_START_RETRIES or (exc.status is not None and exc.status < 500):
+                    return Failure(Reason.GATEWAY_LOST, f"no kernel could be started: {exc}")
+                log.warning(
+                    "environment %s/%s: a kernel start failed, trying again: %s", self.namespace, name, exc
+                )
                 if await stops.interruptible(asyncio.sleep(delay, True)) is None:
                     return None
                 delay = min(delay * 2, KERNEL_WAIT_MAX_DELAY)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._files import discard, write_file
-from ._git import TreeEntry, file_blob_id, object_id, run_git
+from ._git import GitError, TreeEntry, file_blob_id, object_id, run_git
 from .layout import check_ref, split_path
 from .repo import ZERO_OID, Repository, Tip
 from .staging import BLOB_MODE, Staged
@@ -48,6 +48,10 @@ def branch_ref(branch: str) -> str:
 class BranchWriter:
     def __init__(self, repo: Repository) -> None:
         self._repo = repo
+        # Where each branch was left by this process (it alone moves them, under the flock): a commit
+        # on a known head needs no `rev-parse`; a branch moved by anyone else fails the ref's
+        # compare-and-swap and is read again.
+        self._tips: dict[str, Tip] = {}
 
     async def start(self, branch: str, base: str | None) -> str | None:
         """Creates `branch` at `base` (a commit; None: main's head), unless it exists; its head (None
@@ -89,13 +93,16 @@ class BranchWriter:
     ) -> str:
         """Commits `files` (repository paths; bytes or a file to read) on `branch`, whose head must be
         `parent` (StaleBranch otherwise); the new head."""
-        repo, tip = self._repo, Tip(branch_ref(branch))
+        repo, ref = self._repo, branch_ref(branch)
         paths = {tuple(split_path(path)): data for path, data in files.items()}
         temp: list[Path] = []
         try:
             staged_files = await asyncio.to_thread(self._stage_files, paths, temp)
             async with repo.write_lock:
-                await repo.reload(tip)
+                tip = self._tips.get(ref)
+                if tip is None or tip.commit != parent:
+                    tip = self._tips[ref] = Tip(ref)
+                    await repo.reload(tip)
                 if tip.commit != parent:
                     raise StaleBranch(f"{branch} is at {tip.commit or 'nothing'}, not at {parent}")
                 staged = Staged()
@@ -107,7 +114,13 @@ class BranchWriter:
                     tree, parent, message, author=author, committer=repo.committer, now=time.time()
                 )
                 await repo.write_objects(staged)
-                await repo.advance(tip, commit, tree, {})
+                try:
+                    await repo.advance(tip, commit, tree, {})
+                except GitError:
+                    self._tips.pop(ref, None)  # read again next time (advance read where it is now)
+                    if tip.commit != parent:
+                        raise StaleBranch(f"{branch} moved to {tip.commit or 'nothing'}") from None
+                    raise
                 return commit
         finally:
             discard(temp)

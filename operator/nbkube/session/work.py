@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import nbformat
 from nbformat import NotebookNode
+from nbformat.v4 import nbjson
 
 from nbkube.api import Reason
 from nbkube.api.session import KernelState
@@ -314,7 +315,7 @@ class SessionWork:
         executor = self._executor_for(operation, timeout, on_started, on_output, on_finished)
         self._executor = executor
         book.set_kernel_state(KernelState.BUSY)
-        await book.flush()
+        book.publish()  # (coalesced: a write per cell would cost every execution an API round trip)
         results: list[CellResult] = []
         try:
             await self._record_language_info()
@@ -500,7 +501,9 @@ class SessionWork:
 
 
 def _notebook_bytes(notebook: NotebookNode) -> bytes:
-    return (nbformat.writes(notebook) + "\n").encode("utf-8")
+    """The notebook as committed. Not schema-validated on every change (it costs more than the rest of
+    a small execution): the edits build nbformat 4.5 cells and the engine keeps only valid outputs."""
+    return (nbjson.writes(notebook) + "\n").encode("utf-8")
 
 
 def _has_content(path: Path) -> bool:
