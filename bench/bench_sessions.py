@@ -13,13 +13,19 @@ operator under its ServiceAccount, creates one environment (replicas 1, maxKerne
    the aggregator's proxy, the operator's front-proxy mTLS and its SubjectAccessReview) over one
    keep-alive HTTPS connection, timed to the result line of the NDJSON answer (the execution's commit
    included); against the same cell sent straight to the gateway's websocket by nbkube's engine, on a
-   kernel of the same gateway pod. The two alternate cell by cell (the machine is shared); medians.
+   kernel of the same gateway pod. A third path, the same request straight to the operator's own
+   user-API port as the API server's front proxy (its client certificate, the admin in X-Remote-*
+   headers), splits the overhead between the API server's hop and the operator. The three alternate
+   cell by cell (the machine is shared); medians. A block of requests through the API server alone
+   before them counts the API server's requests per cell (its apiserver_request_total) and the
+   operator's status patches per cell.
 3. 32 sessions x 50 cells: 32 Ready sessions of 50 trivial cells each, every session executing its
    cells one request per cell (sessions in parallel, each one's requests in sequence), from the first
    request to the last result; against the raw engine running the same 32 x 50 cells, one cell at a
    time per kernel, on 32 kernels started beforehand on the same gateway pod, in parallel. The raw
    figure is the mean of one measurement before the sessions are created and one after they are
-   deleted (they never share the pod's kernel limit).
+   deleted (they never share the pod's kernel limit). Shown beside it: CPU seconds of the operator,
+   kube-apiserver and etcd meanwhile, the API server's requests and the status patches per cell.
 
 The last line is one JSON object:
 {"session_ready_s", "session_cell_overhead_ms", "parallel_32_sessions_ratio", ...}.
@@ -35,11 +41,13 @@ import base64
 import json
 import logging
 import os
+import re
 import ssl
 import statistics
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +74,7 @@ from nbkube.engine import CellState, GatewayClient, KernelConnection, NotebookEx
 from nbkube.environment.objects import GATEWAY_APP_NAME
 from nbkube.environment.podspec import GATEWAY_PORT
 from nbkube.userapi import paths
+from nbkube_testenv.operator_process import kubectl
 from nbkube_testenv.userapi import ApiUser
 
 READY_REPEATS = int(os.environ.get("BENCH_READY_REPEATS", "10"))
@@ -78,6 +87,7 @@ ENV = "py"
 WARM = 2
 MAX_KERNELS = 48  # 32 sessions' kernels and the warm pool, or 32 raw kernels and the pool: never both
 TRIVIAL = "1"
+ADMIN_USER, ADMIN_GROUP = "nbkube-admin", "system:masters"  # the local cluster's admin certificate
 
 
 def say(text: str) -> None:
@@ -123,12 +133,26 @@ def delete_sessions(bench: Bench, names: list[str]) -> None:
 
 
 class UserApiClient:
-    def __init__(self, user: ApiUser, connections: int) -> None:
-        context = ssl.create_default_context(cafile=str(user.ca_file))
-        if user.cert_file:
-            context.load_cert_chain(str(user.cert_file), str(user.key_file) if user.key_file else None)
-        self.server = user.server
-        headers = {"Authorization": f"Bearer {user.token}"} if user.token else {}
+    """Through the API server as `user`; or (front_proxy) straight to the operator's own user-API port
+    as the API server's front proxy would call it, with the admin's identity in X-Remote-* headers."""
+
+    def __init__(
+        self, user: ApiUser, connections: int, front_proxy: tuple[str, Path, Path] | None = None
+    ) -> None:
+        if front_proxy is None:
+            context = ssl.create_default_context(cafile=str(user.ca_file))
+            if user.cert_file:
+                context.load_cert_chain(str(user.cert_file), str(user.key_file) if user.key_file else None)
+            self.server = user.server
+            headers = {"Authorization": f"Bearer {user.token}"} if user.token else {}
+        else:
+            # the operator's serving CA is its own (published in the APIService): not checked here
+            self.server, cert, key = front_proxy
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.load_cert_chain(str(cert), str(key))
+            headers = {"X-Remote-User": ADMIN_USER, "X-Remote-Group": ADMIN_GROUP}
         connector = aiohttp.TCPConnector(ssl=context, limit=connections, keepalive_timeout=300)
         self.http = aiohttp.ClientSession(
             connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=300)
@@ -163,6 +187,28 @@ class UserApiClient:
                 elif event["type"] == "error":
                     raise RuntimeError(f"execute {session}/{cell_id}: {event}")
         raise RuntimeError(f"execute {session}/{cell_id}: the stream ended without a result")
+
+
+def apiserver_requests(bench: Bench) -> Counter[str]:
+    """kube-apiserver's apiserver_request_total by "VERB resource[/subresource]" so far."""
+    assert bench.info is not None
+    text = kubectl(bench.info, "get", "--raw", "/metrics")
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        resource = labels.get("resource", "") + (
+            f"/{labels['subresource']}" if labels.get("subresource") else ""
+        )
+        counts[f"{labels.get('verb')} {resource}"] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def per_operation(before: Counter[str], after: Counter[str], operations: int) -> dict[str, float]:
+    """API server requests per operation between two counts (the ones of at least 0.1 per operation)."""
+    delta = {k: (after[k] - before.get(k, 0)) / operations for k in after}
+    return dict(sorted(((k, round(v, 2)) for k, v in delta.items() if v >= 0.1), key=lambda kv: -kv[1]))
 
 
 # the raw engine, straight on the environment's gateway pod
@@ -249,12 +295,28 @@ def bench_ready(bench: Bench, watch: RunWatch) -> dict[str, Any]:
 
 
 async def bench_overhead(bench: Bench, watch: RunWatch, url: str, token: str) -> dict[str, Any]:
-    say(f"2. per-cell overhead: {OVERHEAD_CELLS} cells via the user API, {OVERHEAD_CELLS} raw, alternating")
+    say(
+        f"2. per-cell overhead: {OVERHEAD_CELLS} cells each via the user API, straight to the operator "
+        "and raw, alternating"
+    )
     name = "overhead"
     bench.create(NS, session_body(name, [TRIVIAL]))
     await asyncio.to_thread(wait_ready, watch, [name], 120)
-    assert bench.info is not None
+    assert bench.info is not None and bench.operator is not None
+    pki = bench.info.dir / "pki"
     api = UserApiClient(ApiUser.admin(bench.info), connections=1)
+    direct = UserApiClient(
+        ApiUser.admin(bench.info),
+        connections=1,
+        front_proxy=(bench.operator.api_url, pki / "front-proxy-client.crt", pki / "front-proxy-client.key"),
+    )
+    samples: dict[str, list[float]] = {
+        "raw": [],
+        "api": [],
+        "api_finished": [],
+        "api_alone": [],
+        "direct": [],
+    }
     try:
         async with GatewayClient(url, token, request_timeout=120) as client:
             raw = await RawKernel.start(client)
@@ -262,31 +324,44 @@ async def bench_overhead(bench: Bench, watch: RunWatch, url: str, token: str) ->
                 for _ in range(OVERHEAD_WARMUP):  # connections opened, first-call costs paid
                     await raw.execute(TRIVIAL)
                     await api.execute(name, "c0")
-                raw_s, api_s, finished_s = [], [], []
-                result: dict[str, Any] = {}
+                    await direct.execute(name, "c0")
+                requests0 = await asyncio.to_thread(apiserver_requests, bench)
+                patches0 = bench.metric("nbkube_status_patches_total")
                 for _ in range(OVERHEAD_CELLS):
-                    raw_s.append(await raw.execute(TRIVIAL))
                     finished, done, result = await api.execute(name, "c0")
-                    api_s.append(done)
-                    finished_s.append(finished)
+                    samples["api_alone"].append(done)
+                    samples["api_finished"].append(finished)
+                requests = per_operation(
+                    requests0, await asyncio.to_thread(apiserver_requests, bench), OVERHEAD_CELLS
+                )
+                patches = (bench.metric("nbkube_status_patches_total") - patches0) / OVERHEAD_CELLS
+                for _ in range(OVERHEAD_CELLS):
+                    samples["raw"].append(await raw.execute(TRIVIAL))
+                    samples["direct"].append((await direct.execute(name, "c0"))[1])
+                    samples["api"].append((await api.execute(name, "c0"))[1])
             finally:
                 await raw.stop()
     finally:
         await api.close()
+        await direct.close()
     outputs = result["cells"][0]["outputs"]
     if not outputs or outputs[0].get("data", {}).get("text/plain") != "1":
         raise RuntimeError(f"the session's cell did not answer 1: {outputs}")
     delete_sessions(bench, [name])
-    raw_ms = statistics.median(raw_s) * 1000
-    api_ms = statistics.median(api_s) * 1000
+    ms = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    p90 = {k: sorted(v)[int(len(v) * 0.9)] * 1000 for k, v in samples.items()}
     return {
-        "raw_ms": raw_ms,
-        "api_ms": api_ms,
-        "api_finished_ms": statistics.median(finished_s) * 1000,
-        "api_p90_ms": sorted(api_s)[int(len(api_s) * 0.9)] * 1000,
-        "raw_p90_ms": sorted(raw_s)[int(len(raw_s) * 0.9)] * 1000,
-        "overhead_ms": api_ms - raw_ms,
-        "execution_count": result.get("executionCount"),
+        "raw_ms": ms["raw"],
+        "api_ms": ms["api"],
+        "direct_ms": ms["direct"],
+        "api_finished_ms": ms["api_finished"],
+        "api_alone_ms": ms["api_alone"],
+        "api_p90_ms": p90["api"],
+        "raw_p90_ms": p90["raw"],
+        "direct_p90_ms": p90["direct"],
+        "overhead_ms": ms["api"] - ms["raw"],
+        "apiserver_requests_per_cell": requests,
+        "status_patches_per_cell": patches,
     }
 
 
@@ -309,13 +384,16 @@ async def raw_parallel(url: str, token: str) -> float:
             await asyncio.gather(*(k.stop() for k in kernels), return_exceptions=True)
 
 
-async def sessions_parallel(bench: Bench, names: list[str]) -> dict[str, Any]:
+async def sessions_parallel(bench: Bench, watch: RunWatch, names: list[str]) -> dict[str, Any]:
     assert bench.info is not None
     api = UserApiClient(ApiUser.admin(bench.info), connections=len(names))
     latencies: list[float] = []
     try:
         # one request each first: every session's connection open (the raw kernels' are too)
         await asyncio.gather(*(api.execute(n, "c0") for n in names))
+        requests0 = await asyncio.to_thread(apiserver_requests, bench)
+        patches0 = bench.metric("nbkube_status_patches_total")
+        writes0 = sum(watch.runs[n].writes for n in names)
         pids = bench.control_plane_pids()
         cpu0 = cpu_seconds(pids)
         probe = LatencyProbe(bench.api, f"/api/v1/namespaces/{NS}")
@@ -329,11 +407,18 @@ async def sessions_parallel(bench: Bench, names: list[str]) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         api_latencies = probe.stop()
         cpu = {k: v - cpu0.get(k, 0.0) for k, v in cpu_seconds(pids).items()}
+        operations = len(names) * PARALLEL_CELLS
+        patches = (bench.metric("nbkube_status_patches_total") - patches0) / operations
+        writes = (sum(watch.runs[n].writes for n in names) - writes0) / operations
+        requests = per_operation(requests0, await asyncio.to_thread(apiserver_requests, bench), operations)
     finally:
         await api.close()
     latencies.sort()
     return {
         "wall": wall,
+        "status_patches_per_cell": patches,
+        "session_writes_per_cell": writes,
+        "apiserver_requests_per_cell": requests,
         "cpu": cpu,
         "request_median": statistics.median(latencies),
         "request_p90": latencies[int(len(latencies) * 0.9)],
@@ -358,7 +443,7 @@ async def bench_parallel(bench: Bench, watch: RunWatch, url: str, token: str) ->
     all_ready = max(ready_at.values()) - t0
     print(f"   {n} sessions created and Ready after {all_ready:.2f} s", flush=True)
     with profiled(bench.operator_pid(), "parallel"):
-        sessions = await sessions_parallel(bench, names)
+        sessions = await sessions_parallel(bench, watch, names)
     print(f"   {n} sessions x {c} cells: {sessions['wall']:.2f} s", flush=True)
     delete_sessions(bench, names)
     async with GatewayClient(url, token, request_timeout=120) as client:
@@ -421,7 +506,19 @@ def main() -> int:
             "",
             None,
         ),
-        ("  to its cellFinished event, median", f"{overhead['api_finished_ms']:.2f} ms", "", None),
+        (
+            "  the same alone (not alternating): to the result / to cellFinished",
+            f"{overhead['api_alone_ms']:.2f} / {overhead['api_finished_ms']:.2f} ms",
+            "",
+            None,
+        ),
+        (
+            "  straight to the operator (no API server), median (p90)",
+            f"{overhead['direct_ms']:.2f} ms ({overhead['direct_p90_ms']:.2f})",
+            "",
+            None,
+        ),
+        ("  status patches per cell", f"{overhead['status_patches_per_cell']:.2f}", "", None),
         (
             "same cell, raw engine on the pod, median (p90)",
             f"{overhead['raw_ms']:.2f} ms ({overhead['raw_p90_ms']:.2f})",
@@ -458,6 +555,12 @@ def main() -> int:
             None,
         ),
         ("  API GET latency meanwhile, median", f"{parallel['api_latency_median'] * 1000:.0f} ms", "", None),
+        (
+            "  status patches (session writes) per cell",
+            f"{parallel['status_patches_per_cell']:.2f} ({parallel['session_writes_per_cell']:.2f})",
+            "",
+            None,
+        ),
     ]
     print()
     print(f"bench-sessions: {elapsed:.0f} s on {os.cpu_count()} cores, load average now {load_average()}")
@@ -466,6 +569,9 @@ def main() -> int:
     print(f"{'measurement':{width}s}  {'value':{vwidth}s}  {'target':10s}  verdict")
     for label, value, target, ok in rows:
         print(f"{label:{width}s}  {value:{vwidth}s}  {target:10s}  {'' if ok is None else verdict(ok)}")
+    for phase, counts in (("one session", overhead), (f"{n} sessions", parallel)):
+        shown = ", ".join(f"{k} {v:g}" for k, v in counts["apiserver_requests_per_cell"].items())
+        print(f"API server requests per cell, {phase}: {shown}")
     result = {
         "session_ready_s": round(ready["median"], 4),
         "session_cell_overhead_ms": round(overhead["overhead_ms"], 2),
@@ -474,6 +580,7 @@ def main() -> int:
         "raw_cell_ms": round(overhead["raw_ms"], 2),
         "parallel_sessions_s": round(parallel["wall"], 2),
         "parallel_raw_s": round(parallel["raw_s"], 2),
+        "direct_cell_ms": round(overhead["direct_ms"], 2),
     }
     print(json.dumps(result))
     return 0
