@@ -124,6 +124,39 @@ def wait_ready(watch: RunWatch, names: list[str], timeout: float) -> dict[str, f
     return {n: watch.runs[n].states["Ready"] for n in names}
 
 
+def start_sessions(bench: Bench, watch: RunWatch, names: list[str]) -> tuple[list[str], list[str]]:
+    """Creates the sessions at once and waits until each is Ready. One that ends instead (30 kernels
+    started at once on a loaded 2-core machine: a gateway may answer a start with an error, and the
+    session says so) is replaced once by a new one, and its reason is kept for the report."""
+    for name in names:
+        bench.create(NS, session_body(name, parallel_cells()))
+    failed: list[str] = []
+    pending = list(names)
+    ready: list[str] = []
+    retried: set[str] = set()
+
+    def settled(sessions: dict[str, Any]) -> bool:
+        return all(n in sessions and {"Ready", "Ended"} & set(sessions[n].states) for n in pending)
+
+    while pending:
+        watch.wait(settled, f"{len(pending)} session(s) Ready or Ended", 600)
+        ended = [n for n in pending if "Ended" in watch.runs[n].states]
+        ready += [n for n in pending if n not in ended]
+        pending = []
+        for name in ended:
+            status = watch.runs[name].last.get("status") or {}
+            failed.append(f"{name}: {status.get('reason')}: {(status.get('message') or '')[:200]}")
+            print(f"   {failed[-1]}", flush=True)
+            if name in retried:
+                raise RuntimeError(f"session {name} could not start twice: {failed[-1]}")
+            bench.api.delete(sessions_path(NS, name))
+            replacement = f"{name}-again"
+            retried.add(replacement)
+            bench.create(NS, session_body(replacement, parallel_cells()))
+            pending.append(replacement)
+    return ready, failed
+
+
 def delete_sessions(bench: Bench, names: list[str]) -> None:
     for name in names:
         bench.api.delete(sessions_path(NS, name))
@@ -436,11 +469,8 @@ async def bench_parallel(bench: Bench, watch: RunWatch, url: str, token: str) ->
     names = [f"par-{k:02d}" for k in range(n)]
     await asyncio.to_thread(bench.wait_environment_warm, NS, ENV, WARM)
     t0 = time.time()
-    await asyncio.to_thread(
-        lambda: [bench.create(NS, session_body(name, parallel_cells())) for name in names]
-    )
-    ready_at = await asyncio.to_thread(wait_ready, watch, names, 600)
-    all_ready = max(ready_at.values()) - t0
+    names, failed = await asyncio.to_thread(start_sessions, bench, watch, names)
+    all_ready = max(watch.runs[name].states["Ready"] for name in names) - t0
     print(f"   {n} sessions created and Ready after {all_ready:.2f} s", flush=True)
     with profiled(bench.operator_pid(), "parallel"):
         sessions = await sessions_parallel(bench, watch, names)
@@ -458,6 +488,7 @@ async def bench_parallel(bench: Bench, watch: RunWatch, url: str, token: str) ->
         "raw_s": raw,
         "ratio": sessions["wall"] / raw,
         "all_ready_s": all_ready,
+        "failed_starts": failed,
     }
 
 
@@ -531,7 +562,12 @@ def main() -> int:
             "<= 10 ms",
             overhead["overhead_ms"] <= 10,
         ),
-        (f"{n} sessions created -> all Ready", f"{parallel['all_ready_s']:.2f} s", "", None),
+        (
+            f"{n} sessions created -> all Ready (failed starts replaced)",
+            f"{parallel['all_ready_s']:.2f} s ({len(parallel['failed_starts'])})",
+            "",
+            None,
+        ),
         (f"{n} sessions x {c} cells through the user API", f"{parallel['wall']:.2f} s", "", None),
         (
             "  one request, median / p90",
@@ -581,6 +617,7 @@ def main() -> int:
         "parallel_sessions_s": round(parallel["wall"], 2),
         "parallel_raw_s": round(parallel["raw_s"], 2),
         "direct_cell_ms": round(overhead["direct_ms"], 2),
+        "parallel_failed_starts": len(parallel["failed_starts"]),
     }
     print(json.dumps(result))
     return 0
