@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/hack:$(PYTHONPATH)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
 .PHONY: help venv lint unit engine-test cluster-test test k8s-binaries cluster-up cluster-down bench-cluster \
-        demo bench-engine bench-operator bench-results kind-e2e helm-lint clean
+        demo bench-engine bench-operator bench-sessions bench-results kind-e2e helm-lint clean
 
 help: ## show the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench-engine: venv ## per-cell overhead: raw ZMQ, nbclient, papermill, stock gat
 
 bench-operator: venv k8s-binaries ## apply-to-first-cell, 32x50 sweep, status patches, operator RSS
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) bench/bench_operator.py
+
+bench-sessions: venv k8s-binaries ## session create-to-Ready, per-cell overhead via the user API, 32 sessions x 50 cells
+	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) bench/bench_sessions.py
 
 bench-results: venv k8s-binaries ## results repository commits/s, fetch time, authorised vs direct fetch
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) bench/bench_results.py

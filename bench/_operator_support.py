@@ -1,5 +1,6 @@
-"""Plumbing for bench_operator.py: a private local cluster with the operator, manifests, a watch that
-timestamps every write to NotebookRuns, metric parsing and the operator's memory."""
+"""Plumbing for bench_operator.py and bench_sessions.py: a private local cluster with the operator,
+manifests, a watch that timestamps every write to NotebookRuns (or NotebookSessions), metric parsing and
+the operator's memory."""
 
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ def runs_path(namespace: str, name: str | None = None) -> str:
 
 def environments_path(namespace: str, name: str | None = None) -> str:
     return f"{GROUP_PATH}/namespaces/{namespace}/notebookenvironments" + (f"/{name}" if name else "")
+
+
+def sessions_path(namespace: str, name: str | None = None) -> str:
+    return f"{GROUP_PATH}/namespaces/{namespace}/notebooksessions" + (f"/{name}" if name else "")
+
+
+PLURALS = {
+    "NotebookRun": "notebookruns",
+    "NotebookEnvironment": "notebookenvironments",
+    "NotebookSession": "notebooksessions",
+}
 
 
 def environment(name: str, **spec: Any) -> dict[str, Any]:
@@ -125,16 +137,18 @@ class RunRecord:
 
 
 class RunWatch:
-    """A background watch of the NotebookRuns of one namespace, timestamping each event on arrival."""
+    """A background watch of the NotebookRuns (or another plural of nbkube.io) of one namespace,
+    timestamping each event on arrival."""
 
-    def __init__(self, rest: Rest, namespace: str) -> None:
+    def __init__(self, rest: Rest, namespace: str, plural: str = "notebookruns") -> None:
         self.rest = rest
         self.namespace = namespace
+        self.path = f"{GROUP_PATH}/namespaces/{namespace}/{plural}"
         self.runs: dict[str, RunRecord] = {}
         self.events = Counter[str]()
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        listing = retrying(lambda: rest.get(runs_path(namespace)))
+        listing = retrying(lambda: rest.get(self.path))
         self._rv = listing["metadata"]["resourceVersion"]
         for obj in listing["items"]:
             self._record("ADDED", obj, time.time())
@@ -159,7 +173,7 @@ class RunWatch:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                for event in self.rest.watch(runs_path(self.namespace), self._rv, timeout_seconds=300):
+                for event in self.rest.watch(self.path, self._rv, timeout_seconds=300):
                     now = time.time()
                     obj = event.get("object") or {}
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -171,7 +185,7 @@ class RunWatch:
                         return
             except ApiError as e:
                 if e.status == 410:  # too old: start again from a fresh list (events in between are lost)
-                    self._rv = self.rest.get(runs_path(self.namespace))["metadata"]["resourceVersion"]
+                    self._rv = self.rest.get(self.path)["metadata"]["resourceVersion"]
                 else:
                     time.sleep(0.5)
             except Exception:  # a broken stream (the server restarting, the cluster going down): watch again
@@ -243,12 +257,15 @@ class Bench:
         self.api.post(
             "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         )
-        watch = RunWatch(self.api, name)
+        return self.watch(name)
+
+    def watch(self, namespace: str, plural: str = "notebookruns") -> RunWatch:
+        watch = RunWatch(self.api, namespace, plural)
         self.watches.append(watch)
         return watch
 
     def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        plural = "notebookruns" if body["kind"] == "NotebookRun" else "notebookenvironments"
+        plural = PLURALS[body["kind"]]
         return retrying(lambda: self.api.post(f"{GROUP_PATH}/namespaces/{namespace}/{plural}", body))
 
     def create_many(self, namespace: str, bodies: list[dict[str, Any]], threads: int = 8) -> None:
