@@ -9,7 +9,7 @@ operator under its ServiceAccount, creates one environment (replicas 1, maxKerne
    watch (timestamped on arrival). Sequential repetitions, each after the pool refilled; each session
    is deleted after. Median (min, max).
 2. per-cell overhead: a trivial cell (`1`) executed through the whole user-facing path, one request
-   per cell: POST .../notebooksessions/NAME/execute to the kube-apiserver (client certificate, RBAC,
+   per cell: POST .../notebooksessions/NAME/exec to the kube-apiserver (client certificate, RBAC,
    the aggregator's proxy, the operator's front-proxy mTLS and its SubjectAccessReview) over one
    keep-alive HTTPS connection, timed to the result line of the NDJSON answer (the execution's commit
    included); against the same cell sent straight to the gateway's websocket by nbkube's engine, on a
@@ -197,7 +197,7 @@ class UserApiClient:
     async def execute(self, session: str, cell_id: str) -> tuple[float, float, dict[str, Any]]:
         """(seconds to the cell's cellFinished event, seconds to the result, the result) of executing
         one cell of `session`, timed from just before the request."""
-        url = self.server + paths.session_path(NS, session, "execute")
+        url = self.server + paths.session_path(NS, session, paths.SESSION_EXEC)
         body = json.dumps({"cellIds": [cell_id]}).encode()
         t0 = time.perf_counter()
         finished = float("nan")
