@@ -10,6 +10,7 @@ at main's head.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,13 +141,17 @@ class BranchWriter:
             staged[parts] = (object_id("blob", data), tmp)
         return staged
 
-    async def log(self, branch: str, *, limit: int) -> list[BranchCommit]:
-        """The branch's commits, newest first."""
+    async def log(self, branch: str, *, limit: int, trailer: str | None = None) -> list[BranchCommit]:
+        """The branch's commits, newest first; with `trailer`, only those whose message has it."""
         ref = branch_ref(branch)
+        if trailer is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", trailer):
+            raise ValueError(f"invalid trailer name: {trailer!r}")
+        grep = [f"--grep=^{trailer}: "] if trailer else []
         rc, out, _ = await run_git(
             self._repo.root,
             "log",
             f"--max-count={limit}",
+            *grep,
             f"--format=%H{_FIELD}%cI{_FIELD}%B{_RECORD}",
             ref,
             "--",

@@ -267,13 +267,15 @@ class ResultsRepositories:
             assert store is not None
             return await store.commit_to_branch(branch, files, message, parent=parent)
 
-    async def history(self, namespace: str, ref: str, *, limit: int) -> list[BranchCommit]:
+    async def history(
+        self, namespace: str, ref: str, *, limit: int, trailer: str | None = None
+    ) -> list[BranchCommit]:
         """`ResultsStore.branch_log` in `namespace`'s repository; FileNotFoundError when absent."""
         store = await self.repository(namespace)
         if store is None:
             raise FileNotFoundError(ref)
         async with self._active(namespace):
-            return await store.branch_log(ref, limit=limit)
+            return await store.branch_log(ref, limit=limit, trailer=trailer)
 
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes:
         """The bytes of `path` at `ref` in `namespace`'s repository; FileNotFoundError if absent there

@@ -244,10 +244,12 @@ class ResultsStore:
                     raise ValueError(f"{path} does not belong in the repository of {self.namespace}")
         return await self._branches.commit(branch, files, message, parent=parent, author=self._repo.committer)
 
-    async def branch_log(self, branch: str, *, limit: int = 100) -> list[BranchCommit]:
-        """`branch`'s commits, newest first."""
+    async def branch_log(
+        self, branch: str, *, limit: int = 100, trailer: str | None = None
+    ) -> list[BranchCommit]:
+        """`branch`'s commits, newest first (with `trailer`, those whose message has that trailer)."""
         self._require_open()
-        return await self._branches.log(branch, limit=limit)
+        return await self._branches.log(branch, limit=limit, trailer=trailer)
 
     # ------------------------------------------------------------------ reading
 

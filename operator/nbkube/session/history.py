@@ -36,6 +36,9 @@ def artifact_path(namespace: str, name: str, operation: int) -> str:
 TRAILER_PREFIX = "Nbkube-"
 OPERATION_KEY = "Operation-Number"
 OPERATION_TRAILER = TRAILER_PREFIX + OPERATION_KEY
+SESSION_KEY = "Session"
+SESSION_TRAILER = TRAILER_PREFIX + SESSION_KEY
+"""Every commit of a session carries it: `<namespace>/<name>`."""
 
 
 def operation_number(message: str) -> int:

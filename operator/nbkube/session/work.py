@@ -77,7 +77,9 @@ class SessionStore(Protocol):
 
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes: ...
 
-    async def history(self, namespace: str, ref: str, *, limit: int) -> list[BranchCommit]: ...
+    async def history(
+        self, namespace: str, ref: str, *, limit: int, trailer: str | None = None
+    ) -> list[BranchCommit]: ...
 
 
 class OperationError(Exception):
@@ -170,7 +172,8 @@ class SessionWork:
             artifact = history.artifact_path(self.namespace, self.name, number)
             files[artifact] = spill
         message = history.commit_message(
-            summary, {"Session": f"{self.namespace}/{self.name}", history.OPERATION_KEY: number, **trailers}
+            summary,
+            {history.SESSION_KEY: f"{self.namespace}/{self.name}", history.OPERATION_KEY: number, **trailers},
         )
         try:
             head = await self.store.commit_files(

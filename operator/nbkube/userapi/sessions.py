@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from nbkube.api.common import validation_message
 from nbkube.api.sessionops import EditRequest, ExecuteRequest, HistoryEntry, OperationResult
 from nbkube.results import BranchCommit
+from nbkube.session.history import SESSION_TRAILER
 from nbkube.session.work import OperationError
 from nbkube.userapi import paths
 
@@ -42,7 +43,9 @@ class Sessions(Protocol):
 class SessionFiles(Protocol):
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes: ...
 
-    async def history(self, namespace: str, ref: str, *, limit: int) -> list[BranchCommit]: ...
+    async def history(
+        self, namespace: str, ref: str, *, limit: int, trailer: str | None = None
+    ) -> list[BranchCommit]: ...
 
 
 def _error(exc: OperationError) -> web.HTTPException:
@@ -112,7 +115,9 @@ def session_routes(
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a number") from None
         try:
-            commits = await files.history(namespace, f"refs/heads/{status['branch']}", limit=limit)
+            # A session's own commits and those of the sessions it was forked from (not main's).
+            ref = f"refs/heads/{status['branch']}"
+            commits = await files.history(namespace, ref, limit=limit, trailer=SESSION_TRAILER)
         except FileNotFoundError:
             raise web.HTTPNotFound(
                 text=f"the session's branch {status['branch']} is not in the repository"
