@@ -192,7 +192,7 @@ def test_a_session_from_the_cli_create_insert_exec_state_interrupt_log_fork_dele
     # the branch's git log, through a clone, is the session's history
     ok(cli("clone", "results", cwd=tmp_path))
     git_log = subprocess.run(
-        ["git", "log", "--format=%h %s", "--abbrev=12", f"origin/{branch}"],
+        ["git", "log", "--format=%h %s", "--abbrev=12", "--grep=^Nbkube-Session: ", f"origin/{branch}"],
         cwd=tmp_path / "results",
         capture_output=True,
         text=True,

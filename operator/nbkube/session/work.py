@@ -475,6 +475,7 @@ class SessionWork:
         book.set_kernel_state(KernelState.IDLE)
         book.status.execution_count = 0
         book.touch()
+        await book.flush()  # a transition the user waits for
         message = "kernel restarted: its variables and imports are gone; outputs in the notebook stay"
         return OperationResult(
             operation="restart",
