@@ -131,7 +131,20 @@ def _finished_with_ttl(spec: dict[str, Any], status: dict[str, Any], **_: Any) -
     return not _active(status) and spec.get("ttlSecondsAfterFinished") is not None
 
 
-@kopf.daemon(*RUNS, when=_active, cancellation_timeout=60, initial_delay=0, backoff=10)
+# When a run or session is deleted or the operator stops, kopf sets `stopped` and, after
+# cancellation_backoff, cancels the daemon: without a backoff it cancels at once, and the daemon's
+# own ending (a commit, a kernel released or left for the next operator) is cut short.
+DAEMON_GRACE_SECONDS = 30
+
+
+@kopf.daemon(
+    *RUNS,
+    when=_active,
+    cancellation_backoff=DAEMON_GRACE_SECONDS,
+    cancellation_timeout=60,
+    initial_delay=0,
+    backoff=10,
+)
 async def run_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     await _ctx(memo).runs.drive(body, stopped)
 
@@ -157,7 +170,14 @@ def _live(status: dict[str, Any], **_: Any) -> bool:
     return (status or {}).get("state") != SessionState.ENDED
 
 
-@kopf.daemon(*SESSIONS, when=_live, cancellation_timeout=60, initial_delay=0, backoff=10)
+@kopf.daemon(
+    *SESSIONS,
+    when=_live,
+    cancellation_backoff=DAEMON_GRACE_SECONDS,
+    cancellation_timeout=60,
+    initial_delay=0,
+    backoff=10,
+)
 async def session_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     await _ctx(memo).sessions.drive(body, stopped)
 
