@@ -36,11 +36,13 @@ class Nbkube:
         self.kubeconfig = kubeconfig
         self.context = context
         self._lock = threading.Lock()
-        self._clients: dict[str | None, ClusterClient] = {}
-        self.namespace = self.client(namespace).namespace  # the default: -n, else the context's
+        self._clients: dict[str, ClusterClient] = {}
+        first = ClusterClient(ClusterOptions(kubeconfig, context, namespace))
+        self.namespace = first.namespace  # a tool's default: -n, else the context's namespace
+        self._clients[self.namespace] = first
 
     def client(self, namespace: str | None = None) -> ClusterClient:
-        key = namespace or None
+        key = namespace or self.namespace
         with self._lock:
             if key not in self._clients:
                 self._clients[key] = ClusterClient(ClusterOptions(self.kubeconfig, self.context, key))
