@@ -19,7 +19,18 @@ from nbkube.cli.kubeclient import ClusterClient, ClusterOptions
 from nbkube.cli.sessionops import SessionApi
 from nbkube_testenv.cluster import ClusterInfo
 
-PLOT = "import matplotlib.pyplot as plt\nplt.figure(figsize=(1, 1))\nplt.plot([1, 2, 3])\nplt.show()"
+# A matplotlib figure as PNG bytes, displayed (whichever backend the kernel has, no inline one needed).
+PLOT = """\
+import io
+import matplotlib
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+from IPython.display import Image, display
+fig, ax = plt.subplots(figsize=(1, 1))
+ax.plot([1, 2, 3])
+png = io.BytesIO()
+fig.savefig(png, format="png")
+display(Image(data=png.getvalue()))"""
 ROUND_TRIPS = 15
 
 

@@ -319,7 +319,7 @@ class Nbkube:
             key = run.config_map_key(source)
             text = run.notebook_payload(source, key)
         else:
-            key, text = NOTEBOOK_KEY, _notebook_text(cells or [])
+            key, text = NOTEBOOK_KEY, _notebook_text(cells or [], bool(parameters or matrix))
         args = argparse.Namespace(
             env=environment,
             parameters=_assignments(parameters),
@@ -411,12 +411,16 @@ def _assignments(parameters: dict[str, Any] | None) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in (parameters or {}).items()]
 
 
-def _notebook_text(cells: list[str]) -> str:
+def _notebook_text(cells: list[str], parameterized: bool) -> str:
+    """Code cells as a notebook; with parameters the first is tagged `parameters` (its values are the
+    defaults: the injected cell follows it, as papermill does)."""
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    if parameterized and nb.cells:
+        nb.cells[0].metadata["tags"] = ["parameters"]
     return str(nbformat.writes(nb))
 
 

@@ -44,7 +44,11 @@ Namespace = Annotated[
 ]
 SessionName = Annotated[str, Field(description="the NotebookSession's name")]
 Cells = Annotated[
-    list[str] | None, Field(description="code cell sources, in order (instead of notebook_path)")
+    list[str] | None,
+    Field(
+        description="code cell sources, in order (instead of notebook_path); with parameters or a matrix "
+        "the first cell holds their defaults (it is tagged 'parameters': the given values follow it)"
+    ),
 ]
 NotebookPath = Annotated[
     str | None, Field(description="a local .ipynb on the machine running nbkube mcp (instead of cells)")
