@@ -176,10 +176,16 @@ class ClusterClient:
             raise
         return True
 
-    def watch_run(self, name: str) -> Iterator[dict[str, Any]]:
-        """Yields the run now and after every change, until it reaches a terminal state."""
+    def watch_run(self, name: str, deadline: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yields the run now and after every change, until it reaches a terminal state (or the
+        monotonic `deadline` passes)."""
         return self._watch(
-            "NotebookRun", PLURAL_RUNS, name, self.find_run, lambda run: run_state(run) in TERMINAL_RUN_STATES
+            "NotebookRun",
+            PLURAL_RUNS,
+            name,
+            self.find_run,
+            lambda run: run_state(run) in TERMINAL_RUN_STATES,
+            deadline,
         )
 
     def _watch(

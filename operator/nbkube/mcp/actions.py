@@ -19,7 +19,7 @@ from nbkube.api.session import SessionState
 from nbkube.api.states import TERMINAL_RUN_STATES
 from nbkube.cli import fetch, run, sessionops, sessions
 from nbkube.cli.errors import CliError, UsageError
-from nbkube.cli.kubeclient import PLURAL_RUNS, ClusterClient, ClusterOptions, run_state, session_state
+from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, run_state, session_state
 from nbkube.cli.userapi import UserApi, UserApiError
 from nbkube.userapi import paths
 
@@ -69,7 +69,7 @@ class Nbkube:
     ) -> dict[str, Any]:
         """Creates the session (a local notebook uploaded as a ConfigMap it owns) and waits for Ready."""
         kube = self.client(namespace)
-        sessions.check_name(name, "session")
+        run.check_name(name, "session")
         if cells is not None and notebook_path is not None:
             raise UsageError("give cells or notebook_path, not both")
         args = argparse.Namespace(
@@ -141,7 +141,7 @@ class Nbkube:
         wait_seconds: float,
     ) -> dict[str, Any]:
         kube = self.client(namespace)
-        sessions.check_name(name, "session")
+        run.check_name(name, "session")
         found = kube.find_session(source)
         if not (found.get("status") or {}).get("branch"):
             raise CliError(f"session {source} has no history yet to fork from (it is still starting)")
@@ -354,16 +354,7 @@ class Nbkube:
         self._require_environment(kube, environment)
         run.create(kube, run_name, key, text, spec)
         deadline = time.monotonic() + wait_seconds
-        found = _last(
-            kube._watch(
-                "NotebookRun",
-                PLURAL_RUNS,
-                run_name,
-                kube.find_run,
-                lambda r: run_state(r) in TERMINAL_RUN_STATES,
-                deadline,
-            )
-        )
+        found = _last(kube.watch_run(run_name, deadline))
         summary = run_summary(found)
         if run_state(found) not in TERMINAL_RUN_STATES:
             summary["note"] = (
