@@ -152,7 +152,11 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     run_helm(helm, "uninstall", RELEASE, *helm_args(cluster, namespace), "--wait")
     assert kubectl("get", "deployment", "nbkube", namespace=namespace, check=False).returncode != 0
     assert kubectl("get", "clusterrole", "nbkube", check=False).returncode != 0
-    for kept in (["crd", "notebookruns.nbkube.io"], ["crd", "notebookenvironments.nbkube.io"]):
+    for kept in (
+        ["crd", "notebookruns.nbkube.io"],
+        ["crd", "notebookenvironments.nbkube.io"],
+        ["crd", "notebooksessions.nbkube.io"],
+    ):
         kubectl("get", *kept)
     kubectl("get", "pvc", "nbkube-results", namespace=namespace)
     # the operator created its key Secret under the chart's Role; like the results, it outlives the release

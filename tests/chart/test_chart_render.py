@@ -37,8 +37,9 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
-            "CustomResourceDefinition",
-            "CustomResourceDefinition",
+            "CustomResourceDefinition",  # NotebookEnvironment
+            "CustomResourceDefinition",  # NotebookRun
+            "CustomResourceDefinition",  # NotebookSession
             "Deployment",
             "PersistentVolumeClaim",
             "Role",
