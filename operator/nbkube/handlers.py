@@ -20,6 +20,12 @@ from nbkube.runtime import OperatorContext
 ENVIRONMENTS = (GROUP, VERSION, "notebookenvironments")
 RUNS = (GROUP, VERSION, "notebookruns")
 SESSIONS = (GROUP, VERSION, "notebooksessions")
+
+# When a run or session is deleted or the operator stops, kopf sets `stopped` and, after
+# cancellation_backoff, cancels the daemon: without a backoff it cancels at once, and the daemon's
+# own ending (a commit, a kernel released or left for the next operator) is cut short.
+DAEMON_GRACE_SECONDS = 30
+DAEMON_EXIT_SECONDS = 5.0
 GATEWAY_POD_LABELS = {"app.kubernetes.io/name": GATEWAY_APP_NAME}
 
 
@@ -41,6 +47,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.networking.request_timeout = 60
     settings.posting.level = logging.INFO
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    # A daemon told to stop (its object deleted, the operator stopping) ends on its own in well under
+    # this (a kernel released, a status written): kopf waits for that, then removes the finalizer at
+    # once, instead of looking again only when DAEMON_GRACE_SECONDS have passed.
+    settings.background.instant_exit_timeout = DAEMON_EXIT_SECONDS
     memo["nbkube"] = await OperatorContext.start(logger)
 
 
@@ -129,12 +139,6 @@ def _active(status: dict[str, Any], **_: Any) -> bool:
 
 def _finished_with_ttl(spec: dict[str, Any], status: dict[str, Any], **_: Any) -> bool:
     return not _active(status) and spec.get("ttlSecondsAfterFinished") is not None
-
-
-# When a run or session is deleted or the operator stops, kopf sets `stopped` and, after
-# cancellation_backoff, cancels the daemon: without a backoff it cancels at once, and the daemon's
-# own ending (a commit, a kernel released or left for the next operator) is cut short.
-DAEMON_GRACE_SECONDS = 30
 
 
 @kopf.daemon(
