@@ -193,6 +193,7 @@ class SessionWork:
     async def edit(self, request: EditRequest) -> OperationResult:
         self.check_head(request.expect_head)
         doc = self.document
+        cells_before = list(doc.notebook.cells)
         try:
             if request.action == EditAction.INSERT:
                 cell_id = doc.insert(
@@ -215,7 +216,11 @@ class SessionWork:
                 summary = f"delete cell {cell_id}"
         except EditError as exc:
             raise OperationError(400, "BadRequest", str(exc)) from None
-        committed = await self.commit(summary, {"Operation": request.action.value, "Cell": cell_id})
+        try:
+            committed = await self.commit(summary, {"Operation": request.action.value, "Cell": cell_id})
+        except BaseException:
+            doc.notebook.cells = cells_before  # not committed: not made (an edit touches only the list)
+            raise
         return OperationResult(
             operation=request.action.value, head=committed.head, message=summary, cell_id=cell_id
         )
