@@ -293,3 +293,16 @@ def test_a_session_forks_a_runs_result_and_its_deletion_gives_the_kernel_back_ke
     assert finished["result"]["commit"] in git(
         "log", "--format=%H", f"origin/{branch}", cwd=tmp_path / "repo"
     )
+
+
+def test_forged_names_and_huge_bodies_never_reach_the_operators_clients(team: dict[str, Any]) -> None:
+    ns, admin = team["a"], team["admin"]
+    base = f"/apis/subresources.nbkube.io/v1alpha1/namespaces/{ns}/notebooksessions"
+    for forged in ("..%2F..%2Fsecrets", "x%3Fwatch%3Dtrue", "a%2Fb", "-rf"):
+        status, body = admin.get(f"{base}/{forged}/notebook")
+        assert status in (400, 404), (forged, status, body[:200])
+    huge = {"action": "insert", "source": "x" * (2 * 1024 * 1024)}
+    status, body = admin.session(ns, SESSION, "edit", huge)
+    assert status == 413, (status, str(body)[:200])
+    status, nb = admin.session(ns, SESSION, "notebook")
+    assert status == 200 and "x" * 1000 not in json.dumps(nb)

@@ -13,6 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nbkube.kube import Kube, NotFound
+from nbkube.metrics import status_patches
+
 log = logging.getLogger(__name__)
 
 FINAL_WRITE_ATTEMPTS = 12
@@ -87,3 +90,19 @@ class StatusWriter:
                 await self._patch(status() if callable(status) else status)
             except Exception as exc:  # the next flush carries the newest status anyway
                 log.warning("status patch of %s failed: %s", self.label, exc)
+
+
+def status_patcher(kube: Kube, path: str) -> PatchFn:
+    """The PatchFn of an object's status subresource at `path`: a merge patch in which an absent
+    kernel is written as removed; an object that is gone counts as written."""
+
+    async def patch(status: dict[str, Any]) -> None:
+        if "kernel" not in status:
+            status["kernel"] = None  # merge patch: absent means "keep", None means "remove"
+        try:
+            await kube.merge_patch(path, {"status": status})
+        except NotFound:
+            return
+        status_patches.inc()
+
+    return patch

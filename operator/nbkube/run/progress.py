@@ -8,7 +8,6 @@ with the run's terminal event.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import kopf
 from nbformat import NotebookNode
@@ -16,9 +15,8 @@ from nbformat import NotebookNode
 from nbkube.api import TERMINAL_RUN_STATES, CellStatus, ConditionStatus, NotebookRunStatus, RunState
 from nbkube.api.common import now_rfc3339, parse_timestamp, set_condition
 from nbkube.api.states import NOT_RUN_CELL_STATES, CellState
-from nbkube.kernelwork.statuswriter import StatusWriter
-from nbkube.kube import Kube, NotFound, run_path
-from nbkube.metrics import status_patches
+from nbkube.kernelwork.statuswriter import StatusWriter, status_patcher
+from nbkube.kube import Kube, run_path
 from nbkube.run import cellstatus
 from nbkube.run.outcome import Outcome
 
@@ -38,19 +36,14 @@ class ProgressBook:
         self.name: str = meta["name"]
         self.generation: int | None = meta.get("generation")
         self.status = NotebookRunStatus.model_validate(dict(body.get("status") or {}))
-        self.writer = StatusWriter(self._patch, interval, label=f"{self.namespace}/{self.name}")
+        self.writer = StatusWriter(
+            status_patcher(kube, run_path(self.namespace, self.name, "status")),
+            interval,
+            label=f"{self.namespace}/{self.name}",
+        )
         self._cells: list[CellStatus] = []
 
     # writes
-
-    async def _patch(self, status: dict[str, Any]) -> None:
-        if "kernel" not in status:
-            status["kernel"] = None  # merge patch: absent means "keep", None means "remove"
-        try:
-            await self.kube.merge_patch(run_path(self.namespace, self.name, "status"), {"status": status})
-        except NotFound:
-            return  # the run is gone: nothing to write
-        status_patches.inc()
 
     def publish(self) -> None:
         """The status is written within one interval (coalesced with later changes)."""

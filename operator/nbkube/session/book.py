@@ -6,8 +6,6 @@ lands). The cell table is bounded like a run's (run/cellstatus.py).
 
 from __future__ import annotations
 
-from typing import Any
-
 import kopf
 from nbformat import NotebookNode
 
@@ -15,9 +13,8 @@ from nbkube.api import CellStatus, ConditionStatus
 from nbkube.api.common import now_rfc3339, set_condition
 from nbkube.api.session import KernelState, NotebookSessionStatus, SessionState
 from nbkube.api.states import CellState
-from nbkube.kernelwork.statuswriter import StatusWriter
-from nbkube.kube import Kube, NotFound, session_path
-from nbkube.metrics import status_patches
+from nbkube.kernelwork.statuswriter import StatusWriter, status_patcher
+from nbkube.kube import Kube, session_path
 from nbkube.run import cellstatus
 
 
@@ -30,17 +27,11 @@ class SessionBook:
         self.name: str = meta["name"]
         self.generation: int | None = meta.get("generation")
         self.status = NotebookSessionStatus.model_validate(dict(body.get("status") or {}))
-        self.writer = StatusWriter(self._patch, interval, label=f"{self.namespace}/{self.name}")
-
-    async def _patch(self, status: dict[str, Any]) -> None:
-        if "kernel" not in status:
-            status["kernel"] = None  # merge patch: absent means "keep", None means "remove"
-        try:
-            path = session_path(self.namespace, self.name, "status")
-            await self.kube.merge_patch(path, {"status": status})
-        except NotFound:
-            return
-        status_patches.inc()
+        self.writer = StatusWriter(
+            status_patcher(kube, session_path(self.namespace, self.name, "status")),
+            interval,
+            label=f"{self.namespace}/{self.name}",
+        )
 
     def publish(self) -> None:
         self.writer.update(self.status.to_api)
