@@ -48,7 +48,13 @@ def test_values_glued_by_scrapbook_are_read_with_their_types() -> None:
         ]
     )
     found = recorded_values(notebook(outputs[:2], outputs[2:]))
-    assert found.values == {"accuracy": 0.93, "epochs": 12, "converged": True, "label": "baseline", "shown": 7}
+    assert found.values == {
+        "accuracy": 0.93,
+        "epochs": 12,
+        "converged": True,
+        "label": "baseline",
+        "shown": 7,
+    }
     assert (found.omitted, found.notes) == (0, [])
 
 
@@ -120,7 +126,10 @@ def test_malformed_outputs_are_ignored() -> None:
     nb = {
         "cells": [
             {"cell_type": "code", "outputs": [None, {"output_type": "display_data", "data": None}]},
-            {"cell_type": "code", "outputs": [{"output_type": "display_data", "data": {values.scrap_mime(): 3}}]},
+            {
+                "cell_type": "code",
+                "outputs": [{"output_type": "display_data", "data": {values.scrap_mime(): 3}}],
+            },
             "not a cell",
             {"cell_type": "code", "outputs": [{"output_type": "stream", "data": {values.scrap_mime(): {}}}]},
         ]
