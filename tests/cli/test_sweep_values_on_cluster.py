@@ -10,12 +10,14 @@ import io
 import json
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
 from cli_harness import Cli
+from nbkube.cli import main
 from nbkube.cli.sweeps import PLOT_SIZE
 from nbkube.run.values import MAX_STRING
 
@@ -37,7 +39,7 @@ PACKAGE_FREE_NOTEBOOK = [
     (
         "record",
         "record('loss', 1 / x)\nrecord('log', 'y' * 1_000_000, 'text')\n"
-        "record('curve', [1, 2, 3])\nrecord('bad', float('nan'))",
+        "record('curve', [1, 2, 3])\nrecord('frame', 'UEFSMQ==', 'pandas')\nrecord('nothing', None)",
         [],
     ),
     ("check", "assert x != 2, 'x is two'", []),
@@ -54,6 +56,22 @@ def write_notebook(path: Path, cells: list[tuple[str, str, list[str]]]) -> Path:
 
 def get_run(kubectl: Any, namespace: str, name: str) -> dict[str, Any]:
     return json.loads(kubectl("get", "nbrun", name, "-o", "json", namespace=namespace).stdout)
+
+
+@pytest.fixture
+def nbkube(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
+    """The CLI in this process (cheaper than a new one per command): exit code, stdout, stderr."""
+    monkeypatch.setenv("KUBECONFIG", cli.env["KUBECONFIG"])
+
+    def call(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([*args, "-n", cli.namespace])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -91,7 +109,12 @@ def sweeps(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> dict[str, subp
 
 
 def test_a_scrapbook_sweeps_table_summary_files_and_cli_agree_with_each_childs_notebook(
-    sweeps: dict[str, subprocess.CompletedProcess[str]], cli: Cli, kubectl: Any, operator: Any, tmp_path: Path
+    sweeps: dict[str, subprocess.CompletedProcess[str]],
+    cli: Cli,
+    kubectl: Any,
+    operator: Any,
+    nbkube: Callable[..., tuple[int, str, str]],
+    tmp_path: Path,
 ) -> None:
     import scrapbook as sb
 
@@ -125,22 +148,21 @@ def test_a_scrapbook_sweeps_table_summary_files_and_cli_agree_with_each_childs_n
         notebook_file.write_bytes(
             operator.result(child["status"]["result"]["path"], child["status"]["result"]["commit"])
         )
-        scraps = sb.read_notebook(str(notebook_file)).scraps.data_dict
+        # scrapbook reads a value glued with display=True as its display only: the label is read here
+        scraps = sb.read_notebook(str(notebook_file)).scraps
         alpha, seed = int(row["alpha"]), int(row["seed"])
-        assert scraps == {"accuracy": alpha / 10 + seed / 100, "label": f"a{alpha}-s{seed}"}
-        assert float(row["accuracy"]) == scraps["accuracy"] and row["label"] == scraps["label"]
-        assert (row["state"], entry["state"], whole["result"]) == (
-            "Succeeded",
-            "Succeeded",
-            child["status"]["result"],
-        )
-        assert float(row["seconds"]) == entry["seconds"] >= 0
+        assert scraps.data_dict == {"accuracy": alpha / 10 + seed / 100}
+        assert scraps["label"].display["data"]["text/plain"] == repr(f"a{alpha}-s{seed}")
+        assert float(row["accuracy"]) == scraps["accuracy"].data and row["label"] == f"a{alpha}-s{seed}"
+        assert (row["state"], entry["state"]) == ("Succeeded", "Succeeded")
+        assert whole["result"] == {k: child["status"]["result"][k] for k in ("commit", "path")}
+        assert int(row["seconds"]) == entry["seconds"] >= 0
 
     # `nbkube run` ends with the table, `nbkube get SWEEP` prints it, `nbkube sweep` gives it three ways
     assert "accuracy" in ran.stdout and "(nbkube sweep sw-glue)" in ran.stdout
-    shown = cli("get", "sw-glue")
-    assert shown.returncode == 0, shown.stderr
-    lines = shown.stdout.splitlines()
+    code, shown, err = nbkube("get", "sw-glue")
+    assert code == 0, err
+    lines = shown.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("NAME") and "ALPHA" in line))
     assert lines[header].split() == [
         "NAME",
@@ -154,22 +176,26 @@ def test_a_scrapbook_sweeps_table_summary_files_and_cli_agree_with_each_childs_n
     ]
     first = lines[header + 1].split()
     assert first[:4] == [table["children"][0], "1", "1", "Succeeded"] and first[5:] == ["0.11", "a1-s1", "-"]
-    as_csv = cli("sweep", "sw-glue", "--format", "csv")
-    assert as_csv.returncode == 0 and list(csv.DictReader(io.StringIO(as_csv.stdout))) == rows
-    as_json = cli("sweep", "sw-glue", "--format", "json")
-    assert json.loads(as_json.stdout)["rows"] == table["rows"]
-    plotted = cli(
+    code, as_csv, _ = nbkube("sweep", "sw-glue", "--format", "csv")
+    assert code == 0 and list(csv.DictReader(io.StringIO(as_csv))) == rows
+    code, as_json, _ = nbkube("sweep", "sw-glue", "--format", "json")
+    assert code == 0 and json.loads(as_json)["rows"] == table["rows"]
+    code, plotted, err = nbkube(
         "sweep", "sw-glue", "--plot", "x=alpha,y=accuracy,by=seed", "-o", str(tmp_path / "sweep.png")
     )
-    assert plotted.returncode == 0, plotted.stderr
-    assert "wrote" in plotted.stdout and "4 point(s)" in plotted.stdout
+    assert code == 0, err
+    assert "wrote" in plotted and "4 point(s)" in plotted
     assert png_size((tmp_path / "sweep.png").read_bytes()) == PLOT_SIZE
-    bad = cli("sweep", "sw-glue", "--plot", "x=alpha,y=loss")
-    assert bad.returncode == 2 and "'loss' is neither a parameter nor a recorded value" in bad.stderr
+    code, _, err = nbkube("sweep", "sw-glue", "--plot", "x=alpha,y=loss")
+    assert code == 2 and "'loss' is neither a parameter nor a recorded value" in err
 
 
 def test_package_free_values_are_bounded_with_notes_and_a_failed_child_keeps_its_row(
-    sweeps: dict[str, subprocess.CompletedProcess[str]], cli: Cli, kubectl: Any, operator: Any
+    sweeps: dict[str, subprocess.CompletedProcess[str]],
+    cli: Cli,
+    kubectl: Any,
+    operator: Any,
+    nbkube: Callable[..., tuple[int, str, str]],
 ) -> None:
     ran = sweeps["sw-free"]
     assert ran.returncode == 1, ran.stdout + ran.stderr
@@ -181,14 +207,15 @@ def test_package_free_values_are_bounded_with_notes_and_a_failed_child_keeps_its
     assert "x is two" in failed["message"] and ok.get("message") is None
     for row, x in ((ok, 1), (failed, 2)):
         child = get_run(kubectl, cli.namespace, row["name"])["status"]
-        assert child["values"] == {"loss": 1 / x, "log": "y" * MAX_STRING, "bad": "nan"}
-        assert child["valuesOmitted"] == 1
+        assert child["values"] == {"loss": 1 / x, "log": "y" * MAX_STRING}
+        assert child["valuesOmitted"] == 3
         assert child["valueNotes"] == [
             f"log: a string of 1000000 characters: cut to {MAX_STRING}",
             "curve: a list is not a scalar: left out",
-            "bad: nan is not a JSON number: kept as a string",
+            "frame: a value of encoder 'pandas' is not a scalar: left out",
+            "nothing: null is not kept: left out",
         ]
-        assert row["values"] == {"loss": 1 / x, "log": "y" * 64, "bad": "nan"}
+        assert row["values"] == {"loss": 1 / x, "log": "y" * 64}
     result = status["result"]
     rows = list(
         csv.DictReader(
@@ -196,12 +223,12 @@ def test_package_free_values_are_bounded_with_notes_and_a_failed_child_keeps_its
         )
     )
     assert [(r["x"], r["state"], r["reason"]) for r in rows] == [
-        ("1", "Succeeded", ""),
+        ("1", "Succeeded", "Succeeded"),
         ("2", "Failed", "CellError"),
     ]
     assert "x is two" in rows[1]["message"] and rows[1]["log"] == "y" * MAX_STRING
-    table = cli("sweep", "sw-free")
-    assert table.returncode == 0
-    assert "CellError: cell" in table.stdout.splitlines()[2], table.stdout
-    assert "(check) failed: AssertionError: x is two" in table.stdout.splitlines()[2], table.stdout
-    assert table.stdout in ran.stdout  # `nbkube run` of a sweep that failed ends with its table too
+    code, table, _ = nbkube("sweep", "sw-free")
+    assert code == 0
+    assert "CellError: cell" in table.splitlines()[2], table
+    assert "(check) failed: AssertionError: x is two" in table.splitlines()[2], table
+    assert table in ran.stdout  # `nbkube run` of a sweep that failed ends with its table too

@@ -99,17 +99,19 @@ def test_values_that_are_not_scalars_are_left_out_with_a_note_and_counted() -> N
                 scrap_output("ok", 1),
                 scrap_output("bad", float("nan")),
                 scrap_output("big", 2**80),
+                scrap_output("none", None),
             ]
         )
     )
     assert found.values == {"ok": 1, "bad": "nan", "big": str(2**80)}
-    assert found.omitted == 3
+    assert found.omitted == 4
     assert found.notes == [
         "curve: a list is not a scalar: left out",
         "cfg: a dict is not a scalar: left out",
         "df: a value of encoder 'pandas' is not a scalar: left out",
         "bad: nan is not a JSON number: kept as a string",
         "big: an integer past 64 bits: kept as a string",
+        "none: null is not kept: left out",
     ]
     json.dumps(found.values, allow_nan=False)  # what the API server gets is strict JSON
 

@@ -258,7 +258,7 @@ class SweepRow(StatusModel):
     reason: str | None = None
     message: str | None = Field(None, max_length=256, description="Why it failed, when it did (cut).")
     duration: str | None = None
-    seconds: float | None = Field(None, description="Its duration in seconds, once it ended.")
+    seconds: int | None = Field(None, ge=0, description="Its duration in whole seconds, once it ended.")
     values: dict[str, Any] = Field(
         default_factory=dict,
         description="Its recorded values (status.values of the child) among sweep.valueNames, strings cut "

@@ -47,7 +47,7 @@ def child_row(index: int, name: str, combo: Mapping[str, Any], child: Mapping[st
         "reason": status.get("reason") if status.get("state") else None,
         "message": status.get("message") if ended_badly else None,
         "duration": status.get("duration"),
-        "seconds": ended - started if started is not None and ended is not None else None,
+        "seconds": round(ended - started) if started is not None and ended is not None else None,
         "values": dict(status.get("values") or {}),
         "valuesOmitted": int(status.get("valuesOmitted") or 0),
         "result": {"commit": result["commit"], "path": result["path"]}

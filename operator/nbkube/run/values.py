@@ -15,10 +15,10 @@ The package-free way writes the same output by hand, so scrapbook reads it back 
     display({"application/scrapbook.scrap.json+json":
              {"name": "accuracy", "data": 0.93, "encoder": "json", "version": 1}}, raw=True)
 
-What a run's status keeps is bounded: scalars (numbers, bools, None) and strings, at most MAX_VALUES
+What a run's status keeps is bounded: scalars (numbers, bools) and strings, at most MAX_VALUES
 names of at most MAX_NAME characters, strings cut to MAX_STRING characters. A list, a dict, a
-DataFrame, a non-finite float or an integer past int64 is left out or turned into a string, with a
-note; nothing here ever fails a run.
+DataFrame or a null is left out, a non-finite float or an integer past int64 turned into a string,
+with a note; nothing here ever fails a run.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ MAX_STRING = 256
 """A recorded string longer than this is cut (with a note)."""
 MAX_NOTES = 8
 
-Scalar = str | int | float | bool | None
+Scalar = str | int | float | bool
 _INT64 = 2**63
 
 
@@ -112,7 +112,10 @@ def _scalar(name: str, encoder: str, data: Any, out: RecordedValues) -> tuple[bo
     else:
         out.note(f"{name}: a value of encoder {encoder[:32]!r} is not a scalar: left out")
         return False, None
-    if isinstance(data, bool) or data is None:
+    if data is None:  # (a merge patch would delete a null; a NaN may arrive as null too)
+        out.note(f"{name}: null is not kept: left out")
+        return False, None
+    if isinstance(data, bool):
         return True, data
     if isinstance(data, int):
         if -_INT64 <= data < _INT64:
