@@ -99,8 +99,9 @@ def _records(notebook: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
                             yield name, "json", value
 
 
-def _scalar(name: str, encoder: str, data: Any, out: RecordedValues) -> tuple[bool, Scalar]:
-    """(kept, value) of one record as the status holds it; a note when it is cut or left out."""
+def _scalar(name: str, encoder: str, data: Any, out: RecordedValues) -> Scalar | None:
+    """One record's value as the status holds it, None when it is left out; a note when it is cut or
+    left out."""
     if encoder == "text":
         data = data if isinstance(data, str) else _as_text(data)
     elif encoder == "json":
@@ -111,27 +112,27 @@ def _scalar(name: str, encoder: str, data: Any, out: RecordedValues) -> tuple[bo
                 pass
     else:
         out.note(f"{name}: a value of encoder {encoder[:32]!r} is not a scalar: left out")
-        return False, None
+        return None
     if data is None:  # (a merge patch would delete a null; a NaN may arrive as null too)
         out.note(f"{name}: null is not kept: left out")
-        return False, None
+        return None
     if isinstance(data, bool):
-        return True, data
+        return data
     if isinstance(data, int):
         if -_INT64 <= data < _INT64:
-            return True, data
+            return data
         out.note(f"{name}: an integer past 64 bits: kept as a string")
-        return True, _cut(name, str(data), out)
+        return _cut(name, str(data), out)
     if isinstance(data, float):
         if math.isfinite(data):
-            return True, data
+            return data
         out.note(f"{name}: {data} is not a JSON number: kept as a string")
-        return True, str(data)
+        return str(data)
     if isinstance(data, str):
-        return True, _cut(name, data, out)
+        return _cut(name, data, out)
     kind = "a list" if isinstance(data, list) else "a dict" if isinstance(data, Mapping) else "a value"
     out.note(f"{name}: {kind} is not a scalar: left out")
-    return False, None
+    return None
 
 
 def _as_text(data: Any) -> str:
@@ -160,8 +161,8 @@ def recorded_values(notebook: Mapping[str, Any]) -> RecordedValues:
         if name not in out.values and len(out.values) >= MAX_VALUES:
             out.note(f"more than {MAX_VALUES} names recorded: the first {MAX_VALUES} are kept")
             continue
-        kept, value = _scalar(name, encoder, data, out)
-        if kept:
+        value = _scalar(name, encoder, data, out)
+        if value is not None:
             out.values[name] = value
     out.omitted = len(seen - out.values.keys())
     return out
