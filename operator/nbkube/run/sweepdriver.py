@@ -81,7 +81,7 @@ class SweepTable:
         summary = self.book.status.sweep
         assert summary is not None
         names = sweeptable.value_names(self.rows)
-        summary.parameter_names = self.parameter_names[:16]
+        summary.parameter_names = self.parameter_names  # (a matrix has at most 16 keys)
         summary.value_names = names[: sweeptable.MAX_COLUMNS]
         summary.rows, summary.rows_omitted = sweeptable.status_rows(self.rows, names)
 
