@@ -313,3 +313,61 @@ def test_run_with_a_matrix_follows_the_sweep_and_names_its_children(
     assert main(["fetch", "sweep-run", "-n", cli.namespace]) == 1
     message = one_line_error(capsys.readouterr().err)
     assert "sweep-run is a sweep" in message and all(child in message for child in children)
+
+
+def test_schedule_create_list_suspend_resume_and_trigger(cli: Cli, workdir: Path, kubectl: Any) -> None:
+    path = notebook(
+        workdir / "Morning Report.ipynb",
+        nbformat.v4.new_code_cell("day = None", id="params", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('report for', day)", id="report"),
+    )
+    created = cli(
+        "schedule", "create", str(path), "--env", "py", "--cron", "0 6 * * *", "--time-zone", "Europe/Berlin",
+        "-p", "team=ml", "--scheduled-time-parameter", "day", "--concurrency-policy", "Forbid",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert f"notebookschedule {cli.namespace}/morning-report created" in created.stdout
+    sched = kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)
+    template = sched["spec"]["runTemplate"]["spec"]
+    assert template["notebook"]["configMapRef"] == {"name": "morning-report", "key": "Morning-Report.ipynb"}
+    assert template["parameters"] == {"team": "ml"}
+    config_map = kubectl.json("get", "configmap", "morning-report", namespace=cli.namespace)
+    assert config_map["metadata"]["ownerReferences"][0]["uid"] == sched["metadata"]["uid"]
+
+    def ready() -> dict[str, Any] | None:
+        obj = kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)
+        return obj if (obj.get("status") or {}).get("nextScheduleTime") else None
+
+    ready_sched = wait_for(ready, "the schedule's next time", timeout=30)
+    listed = cli("schedule", "list")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND"]
+    assert row.split()[0] == "morning-report" and "Europe/Berlin" in row and "Scheduled" in row
+    assert ready_sched["status"]["nextScheduleTime"] in row
+
+    assert cli("schedule", "suspend", "morning-report").returncode == 0
+    assert (
+        kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)["spec"]["suspend"] is True
+    )
+    assert cli("schedule", "resume", "morning-report").returncode == 0
+    assert (
+        kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)["spec"]["suspend"] is False
+    )
+
+    triggered = cli("schedule", "trigger", "morning-report", "--follow")
+    assert triggered.returncode == 0, triggered.stderr
+    run_name = re.search(r"notebookrun \S+/(morning-report-manual-\w{5}) created", triggered.stdout).group(1)
+    run = get_run(kubectl, cli.namespace, run_name)
+    assert run is not None and run["status"]["state"] == "Succeeded"
+    assert run["metadata"]["ownerReferences"][0]["name"] == "morning-report"
+    assert run["metadata"]["annotations"]["nbkube.io/schedule-trigger"] == "manual"
+    assert run["spec"]["parameters"]["team"] == "ml" and run["spec"]["parameters"]["day"].endswith(
+        ("+01:00", "+02:00")
+    )
+
+    missing = cli("schedule", "trigger", "no-such-schedule")
+    assert missing.returncode == 1 and "not found" in one_line_error(missing.stderr)
+    bad = cli("schedule", "create", str(path), "--env", "py", "--cron", "61 * * * *")
+    assert bad.returncode == 2 and "out of range" in one_line_error(bad.stderr)
+    kubectl("delete", "nbsched", "morning-report", "--wait=false", namespace=cli.namespace)

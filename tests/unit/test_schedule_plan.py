@@ -180,7 +180,7 @@ def test_the_run_carries_the_scheduled_time_in_the_schedules_zone_and_is_owned()
 
 def test_the_scheduled_time_parameter_must_not_collide_with_the_templates() -> None:
     template = {"environmentRef": {"name": "py"}, "notebook": {"cells": [{"source": "1"}]}}
-    with pytest.raises(ValidationError, match="also set in runTemplate.spec"):
+    with pytest.raises(ValidationError, match=r"also set in runTemplate\.spec"):
         spec(scheduledTimeParameter="day", runTemplate={"spec": {**template, "parameters": {"day": 1}}})
     with pytest.raises(ValidationError, match="cancel"):
         spec(runTemplate={"spec": {**template, "cancel": True}})
