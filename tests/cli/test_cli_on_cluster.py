@@ -366,8 +366,4 @@ def test_schedule_create_list_suspend_resume_and_trigger(cli: Cli, workdir: Path
         ("+01:00", "+02:00")
     )
 
-    missing = cli("schedule", "trigger", "no-such-schedule")
-    assert missing.returncode == 1 and "not found" in one_line_error(missing.stderr)
-    bad = cli("schedule", "create", str(path), "--env", "py", "--cron", "61 * * * *")
-    assert bad.returncode == 2 and "out of range" in one_line_error(bad.stderr)
     kubectl("delete", "nbsched", "morning-report", "--wait=false", namespace=cli.namespace)
