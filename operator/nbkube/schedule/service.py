@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # The longest a loop sleeps without looking (a resync, in case a watch event was lost).
 RESYNC_SECONDS = 60.0
+RETRY_SECONDS = 5.0  # after an error creating a run that another try may not have
 _REFUSED = (400, 422)
 
 
@@ -43,6 +44,7 @@ class ScheduleService:
         self._last_schedule: dict[str, datetime] = {}
         self._skipped: dict[str, datetime] = {}
         self._invalid: dict[str, str] = {}
+        self._refused: dict[str, tuple[int | None, str]] = {}  # uid -> (generation, the API's refusal)
 
     def wake(self, uid: str) -> None:
         event = self._wakes.get(uid)
@@ -64,7 +66,7 @@ class ScheduleService:
         if not uid:
             return
         if event_type == "DELETED":
-            for memory in (self._last_schedule, self._skipped, self._invalid):
+            for memory in (self._last_schedule, self._skipped, self._invalid, self._refused):
                 memory.pop(uid, None)
         self.wake(uid)
 
@@ -78,7 +80,7 @@ class ScheduleService:
                     delay = await self.reconcile(body)
                 except (TimeoutError, KubeError, OSError) as exc:
                     log.warning("schedule %s: %s; trying again", body["metadata"]["name"], exc)
-                    delay = 5.0
+                    delay = RETRY_SECONDS
                 await _sleep(wake, stopped, delay)
         finally:
             self._wakes.pop(uid, None)
@@ -116,6 +118,7 @@ class ScheduleService:
             schedule_name=name,
         )
         ready = (Reason.SUSPENDED, "suspended: no new runs") if spec.suspend else (Reason.SCHEDULED, "")
+        retry = False
         if decision.action == plan.Action.SKIP and decision.scheduled is not None:
             if self._skipped.get(uid) != decision.scheduled:
                 self._skipped[uid] = decision.scheduled
@@ -135,13 +138,17 @@ class ScheduleService:
                 )
             created = await self._create(body, spec, cron, decision, runs)
             if created is None:
-                ready = (Reason.SCHEDULED, "")
+                retry = True
             elif isinstance(created, str):
                 active.append(created)
                 self._last_schedule[uid] = decision.scheduled
                 last_schedule = decision.scheduled
-            else:  # refused for good: the template is wrong
-                ready = (Reason.INVALID_SPEC, created.message)
+                self._refused.pop(uid, None)
+            else:  # refused for good: the template is wrong (until the schedule changes)
+                self._refused[uid] = (meta.get("generation"), created.message)
+        refused = self._refused.get(uid)
+        if refused is not None and refused[0] == meta.get("generation"):
+            ready = (Reason.INVALID_SPEC, refused[1])
         pruned = await self._prune(body, spec, runs)
         status.active = sorted(active)
         status.last_schedule_time = plan.format_time(last_schedule) if last_schedule else None
@@ -157,6 +164,8 @@ class ScheduleService:
         status.conditions = set_condition(status.conditions, "Ready", ok, reason, message, generation)
         status.observed_generation = generation
         await self._write_status(body, status)
+        if retry:
+            return RETRY_SECONDS
         if decision.next_time is None:
             return RESYNC_SECONDS
         # A hair past the time: a timer that fires early would only find nothing due yet.
