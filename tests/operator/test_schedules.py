@@ -96,8 +96,13 @@ def test_runs_appear_at_their_times_with_the_scheduled_time_and_history_is_prune
 
     wait_for("daily's history down to its limit of 2", lambda: len(live_succeeded()) == 2, timeout=30)
     assert live_succeeded() == [r["metadata"]["name"] for r in recorder.finished("daily")][-2:]  # the newest
-    sched = kubectl.json("get", "nbsched", "daily", namespace=env_namespace)
-    assert condition(sched, "Ready")["reason"] == "Suspended"
+    sched = wait_for(
+        "daily Suspended",
+        lambda: (lambda s: s if condition(s, "Ready")["reason"] == "Suspended" else None)(
+            kubectl.json("get", "nbsched", "daily", namespace=env_namespace)
+        ),
+        timeout=30,
+    )
     assert sched["status"]["lastScheduleTime"] and sched["status"]["lastSuccessfulTime"]
     reasons = {e["reason"] for e in events(kubectl, env_namespace, "daily")}
     assert {"RunCreated", "RunDeleted"} <= reasons
