@@ -228,3 +228,19 @@ def test_a_deadline_counts_from_now_not_from_the_last_run() -> None:
         now=now,
     )
     assert decision.action == plan.Action.CREATE and decision.scheduled == at("2026-11-02T06:10:00+00:00")
+
+
+def test_the_readmes_schedule_example_is_a_valid_schedule() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Schedules") :]
+    manifest = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    assert manifest["kind"] == "NotebookSchedule"
+    s = NotebookScheduleSpec.model_validate(manifest["spec"])
+    cron = CronSchedule.parse(s.schedule, s.time_zone)
+    # Monday 2026-11-30 06:00 in Berlin is 05:00 UTC
+    assert cron.next_after(at("2026-11-29T12:00:00+00:00")) == at("2026-11-30T05:00:00+00:00")
