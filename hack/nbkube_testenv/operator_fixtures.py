@@ -47,7 +47,12 @@ def operator(
 ) -> Iterator[operator_process.OperatorProcess]:
     """The operator under the chart's ServiceAccount identity (exactly the chart's ClusterRole rules)."""
     operator_process.install(cluster)
-    proc = operator_process.OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
+    proc = operator_process.OperatorProcess(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        # Schedules seconds apart for tests/operator/test_schedules.py: a test-only seconds field.
+        extra_env={"NBKUBE_SCHEDULE_SECONDS_FIELD": "true"},
+    )
     proc.start()
     try:
         yield proc
