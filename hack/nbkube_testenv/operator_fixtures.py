@@ -9,13 +9,36 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
 from nbkube_testenv import operator_process
 from nbkube_testenv.cluster import ClusterInfo
 from nbkube_testenv.wait import wait_for
+
+_LOG_OFFSET = pytest.StashKey[int]()
+FAILED_TEST_LOG_LINES = 200
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed test that used the operator gets the operator's log lines written while it ran
+    (CI keeps only the test output: without them a flake there cannot be told apart)."""
+    report = yield
+    proc = getattr(item, "funcargs", {}).get("operator")
+    if not isinstance(proc, operator_process.OperatorProcess):
+        return report
+    if call.when == "setup":
+        item.stash[_LOG_OFFSET] = proc.log_path.stat().st_size if proc.log_path.exists() else 0
+    elif report.failed:
+        offset = item.stash.get(_LOG_OFFSET, 0)
+        with proc.log_path.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()[-FAILED_TEST_LOG_LINES:]
+        report.sections.append(("operator log during the test", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +47,12 @@ def operator(
 ) -> Iterator[operator_process.OperatorProcess]:
     """The operator under the chart's ServiceAccount identity (exactly the chart's ClusterRole rules)."""
     operator_process.install(cluster)
-    proc = operator_process.OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
+    proc = operator_process.OperatorProcess(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        # Schedules seconds apart for tests/operator/test_schedules.py: a test-only seconds field.
+        extra_env={"NBKUBE_SCHEDULE_SECONDS_FIELD": "true"},
+    )
     proc.start()
     try:
         yield proc

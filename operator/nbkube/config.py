@@ -76,6 +76,11 @@ class Settings(BaseModel):
         "whose ipBlock rules match pod IPs, the pod and service CIDRs). Comma-separated in the "
         "environment.",
     )
+    schedule_seconds_field: bool = Field(
+        False,
+        description="For tests only: NotebookSchedules may have a six-field schedule, seconds first "
+        "(CronJob has no seconds field).",
+    )
     gateway_egress_extra_rules: list[dict[str, Any]] = Field(
         default_factory=list,
         description="NetworkPolicyEgressRules added to the gateway pods' egress policy (JSON in the "
@@ -136,6 +141,7 @@ class Settings(BaseModel):
             "gateway_egress_allow_all": ("NBKUBE_GATEWAY_EGRESS_ALLOW_ALL",),
             "gateway_egress_denied_cidrs": ("NBKUBE_GATEWAY_EGRESS_DENIED_CIDRS",),
             "gateway_egress_extra_rules": ("NBKUBE_GATEWAY_EGRESS_EXTRA_RULES",),
+            "schedule_seconds_field": ("NBKUBE_SCHEDULE_SECONDS_FIELD",),
         }
         for field, names in mapping.items():
             for name in names:

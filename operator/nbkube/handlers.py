@@ -20,6 +20,7 @@ from nbkube.runtime import OperatorContext
 ENVIRONMENTS = (GROUP, VERSION, "notebookenvironments")
 RUNS = (GROUP, VERSION, "notebookruns")
 SESSIONS = (GROUP, VERSION, "notebooksessions")
+SCHEDULES = (GROUP, VERSION, "notebookschedules")
 
 # When a run or session is deleted or the operator stops, kopf sets `stopped` and, after
 # cancellation_backoff, cancels the daemon: without a backoff it cancels at once, and the daemon's
@@ -157,6 +158,7 @@ async def run_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Me
 def run_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     if "nbkube" in memo:
         _ctx(memo).runs.observe(event.get("type"), event.get("object") or {})
+        _ctx(memo).schedules.observe_run(event.get("type"), event.get("object") or {})
 
 
 TTL_CHECK_SECONDS = 10
@@ -190,3 +192,17 @@ async def session_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kop
 def session_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     if "nbkube" in memo:
         _ctx(memo).sessions.observe(event.get("type"), event.get("object") or {})
+
+
+# NotebookSchedule
+
+
+@kopf.daemon(*SCHEDULES, cancellation_backoff=DAEMON_EXIT_SECONDS, initial_delay=0, backoff=10)
+async def schedule_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    await _ctx(memo).schedules.drive(body, stopped)
+
+
+@kopf.on.event(*SCHEDULES)
+def schedule_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
+    if "nbkube" in memo:
+        _ctx(memo).schedules.observe_schedule(event.get("type"), event.get("object") or {})

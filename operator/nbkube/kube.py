@@ -39,6 +39,7 @@ _CORE_PLURALS = {
     "NotebookRun": "notebookruns",
     "NotebookEnvironment": "notebookenvironments",
     "NotebookSession": "notebooksessions",
+    "NotebookSchedule": "notebookschedules",
 }
 
 
@@ -111,6 +112,11 @@ def run_path(namespace: str | None, name: str | None = None, sub: str | None = N
 def session_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
     """The API path of NotebookSessions (of a namespace), of one, or of its subresource."""
     return resource_path(API_VERSION, "notebooksessions", namespace, name, sub)
+
+
+def schedule_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    """The API path of NotebookSchedules (of a namespace), of one, or of its subresource."""
+    return resource_path(API_VERSION, "notebookschedules", namespace, name, sub)
 
 
 def environment_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:

@@ -19,6 +19,7 @@ from nbkube.janitor import GatewayView, Janitor, JanitorSettings, RunView
 from nbkube.kernels import KernelRegistry
 from nbkube.kube import Kube
 from nbkube.run.service import RunService
+from nbkube.schedule.service import ScheduleService
 from nbkube.session.service import SessionService
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class OperatorContext:
     environments: EnvironmentService
     runs: RunService
     sessions: SessionService
+    schedules: ScheduleService
     servers: list[web.AppRunner] = field(default_factory=list)
     user_api: asyncio.Task[None] | None = None
     janitor: asyncio.Task[None] | None = None
@@ -60,6 +62,7 @@ class OperatorContext:
             sessions=SessionService(kube, settings, registry, results, results)
             if results is not None
             else None,
+            schedules=ScheduleService(kube, settings),
         )
         ctx.janitor = asyncio.create_task(_janitor(ctx).run_forever(), name="janitor")
         if settings.metrics_port:

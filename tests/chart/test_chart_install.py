@@ -156,6 +156,7 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
         ["crd", "notebookruns.nbkube.io"],
         ["crd", "notebookenvironments.nbkube.io"],
         ["crd", "notebooksessions.nbkube.io"],
+        ["crd", "notebookschedules.nbkube.io"],
     ):
         kubectl("get", *kept)
     kubectl("get", "pvc", "nbkube-results", namespace=namespace)

@@ -40,6 +40,7 @@ def test_default_render_holds_every_object_the_chart_promises(helm):
             "CustomResourceDefinition",  # NotebookEnvironment
             "CustomResourceDefinition",  # NotebookRun
             "CustomResourceDefinition",  # NotebookSession
+            "CustomResourceDefinition",  # NotebookSchedule
             "Deployment",
             "PersistentVolumeClaim",
             "Role",

@@ -313,3 +313,64 @@ def test_run_with_a_matrix_follows_the_sweep_and_names_its_children(
     assert main(["fetch", "sweep-run", "-n", cli.namespace]) == 1
     message = one_line_error(capsys.readouterr().err)
     assert "sweep-run is a sweep" in message and all(child in message for child in children)
+
+
+def test_schedule_create_list_suspend_resume_and_trigger(
+    cli: Cli, workdir: Path, kubectl: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In this process (main), not as subprocesses: the commands' own work is what is under test here.
+    monkeypatch.setenv("KUBECONFIG", cli.env["KUBECONFIG"])
+
+    def nbkube(*argv: str) -> tuple[int, str]:
+        code = main([*argv, "-n", cli.namespace])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return code, out
+
+    path = notebook(
+        workdir / "Morning Report.ipynb",
+        nbformat.v4.new_code_cell("day = None", id="params", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('report for', day)", id="report"),
+    )
+    _, created = nbkube(
+        "schedule", "create", str(path), "--env", "py", "--cron", "0 6 * * *", "--time-zone", "Europe/Berlin",
+        "-p", "team=ml", "--scheduled-time-parameter", "day", "--concurrency-policy", "Forbid",
+    )  # fmt: skip
+    assert f"notebookschedule {cli.namespace}/morning-report created" in created
+    sched = kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)
+    template = sched["spec"]["runTemplate"]["spec"]
+    assert template["notebook"]["configMapRef"] == {"name": "morning-report", "key": "Morning-Report.ipynb"}
+    assert template["parameters"] == {"team": "ml"}
+    config_map = kubectl.json("get", "configmap", "morning-report", namespace=cli.namespace)
+    assert config_map["metadata"]["ownerReferences"][0]["uid"] == sched["metadata"]["uid"]
+
+    def ready() -> dict[str, Any] | None:
+        obj = kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)
+        return obj if (obj.get("status") or {}).get("nextScheduleTime") else None
+
+    ready_sched = wait_for(ready, "the schedule's next time", timeout=30)
+    _, listed = nbkube("schedule", "list")
+    header, row = listed.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND"]
+    assert row.split()[0] == "morning-report" and "Europe/Berlin" in row and "Scheduled" in row
+    assert ready_sched["status"]["nextScheduleTime"] in row
+
+    nbkube("schedule", "suspend", "morning-report")
+    assert (
+        kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)["spec"]["suspend"] is True
+    )
+    nbkube("schedule", "resume", "morning-report")
+    assert (
+        kubectl.json("get", "nbsched", "morning-report", namespace=cli.namespace)["spec"]["suspend"] is False
+    )
+
+    _, triggered = nbkube("schedule", "trigger", "morning-report", "--follow")
+    found = re.search(r"notebookrun \S+/(morning-report-manual-\w{5}) created", triggered)
+    assert found is not None, triggered
+    run = get_run(kubectl, cli.namespace, found.group(1))
+    assert run is not None and run["status"]["state"] == "Succeeded"
+    assert run["metadata"]["ownerReferences"][0]["name"] == "morning-report"
+    assert run["metadata"]["annotations"]["nbkube.io/schedule-trigger"] == "manual"
+    assert run["spec"]["parameters"]["team"] == "ml"
+    assert run["spec"]["parameters"]["day"].endswith(("+01:00", "+02:00"))  # Berlin's time
+    kubectl("delete", "nbsched", "morning-report", "--wait=false", namespace=cli.namespace)

@@ -17,6 +17,7 @@ import nbformat
 import pytest
 from helpers import (
     environment,
+    events,
     gateway_api,
     gateway_pods,
     get,
@@ -26,6 +27,7 @@ from helpers import (
     wait_run_finished,
 )
 from nbkube_testenv.userapi import ApiUser
+from run_inputs_helpers import config_map, secret
 from session_helpers import execute, session, wait_ready
 
 SESSION = "explore"
@@ -230,6 +232,42 @@ def test_an_idle_session_ends_and_gives_its_kernel_back_its_history_kept(team: d
     assert code == 200 and history[-1]["message"].startswith("start session brief")
     code, body = admin.session(ns, "brief", "edit", {"action": "insert", "source": "2"})
     assert code == 409, body
+
+
+def test_a_sessions_files_and_env_reach_its_kernel_only_and_it_ends_at_its_maximum_lifetime(
+    team: dict[str, Any],
+) -> None:
+    kubectl, ns, admin = team["kubectl"], team["a"], team["admin"]
+    value = f"VALUE-{secrets.token_hex(12)}"
+    kubectl.apply(config_map("session-data", data={"table.csv": "a,b\n1,2\n"}), namespace=ns)
+    kubectl.apply(secret("session-creds", {"token": value.encode()}), namespace=ns)
+    spec = {
+        "files": [
+            {"configMap": {"name": "session-data"}, "destination": "data"},
+            {"secret": {"name": "session-creds"}, "destination": "conf"},
+        ],
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "session-creds", "key": "token"}}}],
+        "maxLifetimeSeconds": 25,
+    }
+    cells = [
+        "import hashlib, os\nprint(open('data/table.csv').read().splitlines()[1])",
+        "print(os.environ['TOKEN'].encode() == open('conf/token', 'rb').read(), len(os.environ['TOKEN']))",
+    ]
+    kubectl.apply(session("inputs", cells, **spec), namespace=ns)
+    wait_ready(kubectl, ns, "inputs")
+    _, result = execute(admin, ns, "inputs")
+    assert [c["outputs"][0]["text"] for c in result["cells"]] == ["1,2\n", f"True {len(value)}\n"]
+
+    def ended() -> dict[str, Any] | None:
+        obj = get(kubectl, "nbsess", "inputs", ns) or {}
+        return obj if (obj.get("status") or {}).get("state") == "Ended" else None
+
+    obj = wait_for("the session to reach its maximum lifetime", ended, timeout=90)
+    assert obj["status"]["reason"] == "LifetimeExceeded" and "kernel" not in obj["status"]
+    code, nb = admin.session(ns, "inputs", "notebook")
+    assert code == 200 and [c["id"] for c in nb["cells"]] == ["c0", "c1"]
+    for where in (obj, nb, events(kubectl, ns, "inputs")):
+        assert value not in json.dumps(where)
 
 
 def test_a_viewer_reads_but_cannot_change_and_another_namespace_gets_nothing(team: dict[str, Any]) -> None:

@@ -75,6 +75,9 @@ class Reason(StrEnum):
     LIFETIME_EXCEEDED = "LifetimeExceeded"
     FORK_NOT_FOUND = "ForkNotFound"
     KERNEL_RESTARTED = "KernelRestarted"
+    # NotebookSchedule
+    SCHEDULED = "Scheduled"
+    SUSPENDED = "Suspended"
 
 
 def now_rfc3339() -> str:

@@ -23,6 +23,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from nbkube import GROUP, VERSION
 from nbkube.api.environment import NotebookEnvironmentSpec, NotebookEnvironmentStatus
 from nbkube.api.run import NotebookRunSpec, NotebookRunStatus
+from nbkube.api.schedule import NotebookScheduleSpec, NotebookScheduleStatus
 from nbkube.api.session import NotebookSessionSpec, NotebookSessionStatus
 
 _DROP = {"title", "additionalProperties", "$defs"}
@@ -239,12 +240,57 @@ def notebook_session_crd() -> dict[str, Any]:
     )
 
 
+def _without_transition_rules(node: Any) -> Any:
+    """The schema without CEL rules that compare with oldSelf: a run's immutable fields are templates
+    in a schedule, which its users change."""
+    if isinstance(node, list):
+        return [_without_transition_rules(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _without_transition_rules(value) for key, value in node.items()}
+    rules = [r for r in out.get("x-kubernetes-validations", []) if "oldSelf" not in r["rule"]]
+    if rules:
+        out["x-kubernetes-validations"] = rules
+    else:
+        out.pop("x-kubernetes-validations", None)
+    return out
+
+
+def notebook_schedule_crd() -> dict[str, Any]:
+    crd = _crd(
+        "NotebookSchedule",
+        "notebookschedules",
+        "nbsched",
+        NotebookScheduleSpec,
+        NotebookScheduleStatus,
+        [
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone", "priority": 1},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Last Schedule", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+            {"name": "Next", "type": "string", "jsonPath": ".status.nextScheduleTime", "priority": 1},
+            {
+                "name": "Status",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            },
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        "NotebookRuns on a cron schedule, as a CronJob creates Jobs.",
+    )
+    version = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    template = version["spec"]["properties"]["runTemplate"]
+    version["spec"]["properties"]["runTemplate"] = _without_transition_rules(template)
+    return crd
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD."""
     return {
         f"{GROUP}_notebookenvironments.yaml": notebook_environment_crd(),
         f"{GROUP}_notebookruns.yaml": notebook_run_crd(),
         f"{GROUP}_notebooksessions.yaml": notebook_session_crd(),
+        f"{GROUP}_notebookschedules.yaml": notebook_schedule_crd(),
     }
 
 

@@ -161,7 +161,7 @@ class NotebookSessionSpec(ApiModel):
         "operation.",
     )
     max_lifetime_seconds: int | None = Field(
-        None, ge=60, le=365 * 86400, description="The session ends this long after it started."
+        None, ge=10, le=365 * 86400, description="The session ends this long after it started."
     )
     execution_timeout_seconds: int = Field(
         DEFAULT_EXECUTION_TIMEOUT_SECONDS,

@@ -15,6 +15,8 @@ drive notebook sessions.
     nbkube session exec NAME [ID ...|--all|--from ID|--code SRC]   execute, outputs streaming
     nbkube session state|log|show NAME                   variables, history, the notebook at a commit
     nbkube session interrupt|restart NAME | fork NAME NEW [--at SHA]
+    nbkube schedule create NB.ipynb --env py --cron '0 6 * * *'   run a notebook on a cron schedule
+    nbkube schedule list | suspend NAME | resume NAME | trigger NAME
     nbkube mcp                                          an MCP server on stdio: sessions and runs as tools
 
 Exit codes: 0 success; 1 a run that failed or was cancelled, a session cell that failed, a refused or
@@ -29,7 +31,7 @@ import sys
 from collections.abc import Sequence
 
 from nbkube import __version__
-from nbkube.cli import cells, clone, fetch, logs, run, runs, sessions, sweeps
+from nbkube.cli import cells, clone, fetch, logs, run, runs, schedules, sessions, sweeps
 from nbkube.cli.errors import EXIT_USAGE, CliError
 from nbkube.mcp import command as mcp_command
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweeps.register(subparsers)
     cells.register(subparsers)
     sessions.register(subparsers)
+    schedules.register(subparsers)
     mcp_command.register(subparsers)
     return parser
 

@@ -20,6 +20,7 @@ from nbkube.cli.errors import CliError
 PLURAL_RUNS = "notebookruns"
 PLURAL_ENVIRONMENTS = "notebookenvironments"
 PLURAL_SESSIONS = "notebooksessions"
+PLURAL_SCHEDULES = "notebookschedules"
 WATCH_SECONDS = 60
 
 T = TypeVar("T")
@@ -297,6 +298,57 @@ class ClusterClient:
     ) -> Iterator[dict[str, Any]]:
         """Yields the session now and after every change, until `done` says so or `deadline` passes."""
         return self._watch("NotebookSession", PLURAL_SESSIONS, name, self.find_session, done, deadline)
+
+    # NotebookSchedules
+
+    def find_schedule(self, name: str) -> dict[str, Any]:
+        return self.call(
+            f"NotebookSchedule {self.namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SCHEDULES,
+            name,
+            missing=f"NotebookSchedule {name!r} not found in namespace {self.namespace} "
+            f"(`nbkube schedule list -n {self.namespace}` lists the schedules)",
+        )
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        found = self.call(
+            f"NotebookSchedules in {self.namespace}",
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SCHEDULES,
+        )
+        return list(found.get("items", []))
+
+    def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self.call(
+            f"creating NotebookSchedule {self.namespace}/{name}",
+            self.custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SCHEDULES,
+            body,
+        )
+
+    def patch_schedule(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.call(
+            f"NotebookSchedule {self.namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL_SCHEDULES,
+            name,
+            patch,
+            missing=f"NotebookSchedule {name!r} not found in namespace {self.namespace}",
+        )
 
     # ConfigMaps
 

@@ -325,10 +325,11 @@ class KernelConnection:
             self._shell_check = asyncio.create_task(self._check_shell(), name=f"shell-check-{self.kernel_id}")
 
     async def _check_shell(self) -> None:
-        """The gateway sometimes leaves the websocket that replaces one closed with 1009 without shell
-        replies (iopub and control still flow; seen about once in 20 such reconnects, the old websocket
-        still being torn down). A shell kernel_info tells; without its reply in SHELL_CHECK_TIMEOUT
-        (a long-running cell delays it too), reconnect once more, which restores them."""
+        """A gateway may leave the websocket that replaces one closed with 1009 without shell replies
+        (iopub and control still flow): nbkube's own gateway images before its direct sends re-checked
+        the kernel socket did, about once in 20 such reconnects (see nbkube.gateway.connection.send_direct).
+        A shell kernel_info tells; without its reply in SHELL_CHECK_TIMEOUT (a long-running cell delays
+        it too), reconnect once more, which restores them (the gateway's buffering re-arms the stream)."""
         try:
             await self.kernel_info(reply_timeout=SHELL_CHECK_TIMEOUT, channel="shell")
         except TimeoutError:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import zmq
-from jupyter_client.session import DELIM
+from jupyter_client.session import DELIM, Session
 from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from traitlets import Bool, default
+from zmq.eventloop.zmqstream import ZMQStream
 
 from nbkube.gateway.oversized import (
     FRAMING_BYTES,
@@ -25,10 +26,9 @@ from nbkube.gateway.oversized import (
 from nbkube.gateway.recent import RecentMessages
 
 WS_PROTOCOL_V1 = "v1.kernel.websocket.jupyter.org"
-# The channels whose recent messages a reconnecting client gets again. Off for now: with them on, one
-# CI run saw a run reattached after an operator kill wait forever for its cell's reply (cause not yet
-# found); the engine's dedupe by msg_id stays, and harmless without them.
-REPLAYED_CHANNELS: tuple[str, ...] = ()
+# The channels whose recent messages a reconnecting client gets again (outputs and replies; the
+# engine drops those it had by msg_id).
+REPLAYED_CHANNELS: tuple[str, ...] = ("iopub", "shell", "stdin")
 
 
 class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
@@ -139,10 +139,29 @@ class NoDelayWebsocketConnection(ZMQChannelsWebsocketConnection):
             return
         channel, msg_list = deserialize_msg_from_ws_v1(incoming_msg)
         stream = self.channels.get(channel)
-        if stream is None or stream.closed() or stream.sending():
+        if stream is None or stream.closed() or stream.sending() or not can_resync(stream):
             super().handle_incoming_message(incoming_msg)
             return
-        try:
-            self.session.send_raw(stream.socket, msg_list, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.session.send_raw(stream, msg_list)
+        send_direct(self.session, stream, msg_list)
+
+
+def can_resync(stream: ZMQStream) -> bool:
+    return callable(getattr(stream, "_rebuild_io_state", None))
+
+
+def send_direct(session: Session, stream: ZMQStream, msg_list: list[Any]) -> None:
+    """Sends on the stream's socket now when it takes the message without blocking (else queues it on
+    the stream), then has the stream look at its socket again.
+
+    A 0MQ socket's file descriptor is edge-triggered, and any operation on the socket, a send included,
+    may take the edge of a message that has just arrived: the stream, waiting for the descriptor, would
+    then never read that message nor any after it (the pipe is not empty, so no new edge comes). That
+    left the kernel's shell replies unread for good when a request went out as a reply came in (a run
+    reattached after an operator restart waited forever). The stream re-checks its socket after its
+    own sends; this does the same after ours."""
+    try:
+        session.send_raw(stream.socket, msg_list, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        session.send_raw(stream, msg_list)  # type: ignore[arg-type]  # (a stream queues it)
+        return
+    stream._rebuild_io_state()  # (pyzmq's own re-check of the socket's events after a send)
