@@ -21,6 +21,7 @@ from nbkube.api.run import (
     NotebookRunStatus,
     NotebookSource,
     RunResult,
+    SweepRow,
     SweepStatus,
     Timeouts,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ResourceRequirements",
     "RunResult",
     "RunState",
+    "SweepRow",
     "SweepStatus",
     "Timeouts",
 ]

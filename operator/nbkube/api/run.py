@@ -19,6 +19,7 @@ from nbkube.api.inputs import (
 )
 from nbkube.api.pod import DNS_SUBDOMAIN
 from nbkube.api.states import CellState, RunState
+from nbkube.run.values import MAX_NOTES, MAX_VALUES
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CELL_ID_PATTERN = r"^[a-zA-Z0-9-_]+$"
@@ -243,6 +244,28 @@ class RunResult(StatusModel):
     final: bool = True
 
 
+class SweepRow(StatusModel):
+    """One child run of a sweep in its parent's table."""
+
+    name: str = Field(description="The child run.")
+    index: int = Field(ge=0, description="Its place in the matrix' combinations.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Its combination of the matrix (strings cut to 64 characters)."
+    )
+    state: str = Field(
+        description="Pending (also: not created yet), Running, Succeeded, Failed or Cancelled."
+    )
+    reason: str | None = None
+    message: str | None = Field(None, max_length=256, description="Why it failed, when it did (cut).")
+    duration: str | None = None
+    seconds: int | None = Field(None, ge=0, description="Its duration in whole seconds, once it ended.")
+    values: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Its recorded values (status.values of the child) among sweep.valueNames, strings cut "
+        "to 64 characters.",
+    )
+
+
 class SweepStatus(StatusModel):
     total: int = 0
     pending: int = 0
@@ -250,6 +273,21 @@ class SweepStatus(StatusModel):
     succeeded: int = 0
     failed: int = 0
     children: list[str] = Field(default_factory=list, max_length=256)
+    parameter_names: list[str] = Field(
+        default_factory=list, max_length=16, description="The matrix' keys: the table's parameter columns."
+    )
+    value_names: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Names the children recorded, in the order first seen: the table's value columns.",
+    )
+    rows: list[SweepRow] = Field(
+        default_factory=list,
+        max_length=256,
+        description="The sweep's table, one row per child in matrix order (`nbkube sweep` prints it; the "
+        "whole table is summary.csv and summary.json in the results repository once the sweep ended).",
+    )
+    rows_omitted: int = Field(0, ge=0, description="Rows left out to keep the status small.")
 
 
 class NotebookRunStatus(StatusModel):
@@ -270,3 +308,15 @@ class NotebookRunStatus(StatusModel):
     kernel: KernelAttachment | None = None
     result: RunResult | None = None
     sweep: SweepStatus | None = None
+    values: dict[str, Any] | None = Field(
+        None,
+        max_length=MAX_VALUES,
+        description="The values the executed notebook recorded (scrapbook's glue, or the same display "
+        "output written by hand): numbers, bools and strings of at most 256 characters.",
+    )
+    values_omitted: int | None = Field(
+        None, ge=0, description="Recorded names left out of values (too many, too long, not a scalar)."
+    )
+    value_notes: list[str] | None = Field(
+        None, max_length=MAX_NOTES, description="What was cut or left out of values, and why."
+    )

@@ -6,6 +6,8 @@ drive notebook sessions.
     nbkube fetch RUN [-o FILE]                           the executed notebook from the results repo
     nbkube clone [DIR] | pull [DIR]                      git clone / pull the namespace's results
     nbkube cancel RUN | get [RUN] | describe RUN
+    nbkube sweep SWEEP [--format table|csv|json]        a sweep's table: parameters, state, values
+    nbkube sweep SWEEP --plot x=alpha,y=acc[,by=seed] -o sweep.png   ... drawn with matplotlib
     nbkube cells list|insert|replace|delete NB.ipynb     edit a local notebook by cell id
     nbkube session create NAME --env py [--from-file NB.ipynb]   a live kernel, Ready, its branch
     nbkube session list | describe NAME | delete NAME
@@ -29,7 +31,7 @@ import sys
 from collections.abc import Sequence
 
 from nbkube import __version__
-from nbkube.cli import cells, clone, fetch, logs, run, runs, schedules, sessions
+from nbkube.cli import cells, clone, fetch, logs, run, runs, schedules, sessions, sweeps
 from nbkube.cli.errors import EXIT_USAGE, CliError
 from nbkube.mcp import command as mcp_command
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.register(subparsers)
     clone.register(subparsers)
     runs.register(subparsers)
+    sweeps.register(subparsers)
     cells.register(subparsers)
     sessions.register(subparsers)
     schedules.register(subparsers)

@@ -35,12 +35,15 @@ def result_of(run: dict[str, Any]) -> dict[str, str]:
     name = run["metadata"]["name"]
     status = run.get("status") or {}
     result = status.get("result")
-    if result and result.get("commit") and result.get("path"):
-        return {"commit": str(result["commit"]), "path": str(result["path"])}
     sweep = status.get("sweep")
     if sweep:
         children = ", ".join(sweep.get("children") or []) or "none yet"
-        raise CliError(f"{name} is a sweep and has no result of its own: fetch its child runs ({children})")
+        raise CliError(
+            f"{name} is a sweep and has no notebook of its own: `nbkube sweep {name}` prints its table; "
+            f"fetch its child runs ({children})"
+        )
+    if result and result.get("commit") and result.get("path"):
+        return {"commit": str(result["commit"]), "path": str(result["path"])}
     state = run_state(run)
     if state in TERMINAL_RUN_STATES:
         why = f"{status.get('reason') or state}: {status.get('message') or ''}".rstrip(": ")

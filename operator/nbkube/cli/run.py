@@ -20,6 +20,7 @@ import yaml
 
 from nbkube import API_VERSION
 from nbkube.api.states import NOT_RUN_CELL_STATES, TERMINAL_RUN_STATES, CellState, RunState
+from nbkube.cli import sweeps
 from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, run_state
 from nbkube.cli.progress import Progress
@@ -339,6 +340,13 @@ def follow(kube: ClusterClient, name: str) -> int:
     return report(run)
 
 
+def _print_table(run: dict[str, Any]) -> None:
+    """A sweep's table (its children's parameters, states and recorded values), after its outcome."""
+    table = sweeps.sweep_table(run)
+    if table is not None and table.rows:
+        print(f"\n{table.text()}")
+
+
 def report(run: dict[str, Any]) -> int:
     name = run["metadata"]["name"]
     status = run.get("status") or {}
@@ -349,12 +357,15 @@ def report(run: dict[str, Any]) -> int:
     if state == RunState.SUCCEEDED:
         print(f"{name} Succeeded{took}: {status.get('message') or ''}".rstrip(": "))
         result = status.get("result")
+        how = f"nbkube sweep {name}" if status.get("sweep") else f"nbkube fetch {name}"
         if result:
-            print(f"result: {result['path']} at commit {result['commit'][:12]} (nbkube fetch {name})")
+            print(f"result: {result['path']} at commit {result['commit'][:12]} ({how})")
         for child in (status.get("sweep") or {}).get("children", []):
             print(f"child run: {child}")
+        _print_table(run)
         return EXIT_OK
     print(f"{name} {state}{took}: {detail}", file=sys.stderr)
+    _print_table(run)
     for cell in status.get("cells") or []:
         if cell.get("state") not in (CellState.SUCCEEDED, *NOT_RUN_CELL_STATES) and cell.get("summary"):
             print(

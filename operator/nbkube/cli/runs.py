@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nbkube.api.states import TERMINAL_RUN_STATES
+from nbkube.cli import sweeps
 from nbkube.cli.errors import EXIT_OK
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, run_state
 from nbkube.cli.tables import describe_lines, format_table, notebook_origin
@@ -96,6 +97,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         return EXIT_OK
     runs.sort(key=lambda r: r["metadata"].get("creationTimestamp") or "")
     print(format_table([HEADER, *[run_row(r) for r in runs]]))
+    table = sweeps.sweep_table(runs[0]) if args.run else None
+    if table is not None and table.rows:
+        print(f"\n{table.text()}")
     return EXIT_OK
 
 

@@ -26,7 +26,7 @@ def run_message(record: RunRecord, final: bool) -> str:
     trailers = [
         ("Nbkube-Run", record.run_dir),
         ("Nbkube-Run-Uid", record.uid),
-        ("Nbkube-Path", record.notebook_path),
+        ("Nbkube-Path", record.result_path),
         ("Nbkube-Environment", one_line(record.environment)),
         ("Nbkube-Attempt", str(record.attempt)),
         ("Nbkube-State", one_line(record.state)),

@@ -5,6 +5,8 @@ A repository is bare (its `root` is the git directory); the branch `main` holds:
     <namespace>/<run>/<notebook>.ipynb    executed notebook, metadata["nbkube"] = run, uid, parameters...
     <namespace>/<run>/outputs/<name>      spilled full outputs (capped per run, `nbkube.results.spills`)
     <namespace>/<run>/nbkube.json         the run record: uid, state, attempt, final, spills, committedAt
+    <namespace>/<sweep>/summary.csv       a sweep's table (and summary.json), beside its children's
+                                          directories <namespace>/<sweep>-<i>-<hash>/ (no notebook)
     <namespace>/_<dir>/...                source notebooks of a namespace's store (`add_notebook`)
     _<anything>/...                       source notebooks of a store without a namespace
 
@@ -30,6 +32,9 @@ OUTPUTS_DIR = "outputs"
 SPILL_FILE = "outputs.jsonl"
 """The name a run's spill (the engine's JSON lines of full outputs) is committed as, below OUTPUTS_DIR."""
 NOTEBOOK_SUFFIX = ".ipynb"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+"""A sweep's table in its parent's directory (nbkube.run.sweeptable); its result path names the JSON."""
 FLOCK_NAME = "nbkube-writer.flock"
 """The writer lock in the git directory (or, for ResultsRepositories, in the root of every one)."""
 TMP_DIR = "nbkube-tmp"

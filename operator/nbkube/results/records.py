@@ -51,6 +51,9 @@ class RunRecord:
     state: str = "Running"
     reason: str | None = None
     progress: str | None = None
+    result_file: str | None = None
+    """The file the result's path names when the run has no notebook of its own (a sweep's parent:
+    `summary.json`); None: the executed notebook."""
 
     def __post_init__(self) -> None:
         check_component(self.namespace, "namespace")
@@ -63,6 +66,8 @@ class RunRecord:
         if not self.notebook or _BAD_NAME_CHARS.search(self.notebook):
             raise ValueError(f"invalid notebook file name: {self.notebook!r}")
         object.__setattr__(self, "notebook", notebook_file(self.notebook))
+        if self.result_file is not None:
+            check_component(self.result_file, "result file name")
 
     @property
     def directory(self) -> str:
@@ -76,6 +81,13 @@ class RunRecord:
     @property
     def notebook_path(self) -> str:
         return run_path(self.namespace, self.directory, self.notebook)
+
+    @property
+    def result_path(self) -> str:
+        """What the result's path names: the executed notebook, or `result_file` in the run's directory."""
+        if self.result_file is None:
+            return self.notebook_path
+        return run_path(self.namespace, self.directory, self.result_file)
 
     def metadata(self, *, final: bool) -> dict[str, Any]:
         """What goes under `notebook.metadata["nbkube"]`."""

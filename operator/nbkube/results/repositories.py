@@ -243,6 +243,14 @@ class ResultsRepositories:
             assert store is not None
             return await store.commit_run(record, notebook, spills, final=final)
 
+    async def commit_files_of_run(self, record: RunRecord, files: Mapping[str, bytes]) -> CommitInfo:
+        """`ResultsStore.commit_files_of_run` in `record.namespace`'s repository, created on first use."""
+        self._require_open()
+        async with self._active(record.namespace):
+            store = await self._store(record.namespace, create=True)
+            assert store is not None
+            return await store.commit_files_of_run(record, files)
+
     async def start_branch(self, namespace: str, branch: str, base: str | None) -> str | None:
         """`ResultsStore.start_branch` in `namespace`'s repository, created on first use."""
         self._require_open()

@@ -206,6 +206,18 @@ class ResultsStore:
         )
         return await self._writer.submit(request)
 
+    async def commit_files_of_run(self, record: RunRecord, files: Mapping[str, bytes]) -> CommitInfo:
+        """Commit the final result of a run that has no notebook of its own (a sweep's parent): `files`
+        by name (e.g. summary.csv, summary.json) in `<namespace>/<run>/`, beside its `nbkube.json`
+        (whose path names `record.result_file`). Idempotent per uid like a final `commit_run`."""
+        self._require_open()
+        if self.namespace is not None and record.namespace != self.namespace:
+            raise ValueError(f"{record.run_dir} does not belong in the repository of {self.namespace}")
+        request = await asyncio.to_thread(
+            self._writer.prepare_run, record, None, {}, True, time.time(), files
+        )
+        return await self._writer.submit(request)
+
     async def add_notebook(
         self, path: str, nb: nbformat.NotebookNode, message: str | None = None
     ) -> CommitInfo:

@@ -31,7 +31,7 @@ from nbformat.v4 import nbjson
 from . import commits
 from ._files import discard, unlink_all, write_file
 from ._git import TreeEntry, file_blob_id, object_id, run_git
-from .layout import RUN_JSON, run_path, spill_parts
+from .layout import OUTPUTS_DIR, RUN_JSON, check_component, run_path, spill_parts
 from .records import CommitInfo, InvalidNotebookError, RunRecord, StoreClosedError
 from .repo import Repository, Tip
 from .spills import SpillSource, cap_spills
@@ -97,17 +97,22 @@ class CommitWriter:
     def prepare_run(
         self,
         record: RunRecord,
-        nb: nbformat.NotebookNode,
+        nb: nbformat.NotebookNode | None,
         spills: Mapping[str, bytes | Path],
         final: bool,
         now: float,
+        extra: Mapping[str, bytes] | None = None,
     ) -> Request:
-        """Runs in a thread: validate, serialise, cap spills, hash, write temporary files."""
-        copy = nbformat.NotebookNode(nb)
-        copy["metadata"] = nbformat.NotebookNode(
-            {**nb.get("metadata", {}), "nbkube": record.metadata(final=final)}
-        )
-        nb_bytes = notebook_bytes(copy)
+        """Runs in a thread: validate, serialise, cap spills, hash, write temporary files. `nb` None:
+        the run has no notebook of its own (a sweep's parent); `extra`: files of the run's directory
+        (by name, e.g. a sweep's summary.csv), committed as given."""
+        nb_bytes = None
+        if nb is not None:
+            copy = nbformat.NotebookNode(nb)
+            copy["metadata"] = nbformat.NotebookNode(
+                {**nb.get("metadata", {}), "nbkube": record.metadata(final=final)}
+            )
+            nb_bytes = notebook_bytes(copy)
         files: list[StagedFile] = []
         temp: list[Path] = []
 
@@ -120,7 +125,12 @@ class CommitWriter:
             return oid
 
         try:
-            stage([record.notebook], nb_bytes)
+            if nb_bytes is not None:
+                stage([record.notebook], nb_bytes)
+            for name in sorted(extra or {}):
+                if name in (RUN_JSON, OUTPUTS_DIR) or (nb_bytes is not None and name == record.notebook):
+                    raise ValueError(f"{name!r} is a name the run's directory keeps for itself")
+                stage([check_component(name, "file name")], (extra or {})[name])
             sources = {name: (spill_parts(name), SpillSource(spills[name])) for name in sorted(spills)}
             limit = self.max_spill_bytes_per_run
             cuts = cap_spills({name: source.size for name, (_, source) in sources.items()}, limit)
@@ -135,7 +145,7 @@ class CommitWriter:
             run_json = {
                 **record.metadata(final=final),
                 "name": record.name,
-                "path": record.notebook_path,
+                "path": record.result_path,
                 "spills": {cut.name: cut.info() for cut in cuts},
                 "committedAt": datetime.fromtimestamp(now, UTC).isoformat(),
                 "committedAtUnix": now,
@@ -153,9 +163,9 @@ class CommitWriter:
             message=commits.run_message(record, final),
             author=commits.run_author(self._author_name, record),
             now=now,
-            path=record.notebook_path,
+            path=record.result_path,
             temp=temp,
-            run_json=(json_oid, {"uid": record.uid, "final": final, "path": record.notebook_path}),
+            run_json=(json_oid, {"uid": record.uid, "final": final, "path": record.result_path}),
         )
 
     def prepare_source(
@@ -291,7 +301,7 @@ class CommitWriter:
         )
         commit = out.decode().strip()
         await repo.set_final_ref(uid, commit)
-        return CommitInfo(commit, str(run.get("path", req.record.notebook_path)))
+        return CommitInfo(commit, str(run.get("path", req.record.result_path)))
 
 
 def notebook_bytes(nb: nbformat.NotebookNode) -> bytes:

@@ -24,6 +24,7 @@ from nbkube.api import NotebookRunSpec, Reason, RunResult, RunState
 from nbkube.kernelwork.failures import Failures
 from nbkube.results import CheckpointPolicy, CommitInfo, RunRecord
 from nbkube.results.layout import SPILL_FILE
+from nbkube.run import values
 from nbkube.run.outcome import Outcome, from_failure
 from nbkube.run.progress import ProgressBook
 
@@ -41,6 +42,8 @@ class RunStore(Protocol):
         *,
         final: bool,
     ) -> CommitInfo: ...
+
+    async def commit_files_of_run(self, record: RunRecord, files: Mapping[str, bytes]) -> CommitInfo: ...
 
     async def read_file(self, namespace: str, path: str, ref: str = "HEAD") -> bytes: ...
 
@@ -113,6 +116,19 @@ class RunCommitter:
 
         self._checkpoint = asyncio.create_task(commit())
 
+    def record_values(self, notebook: NotebookNode) -> None:
+        """status.values (and what was left out) from the executed notebook's recorded values; a
+        notebook that cannot be read for them is a note, never a failed run."""
+        status = self.book.status
+        try:
+            found = values.recorded_values(notebook)
+        except Exception as exc:  # a malformed notebook must not cost the run its result
+            log.warning("%s/%s: recorded values not read: %s", self.book.namespace, self.book.name, exc)
+            found = values.RecordedValues(notes=[f"recorded values not read: {type(exc).__name__}"])
+        status.values = found.values or None
+        status.values_omitted = found.omitted or None
+        status.value_notes = found.notes or None
+
     async def commit_final(
         self,
         notebook: NotebookNode,
@@ -123,7 +139,9 @@ class RunCommitter:
     ) -> Outcome:
         """Commits the executed notebook (and the spill of its truncated outputs); the run's outcome
         (a checkpoint that failed meanwhile fails a run that would have succeeded). `on_committed`
-        runs once the result is safe."""
+        runs once the result is safe. The values the notebook recorded go into the status first
+        (run/values.py), kept or not."""
+        self.record_values(notebook)
         if self.store is None:
             return outcome
         if self._checkpoint is not None:

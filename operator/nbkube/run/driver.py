@@ -89,7 +89,7 @@ class RunDriver:
         if spec.cancel:
             self.stops.cancel.set()  # later cancels come from the watch stream (RunService.observe)
         if spec.is_sweep():
-            await drive_sweep(self.ctx.kube, self.book, self.stops, self.uid, spec)
+            await drive_sweep(self.ctx.kube, self.book, self.stops, self.uid, spec, self.ctx.results)
             return
         if spec.timeouts.run_seconds is not None:
             started = parse_timestamp(self.status.start_time) or time.time()
