@@ -26,8 +26,9 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
 
 
 HOSTILE_HTML = (
-    f"<script>document.title='{MARKER}';document.body.insertAdjacentHTML('beforeend',"
-    f"'<p id=\"{MARKER}\"></p>')</script>"
+    # Were it run, this would retitle the page and add an element: no markup in it for a sanitizer to keep.
+    f"<script>document.title='{MARKER}';"
+    f"document.body.appendChild(Object.assign(document.createElement('p'), {{id: '{MARKER}'}}))</script>"
     f"<img src=x onerror=\"document.title='{MARKER}'\">"
     f"<a id=link href=\"javascript:document.title='{MARKER}'\">a link</a>"
     "<b>bold survives</b>"
