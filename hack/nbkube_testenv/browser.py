@@ -33,7 +33,12 @@ class NoBrowser(RuntimeError):
 
 def chromium_path() -> str:
     """The browser's path, installing it from the Debian packages first if it is missing."""
-    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    configured = os.environ.get("CHROMIUM")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise NoBrowser(f"CHROMIUM={configured} is not an executable")
+        return configured
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
     done = subprocess.run(["bash", str(INSTALLER)], capture_output=True, text=True, timeout=900, check=False)
