@@ -11,7 +11,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbkube.results.render import CONTENT_SECURITY_POLICY, MAX_NOTEBOOK_BYTES, NotRenderable, render_html
+from nbkube.results.render import (
+    CONTENT_SECURITY_POLICY,
+    MAX_NOTEBOOK_BYTES,
+    META_POLICY,
+    NotRenderable,
+    render_html,
+)
 from nbkube_testenv.hostile_notebooks import MARKER, hostile_outputs, parse, png, png_images
 
 
@@ -110,3 +116,11 @@ def test_the_content_security_policy_sandboxes_the_page_and_allows_no_script() -
     assert directives["default-src"] == ["'none'"]
     assert "script-src" not in directives  # so default-src 'none' holds for scripts
     assert directives["img-src"] == ["data:"]
+
+
+def test_a_saved_page_carries_a_policy_of_its_own_before_any_content() -> None:
+    html = render_html(notebook(code("1", *hostile_outputs())))
+    metas = [a for tag, a in parse(html).elements if tag == "meta" and "http-equiv" in a]
+    assert metas == [{"http-equiv": "Content-Security-Policy", "content": META_POLICY}]
+    assert html.index("Content-Security-Policy") < html.index("<body")
+    assert "script-src" not in META_POLICY and "default-src 'none'" in META_POLICY

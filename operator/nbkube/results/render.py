@@ -14,7 +14,8 @@ viewer's credentials. So nothing of the notebook runs:
   page needs nothing from the network: output images and markdown attachments are `data:` URIs (a
   markdown image naming a file is left as it is: the server never reads files for it), the CSS inline;
 - the server adds `CONTENT_SECURITY_POLICY` (a sandbox with no scripts, nothing loaded but inline
-  styles and data: images) to every rendered page, in case anything slipped through.
+  styles and data: images) to every rendered page, in case anything slipped through, and the page
+  carries `META_POLICY` itself for when it is saved and opened from a file.
 
 Pure and synchronous (CPU work: callers run it in a thread); nothing here knows who asks.
 """
@@ -26,6 +27,9 @@ from typing import Any
 # At most this much notebook JSON is rendered (the HTML is about as large, plus ~0.3 MiB of CSS).
 MAX_NOTEBOOK_BYTES = 32 * 1024 * 1024
 
+# The part of the policy a <meta> element can carry (no sandbox, no frame-ancestors there): it travels
+# with a page saved by `nbkube fetch --html` and opened from disk, where no header protects it.
+META_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:"
 CONTENT_SECURITY_POLICY = (
     "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
@@ -35,7 +39,9 @@ CONTENT_SECURITY_POLICY = (
 # widget outputs, the widget state in the footer.
 _TEMPLATE = """\
 {%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js -%}
+<meta http-equiv="Content-Security-Policy" content="{{ resources.nbkube_meta_policy }}">
+{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
@@ -134,7 +140,7 @@ def render_html(data: bytes, title: str = "") -> str:
         exclude_anchor_links=True,
     )
     try:
-        body, _ = exporter.from_notebook_node(nb)
+        body, _ = exporter.from_notebook_node(nb, resources={"nbkube_meta_policy": META_POLICY})
     except Exception as exc:  # nbconvert's errors are of many kinds; a bad notebook is not a crash
         raise NotRenderable(
             f"nbconvert could not render it: {type(exc).__name__}: {str(exc)[:200]}"
