@@ -67,6 +67,10 @@ bench-sessions: venv k8s-binaries ## session create-to-Ready, per-cell overhead 
 bench-results: venv k8s-binaries ## results repository commits/s, fetch time, authorised vs direct fetch
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) bench/bench_results.py
 
+.PHONY: chromium
+chromium: ## install Chromium from the Debian packages (once) for the browser test; prints its path
+	@bash hack/install-chromium.sh
+
 .PHONY: helm images crds
 helm: venv ## install helm once (cached in ~/.cache/nbkube/helm) and print its path; HELM=path uses yours
 	@PYTHON=$(PY) bash hack/install-helm.sh

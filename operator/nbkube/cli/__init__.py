@@ -3,7 +3,8 @@ drive notebook sessions.
 
     nbkube run analysis.ipynb --env py -p alpha=0.3     upload, create a NotebookRun, follow it
     nbkube logs RUN [-f]                                 cell outputs, as they stream with -f
-    nbkube fetch RUN [-o FILE]                           the executed notebook from the results repo
+    nbkube fetch RUN [--html] [--ref C] [-o FILE]        the executed notebook (or as HTML) from the results
+    nbkube ui                                            the read-only web page, on 127.0.0.1
     nbkube clone [DIR] | pull [DIR]                      git clone / pull the namespace's results
     nbkube cancel RUN | get [RUN] | describe RUN
     nbkube sweep SWEEP [--format table|csv|json]        a sweep's table: parameters, state, values
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Sequence
 
 from nbkube import __version__
-from nbkube.cli import cells, clone, fetch, logs, run, runs, schedules, sessions, sweeps
+from nbkube.cli import cells, clone, fetch, logs, run, runs, schedules, sessions, sweeps, ui
 from nbkube.cli.errors import EXIT_USAGE, CliError
 from nbkube.mcp import command as mcp_command
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     cells.register(subparsers)
     sessions.register(subparsers)
     schedules.register(subparsers)
+    ui.register(subparsers)
     mcp_command.register(subparsers)
     return parser
 

@@ -1,4 +1,5 @@
-"""`nbkube fetch RUN [-o FILE]`: the executed notebook, from the results repository at the run's commit."""
+"""`nbkube fetch RUN [--html] [--ref COMMIT] [-o FILE]`: the executed notebook, from the results repository
+at the run's commit (or another commit: a checkpoint, a branch), as .ipynb or rendered as HTML."""
 
 from __future__ import annotations
 
@@ -22,10 +23,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "fetch",
         help="download a run's executed notebook",
         description="Writes the executed notebook of a finished run (status.result: a path at a commit "
-        "of the results repository) to FILE.",
+        "of the results repository) to FILE; with --html, rendered by the operator as one standalone HTML "
+        "page (images inlined, no script of the notebook's, nothing loaded from the network).",
     )
     parser.add_argument("run", metavar="RUN")
-    parser.add_argument("-o", "--output", help="where to write it ('-' for stdout; default: RUN.ipynb)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="where to write it ('-' for stdout; default: RUN.ipynb, RUN.html with --html)",
+    )
+    parser.add_argument("--html", action="store_true", help="the notebook rendered as standalone HTML")
+    parser.add_argument(
+        "--ref",
+        metavar="COMMIT",
+        help="the run's notebook at this commit of the results repository (a full commit id, e.g. a "
+        "checkpoint's, or a branch) instead of the run's result",
+    )
     add_cluster_options(parser)
     parser.set_defaults(handler=cmd_fetch)
 
@@ -60,11 +73,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     try:
         run = kube.find_run(args.run)
         result = result_of(run)
+        if args.ref:
+            result = {"commit": args.ref, "path": result["path"]}
+        route = paths.html_path if args.html else paths.file_path
         try:
-            data, _ = UserApi(kube).get(
-                paths.file_path(kube.namespace, result["path"]), {"ref": result["commit"]}
+            data, headers = UserApi(kube).get(
+                route(kube.namespace, result["path"]), {"ref": result["commit"]}
             )
         except UserApiError as exc:
+            if exc.status == 400:
+                raise CliError(f"--ref {result['commit']!r}: {exc.message}") from None
             if exc.status == 404:
                 raise CliError(
                     f"{result['path']} at commit {result['commit'][:12]} is not in namespace "
@@ -75,13 +93,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
             raise
     finally:
         kube.close()
-    origin = f"{result['path']} at commit {result['commit']} of the results repository"
+    commit = next((v for k, v in headers.items() if k.lower() == "x-nbkube-commit"), result["commit"])
+    origin = f"{result['path']} at commit {commit} of the results repository"
     if args.output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         print(f"{args.run}: {origin}", file=sys.stderr)
         return EXIT_OK
-    target = Path(args.output or f"{args.run}.ipynb")
+    target = Path(args.output or f"{args.run}.{'html' if args.html else 'ipynb'}")
     write_atomically(target, data)
     print(f"wrote {target} ({len(data)} bytes): {origin} ({run_state(run)})")
     return EXIT_OK

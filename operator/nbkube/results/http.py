@@ -8,7 +8,9 @@ that reaches git is checked first, and the work one request can cause is bounded
 - `git upload-pack` runs at most `GitLimits.max_concurrent` at a time (callers wait up to
   `queue_seconds`, then get 503); its request body must arrive within `body_seconds` with no gap longer
   than `idle_seconds`; the whole exchange is cut after `process_seconds`;
-- files larger than `INLINE_MAX` are streamed from `git cat-file` rather than held in memory.
+- files larger than `INLINE_MAX` are streamed from `git cat-file` rather than held in memory;
+- a notebook rendered as HTML (`render.render_html`, in a thread) is at most `MAX_NOTEBOOK_BYTES`, and
+  at most `RenderGate.max_concurrent` render at once (callers wait up to `queue_seconds`, then 503).
 
 `serve_results(store)` serves one repository alone on a loopback port, without authentication: for
 tests and benches (the direct baseline of `make bench-results`), never for users.
@@ -25,6 +27,7 @@ from aiohttp import web
 
 from ._git import git_argv, git_env
 from .layout import split_path
+from .render import CONTENT_SECURITY_POLICY, MAX_NOTEBOOK_BYTES, NotRenderable, render_html
 from .store import ResultsStore
 
 INLINE_MAX = 1024 * 1024
@@ -235,9 +238,76 @@ async def _read_only(request: web.Request) -> web.Response:
     raise web.HTTPForbidden(text="the nbkube results repository is read-only\n")
 
 
-def repository_routes(store_of, gate: GitGate) -> list[web.RouteDef]:  # type: ignore[no-untyped-def]
+class RenderGate:
+    """How many notebooks render as HTML at once, for the whole process (rendering is CPU work)."""
+
+    def __init__(self, max_concurrent: int = 2, queue_seconds: float = 30.0) -> None:
+        self.queue_seconds = queue_seconds
+        self._slots = asyncio.Semaphore(max_concurrent)
+
+    async def render(self, data: bytes, title: str) -> str:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.queue_seconds)
+        except TimeoutError:
+            raise web.HTTPServiceUnavailable(
+                text="too many notebooks rendering at once: try again shortly\n", headers={"Retry-After": "5"}
+            ) from None
+        try:
+            # A cancelled request leaves its render to finish in the thread, holding its slot till then.
+            return await asyncio.to_thread(render_html, data, title)
+        finally:
+            self._slots.release()
+
+
+async def html_response(
+    request: web.Request, store: ResultsStore, path: str, gate: RenderGate
+) -> web.Response:
+    """The notebook at `path` and the request's `ref`, rendered as one inert HTML page (see
+    `render`), with a Content-Security-Policy that lets nothing in it run or load."""
+    if not path.endswith(".ipynb"):
+        raise web.HTTPBadRequest(text=f"{path} is not a notebook (.ipynb): only notebooks render as HTML\n")
+    try:
+        split_path(path)
+        ref = parse_ref(request.query.get("ref"))
+        commit = await store.resolve(ref)
+        stat = await store.stat_file(path, commit) if commit else None
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from exc
+    if commit is None or stat is None:
+        raise web.HTTPNotFound(text=f"{path} not found at {request.query.get('ref') or 'HEAD'}\n")
+    blob, size = stat
+    if size > MAX_NOTEBOOK_BYTES:
+        raise web.HTTPRequestEntityTooLarge(
+            MAX_NOTEBOOK_BYTES,
+            size,
+            text=f"{path} is {size} bytes: at most {MAX_NOTEBOOK_BYTES} render as HTML; fetch the .ipynb\n",
+        )
+    data = await store.read_file(path, commit)
+    title = f"{path} at {commit[:12]}"
+    try:
+        html = await gate.render(data, title)
+    except NotRenderable as exc:
+        raise web.HTTPUnprocessableEntity(text=f"{path} at {commit[:12]}: {exc}\n") from None
+    return web.Response(
+        text=html,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "X-Nbkube-Commit": commit,
+            "ETag": f'"html-{blob}"',
+        },
+    )
+
+
+def repository_routes(  # type: ignore[no-untyped-def]
+    store_of, gate: GitGate, renders: RenderGate | None = None
+) -> list[web.RouteDef]:
     """The routes of one repository below a prefix; `store_of(request)` is an async function giving the
     request's ResultsStore (raising an HTTP error when there is none)."""
+    render_gate = renders or RenderGate()
 
     async def refs(request: web.Request) -> web.StreamResponse:
         return await info_refs(request, await store_of(request), gate)
@@ -251,11 +321,15 @@ def repository_routes(store_of, gate: GitGate) -> list[web.RouteDef]:  # type: i
     async def runs(request: web.Request) -> web.StreamResponse:
         return await runs_response(await store_of(request))
 
+    async def html(request: web.Request) -> web.StreamResponse:
+        return await html_response(request, await store_of(request), request.match_info["path"], render_gate)
+
     return [
         web.get("/git/info/refs", refs),
         web.post("/git/git-upload-pack", pack),
         web.post("/git/git-receive-pack", _read_only),
         web.get("/files/{path:.+}", files),
+        web.get("/html/{path:.+}", html),
         web.get("/runs", runs),
     ]
 

@@ -13,6 +13,8 @@ Routes, below `/apis/subresources.nbkube.io/v1alpha1/namespaces/<namespace>/`:
     repositories/results/git/...                 git smart HTTP, read only      (get repositories/git)
     repositories/results/files/<path>?ref=<ref>  one file of the repository     (get repositories/files)
     repositories/results/runs                    the runs the repository holds  (get repositories/runs)
+    repositories/results/html/<path>?ref=<ref>   a notebook as inert HTML       (get repositories/html)
+    repositories/results/ui/                     the read-only web page          (get repositories/ui)
 
 Every namespace has a repository of its own, so a clone never carries another tenant's history.
 """

@@ -16,6 +16,8 @@ RUN_LOG = "notebookruns/log"
 REPOSITORY_GIT = "repositories/git"
 REPOSITORY_FILES = "repositories/files"
 REPOSITORY_RUNS = "repositories/runs"
+REPOSITORY_HTML = "repositories/html"  # a notebook of the repository rendered as inert HTML
+REPOSITORY_UI = "repositories/ui"  # the read-only web page of a namespace's runs and results
 SESSIONS = "notebooksessions"
 # A session's reads (verb get) and operations (verb create: the API server's verb for a POST).
 SESSION_READS = ("notebook", "history", "variables")
@@ -30,12 +32,22 @@ def run_log_path(namespace: str, run: str) -> str:
 
 
 def repository_path(namespace: str, sub: str) -> str:
-    """`sub` is git, files or runs."""
+    """`sub` is git, files, html, runs or ui."""
     return f"{PREFIX}/namespaces/{quote(namespace, safe='')}/repositories/{REPOSITORY}/{sub}"
 
 
 def file_path(namespace: str, path: str) -> str:
     return f"{repository_path(namespace, 'files')}/{quote(path, safe='/')}"
+
+
+def html_path(namespace: str, path: str) -> str:
+    """The notebook at `path` rendered as HTML (`?ref=` a commit or branch)."""
+    return f"{repository_path(namespace, 'html')}/{quote(path, safe='/')}"
+
+
+def ui_path(namespace: str) -> str:
+    """The web page of a namespace (its index; its scripts and styles are beside it)."""
+    return f"{repository_path(namespace, 'ui')}/"
 
 
 def session_path(namespace: str, session: str, sub: str) -> str:

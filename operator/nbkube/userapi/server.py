@@ -21,12 +21,13 @@ import aiohttp
 from aiohttp import web
 
 from nbkube.kube import InvalidName, Kube, KubeError, check_name, check_namespace, run_path, session_path
-from nbkube.results.http import GitGate, repository_routes
+from nbkube.results.http import GitGate, RenderGate, repository_routes
 from nbkube.run.logs import stream_events
 from nbkube.userapi import paths
 from nbkube.userapi.authz import SAR_PATH, Attributes, Authorizer
 from nbkube.userapi.frontproxy import NotAuthenticated, RequestHeaderConfig, UserInfo, identity
 from nbkube.userapi.sessions import Sessions, session_routes
+from nbkube.userapi.webpage import page_routes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class UserApi:
     """The operator's live sessions (their operations); None where sessions are not served."""
     authorizer: Authorizer = field(init=False)
     gate: GitGate = field(default_factory=GitGate)
+    renders: RenderGate = field(default_factory=RenderGate)
     max_log_streams: int = 64
     max_log_streams_per_user: int = 8
     write_stall_seconds: float = 30.0
@@ -156,6 +158,8 @@ def _discovery() -> dict[str, Any]:
             resource(paths.REPOSITORY_GIT, "Repository"),
             resource(paths.REPOSITORY_FILES, "Repository"),
             resource(paths.REPOSITORY_RUNS, "Repository"),
+            resource(paths.REPOSITORY_HTML, "Repository"),
+            resource(paths.REPOSITORY_UI, "Repository"),
             *(resource(f"{paths.SESSIONS}/{sub}", "NotebookSession") for sub in paths.SESSION_READS),
             *(
                 resource(f"{paths.SESSIONS}/{sub}", "NotebookSession", ("create",))
@@ -238,7 +242,18 @@ def user_api_app(api: UserApi) -> web.Application:
     ):
         app.router.add_route(method, NAMESPACED + path, handler)
     repo_base = f"{NAMESPACED}/repositories/{paths.REPOSITORY}"
-    for route in repository_routes(store_of, api.gate):
+
+    def page(inner: Handler) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            (namespace,) = _names(request)
+            await _authorize(api, request, namespace, paths.REPOSITORY_UI, paths.REPOSITORY)
+            return await inner(request)  # static: needs no results yet, reads nothing of the namespace
+
+        return handler
+
+    for route in page_routes():
+        app.router.add_route(route.method, repo_base + "/ui" + route.path, page(route.handler))
+    for route in repository_routes(store_of, api.gate, api.renders):
         sub = route.path.strip("/").split("/", 1)[0]
         app.router.add_route(route.method, repo_base + route.path, repository(sub, route.handler))
     return app
