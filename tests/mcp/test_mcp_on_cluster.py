@@ -106,6 +106,29 @@ async def test_an_agent_drives_a_session_and_a_sweep_through_mcp_and_mistakes_ar
         child = sweep["children"][0]["name"]
         assert "alpha is" in texts(await ok(client, "notebook_read", run=child))
 
+        # a session from the run's executed notebook, with a local file beside it
+        (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+        created = json.loads(
+            texts(
+                await ok(client, "session_create", name="from-run", environment="py", from_run=child,
+                         files=[str(tmp_path / "data.csv")])
+            )
+        )  # fmt: skip
+        assert created["state"] == "Ready"
+        assert "alpha is" in texts(await ok(client, "notebook_read", session="from-run"))
+        code = "print(open('data.csv').read().split()[-1])"
+        read = await ok(client, "execute", session="from-run", code=code)
+        assert "1,2" in texts(read)
+        await ok(client, "session_delete", name="from-run")
+
+        # hostile names are refused before they reach a request path
+        for hostile in ("../agent", "agent/../../secrets", "agent?watch=true", "%2e%2e"):
+            assert "name" in await tool_error(client, "execute", session=hostile, all=True)
+            assert "name" in await tool_error(client, "session_create", name=hostile, environment="py")
+        assert "at most one of" in await tool_error(
+            client, "session_create", name="two", environment="py", cells=["1"], from_run=child
+        )
+
         # mistakes: tool errors that say what is wrong, and the server stays up
         assert "not found" in await tool_error(client, "execute", session="nope", all=True)
         assert "nope" in await tool_error(client, "execute", session="agent", cell_ids=["nope"])

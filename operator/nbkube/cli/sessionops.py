@@ -21,6 +21,7 @@ from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
 from nbkube.cli.fetch import write_atomically
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, session_state
 from nbkube.cli.logs import CellPrinter, format_output
+from nbkube.cli.run import check_name
 from nbkube.cli.tables import format_table
 from nbkube.cli.userapi import UserApi, UserApiError
 from nbkube.userapi import paths
@@ -142,7 +143,7 @@ class SessionApi:
 
     def __init__(self, kube: ClusterClient, name: str) -> None:
         self.kube = kube
-        self.name = name
+        self.name = check_name(name, "session")  # a forged name never reaches a request path
         self.api = UserApi(kube)
 
     def path(self, sub: str) -> str:

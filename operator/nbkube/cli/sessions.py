@@ -271,8 +271,10 @@ def config_map_manifest(name: str, data: dict[str, str], binary: dict[str, str])
     return manifest
 
 
-def cmd_create(args: argparse.Namespace) -> int:
-    name = check_name(args.name, "session")
+def session_objects(args: argparse.Namespace, name: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The manifest `session create`'s arguments describe (`nbkube mcp` builds the same), and the
+    ConfigMap of its local notebook and --file uploads (None without them); read and checked before
+    the cluster is reached."""
     data: dict[str, str] = {}
     key = None
     base = Path(f".{name}.ipynb")  # --file paths are placed relative to the current folder
@@ -283,19 +285,31 @@ def cmd_create(args: argparse.Namespace) -> int:
     uploads = collect(args.files, base, set(data))
     if uploads:
         check_size(base, key or "", data.get(key or "", ""), uploads)
-    spec = build_spec(args, name, key, uploads)
+    manifest = session_manifest(name, build_spec(args, name, key, uploads))
+    config_map = config_map_manifest(name, data, binary_data(uploads)) if data or uploads else None
+    return manifest, config_map
+
+
+def create_session(kube: ClusterClient, manifest: dict[str, Any], config_map: dict[str, Any] | None) -> None:
+    """Creates the session (and its ConfigMap, owned by it) once its environment is known to exist."""
+    env = manifest["spec"]["environmentRef"]["name"]
+    if not kube.environment_exists(env):
+        raise CliError(
+            f"NotebookEnvironment {env!r} not found in namespace {kube.namespace} "
+            f"(kubectl get nbenv -n {kube.namespace} lists them)"
+        )
+    if config_map is not None:
+        create_with_config_map(kube, manifest, config_map)
+    else:
+        kube.create_session(manifest)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    name = check_name(args.name, "session")
+    manifest, config_map = session_objects(args, name)
     kube = ClusterClient(ClusterOptions.from_args(args))
     try:
-        if not kube.environment_exists(args.env):
-            raise CliError(
-                f"NotebookEnvironment {args.env!r} not found in namespace {kube.namespace} "
-                f"(kubectl get nbenv -n {kube.namespace} lists them)"
-            )
-        manifest = session_manifest(name, spec)
-        if data or uploads:
-            create_with_config_map(kube, manifest, config_map_manifest(name, data, binary_data(uploads)))
-        else:
-            kube.create_session(manifest)
+        create_session(kube, manifest, config_map)
         print(f"notebooksession {kube.namespace}/{name} created", flush=True)
         if args.no_wait:
             return EXIT_OK

@@ -63,38 +63,33 @@ class Nbkube:
         environment: str,
         cells: list[str] | None,
         notebook_path: str | None,
+        repo_path: str | None,
+        from_run: str | None,
+        files: list[str] | None,
         parameters: dict[str, Any] | None,
         idle_timeout_seconds: int | None,
         wait_seconds: float,
     ) -> dict[str, Any]:
-        """Creates the session (a local notebook uploaded as a ConfigMap it owns) and waits for Ready."""
+        """Creates the session as `nbkube session create` does (a local notebook and files uploaded in
+        a ConfigMap it owns) and waits for Ready."""
         kube = self.client(namespace)
         run.check_name(name, "session")
-        if cells is not None and notebook_path is not None:
-            raise UsageError("give cells or notebook_path, not both")
+        starts = [x for x in (cells, notebook_path, repo_path, from_run) if x is not None]
+        if len(starts) > 1:
+            raise UsageError("give at most one of cells, notebook_path, repo_path and from_run")
         args = argparse.Namespace(
             env=environment,
             from_file=Path(notebook_path).expanduser() if notebook_path else None,
             cells=cells or None,
-            repo_path=None,
-            from_run=None,
+            repo_path=repo_path,
+            from_run=from_run,
+            files=[Path(f).expanduser() for f in files or ()],
             parameters=_assignments(parameters),
             idle_timeout=str(idle_timeout_seconds) if idle_timeout_seconds is not None else None,
             max_lifetime=None,
             execution_timeout=None,
         )
-        data: dict[str, str] = {}
-        key = None
-        if args.from_file is not None:
-            key = run.config_map_key(args.from_file)
-            data[key] = run.notebook_payload(args.from_file, key, sessions.SESSION_TOO_BIG_HINT)
-        spec = sessions.build_spec(args, name, key)
-        self._require_environment(kube, environment)
-        manifest = sessions.session_manifest(name, spec)
-        if data:
-            sessions.create_with_config_map(kube, manifest, sessions.config_map_manifest(name, data, {}))
-        else:
-            kube.create_session(manifest)
+        sessions.create_session(kube, *sessions.session_objects(args, name))
         return self.wait_ready(kube, name, wait_seconds)
 
     def wait_ready(self, kube: ClusterClient, name: str, wait_seconds: float) -> dict[str, Any]:

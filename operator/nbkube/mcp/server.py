@@ -92,6 +92,21 @@ def build_server(nbkube: Nbkube) -> MCPServer:
         environment: Annotated[str, Field(description="the NotebookEnvironment whose kernel it uses")],
         cells: Cells = None,
         notebook_path: NotebookPath = None,
+        repo_path: Annotated[
+            str | None,
+            Field(description="an .ipynb of the namespace's results repository, e.g. NS/RUN/notebook.ipynb"),
+        ] = None,
+        from_run: Annotated[
+            str | None, Field(description="start from this NotebookRun's executed notebook")
+        ] = None,
+        files: Annotated[
+            list[str] | None,
+            Field(
+                description="local files or folders (on the machine running nbkube mcp) placed in the "
+                "session's working directory, by their path relative to notebook_path's folder (or the "
+                "server's current one), else by their name"
+            ),
+        ] = None,
         parameters: Parameters = None,
         idle_timeout_seconds: Annotated[
             int | None, Field(description="end the session after this long without an operation (30 min)")
@@ -101,8 +116,10 @@ def build_server(nbkube: Nbkube) -> MCPServer:
         ] = DEFAULT_READY_SECONDS,
         namespace: Namespace = None,
     ) -> list[types.ContentBlock]:
-        """Create a notebook session (a live kernel; an empty notebook, inline code cells or a local
-        .ipynb) and wait until it is Ready. Returns its branch, head commit and notebook resource URI."""
+        """Create a notebook session (a live kernel) and wait until it is Ready. It starts from an empty
+        notebook, inline code cells, a local .ipynb, a notebook of the results repository or a run's
+        executed notebook (at most one), with local files beside it. Returns its branch, head commit and
+        notebook resource URI."""
         session = await _call(
             nbkube.create_session,
             namespace,
@@ -110,6 +127,9 @@ def build_server(nbkube: Nbkube) -> MCPServer:
             environment,
             cells,
             notebook_path,
+            repo_path,
+            from_run,
+            files,
             parameters,
             idle_timeout_seconds,
             wait_seconds,
