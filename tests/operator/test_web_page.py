@@ -36,6 +36,10 @@ from nbkube_testenv.userapi import ApiUser
 from run_inputs_helpers import Gate, png
 
 IMAGE = png(48, 32, (37, 99, 235))
+RECORD_SCORE = """\
+from IPython.display import display
+display({"application/scrapbook.scrap.json+json":
+         {"name": "score", "data": alpha * seed, "encoder": "json", "version": 1}}, raw=True)"""
 PNG_CELL = (
     "import base64\nfrom IPython.display import Image, display\n"
     f"display(Image(data=base64.b64decode({base64.b64encode(IMAGE).decode()!r})))"
@@ -230,7 +234,7 @@ async def test_the_page_shows_a_running_runs_progress_change_and_its_finished_no
     try:
         kubectl.apply(run("plot", ["print('first cell')", gate.cell, PNG_CELL, HOSTILE_CELL]), namespace=ns)
         kubectl.apply(
-            run("sweep", ["print(alpha * seed)"], parameters={"alpha": 0.5}, matrix={"seed": [1, 2]}),
+            run("sweep", [RECORD_SCORE], parameters={"alpha": 0.5}, matrix={"seed": [1, 2]}),
             namespace=ns,
         )
         # The proxy forwards reads of nbkube only, for its own loopback host name only.
@@ -265,6 +269,23 @@ async def test_the_page_shows_a_running_runs_progress_change_and_its_finished_no
                 "the sweep's two children, succeeded",
             )
             assert children == "seed=1;seed=2"
+            # ... and its table of recorded values, and their plot against the parameter
+            table = await tab.wait_for(
+                "document.querySelectorAll('#sweep-table tbody tr').length === 2 && "
+                "[...document.querySelectorAll('#sweep-table tbody tr')]"
+                ".map(r => [...r.cells].slice(1).map(c => c.textContent).join(',')).join(';')",
+                "the sweep's table",
+            )
+            assert [row.split(",")[:2] + row.split(",")[3:] for row in table.split(";")] == [
+                ["1", "Succeeded", "0.5"],
+                ["2", "Succeeded", "1"],
+            ], table
+            dots = await tab.evaluate(
+                "[...document.querySelectorAll('#sweep-plot circle')]"
+                ".map(c => c.dataset.x + ':' + c.dataset.y).join(';')"
+            )
+            assert dots == "1:0.5;2:1"
+            await _screenshot(tab, "ui-sweep.png", tmp_path)
             assert await tab.evaluate("document.querySelector('#cells-section').hidden") is True
 
             await tab.evaluate("location.hash = '#run/plot'")

@@ -199,8 +199,9 @@ async def upload_pack(request: web.Request, store: ResultsStore, gate: GitGate) 
             await _kill(proc)
 
 
-async def file_response(request: web.Request, store: ResultsStore, path: str) -> web.StreamResponse:
-    """`path` at the request's `ref`: its bytes, with `X-Nbkube-Commit` and the blob id as `ETag`."""
+async def _locate(request: web.Request, store: ResultsStore, path: str) -> tuple[str, str, int]:
+    """(commit, blob id, size) of `path` at the request's `ref`; 400 for a bad path or ref, 404 when
+    it is not there."""
     try:
         split_path(path)
         ref = parse_ref(request.query.get("ref"))
@@ -211,6 +212,12 @@ async def file_response(request: web.Request, store: ResultsStore, path: str) ->
     if commit is None or stat is None:
         raise web.HTTPNotFound(text=f"{path} not found at {request.query.get('ref') or 'HEAD'}\n")
     blob, size = stat
+    return commit, blob, size
+
+
+async def file_response(request: web.Request, store: ResultsStore, path: str) -> web.StreamResponse:
+    """`path` at the request's `ref`: its bytes, with `X-Nbkube-Commit` and the blob id as `ETag`."""
+    commit, blob, size = await _locate(request, store, path)
     suffix = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
     headers = {
         "Content-Type": _CONTENT_TYPES.get(suffix, "application/octet-stream"),
@@ -266,16 +273,7 @@ async def html_response(
     `render`), with a Content-Security-Policy that lets nothing in it run or load."""
     if not path.endswith(".ipynb"):
         raise web.HTTPBadRequest(text=f"{path} is not a notebook (.ipynb): only notebooks render as HTML\n")
-    try:
-        split_path(path)
-        ref = parse_ref(request.query.get("ref"))
-        commit = await store.resolve(ref)
-        stat = await store.stat_file(path, commit) if commit else None
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text=f"{exc}\n") from exc
-    if commit is None or stat is None:
-        raise web.HTTPNotFound(text=f"{path} not found at {request.query.get('ref') or 'HEAD'}\n")
-    blob, size = stat
+    commit, blob, size = await _locate(request, store, path)
     if size > MAX_NOTEBOOK_BYTES:
         raise web.HTTPRequestEntityTooLarge(
             MAX_NOTEBOOK_BYTES,

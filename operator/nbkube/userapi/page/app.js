@@ -150,13 +150,102 @@
         el("td", {}, progressBar(child)), el("td", { text: status(child).duration || "" }));
     });
     document.querySelector("#children tbody").replaceChildren(...rows);
+    lastSweep = run;
     renderSweepSummary(run);
   }
 
-  // The sweep's aggregated table (per child: parameters, state, duration, recorded values) and its plot
-  // belong here once the parent's status carries them (issue 17, part 2); until then nothing is shown.
+  // The sweep's table from the parent's status (per child: parameters, state, duration, recorded values)
+  // and a plot of one recorded value against a parameter, one line per value of another (an SVG drawn
+  // here: no library, no script from elsewhere).
+  const SVG = "http://www.w3.org/2000/svg";
+  const plotChoice = { x: null, y: null, by: null };
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  function cellText(value) {
+    return value === undefined || value === null ? "" : typeof value === "string" ? value : JSON.stringify(value);
+  }
+
   function renderSweepSummary(run) {
-    $("sweep-summary").hidden = true;
+    const sw = status(run).sweep || {};
+    const rows = sw.rows || [];
+    const box = $("sweep-summary");
+    box.hidden = rows.length === 0;
+    if (!rows.length) return;
+    const params = sw.parameterNames || [];
+    const values = sw.valueNames || [];
+    const head = el("tr", {}, el("th", { text: "run" }), ...params.map((p) => el("th", { text: p })),
+      el("th", { text: "state" }), el("th", { text: "duration" }), ...values.map((v) => el("th", { class: "value", text: v })));
+    const body = rows.map((row) => el("tr", { "data-run": row.name, "data-state": row.state },
+      el("td", {}, runLink(row.name)), ...params.map((p) => el("td", { text: cellText((row.parameters || {})[p]) })),
+      el("td", {}, stateBadge(row.state)), el("td", { text: row.duration || row.reason || "" }),
+      ...values.map((v) => el("td", { class: "value", text: cellText((row.values || {})[v]) }))));
+    const table = el("table", { id: "sweep-table", class: "grid" }, el("thead", {}, head), el("tbody", {}, ...body));
+    const omitted = sw.rowsOmitted ? [el("p", { class: "muted", text: `${sw.rowsOmitted} rows left out of the status (nbkube sweep reads summary.json)` })] : [];
+    box.replaceChildren(el("h2", { text: "Table" }), table, ...omitted, ...sweepPlot(rows, params, values));
+  }
+
+  function numeric(value) {
+    return typeof value === "number" && Number.isFinite(value);
+  }
+
+  function choose(kind, names, fallback) {
+    if (!names.includes(plotChoice[kind])) plotChoice[kind] = fallback;
+    const select = el("select", { id: `plot-${kind}`, onchange: (event) => { plotChoice[kind] = event.target.value || null; refreshPlot(); } });
+    if (kind === "by") select.append(el("option", { value: "", text: "(none)" }));
+    for (const name of names) select.append(el("option", { value: name, text: name, selected: name === plotChoice[kind] }));
+    return el("label", { text: `${kind} ` }, select);
+  }
+
+  let lastSweep = null;
+  function refreshPlot() {
+    if (lastSweep) renderSweepSummary(lastSweep);
+  }
+
+  function sweepPlot(rows, params, values) {
+    const columns = [...params, ...values];
+    const ys = values.filter((v) => rows.some((row) => numeric((row.values || {})[v])));
+    if (!params.length || !ys.length) return [];
+    const controls = el("p", { class: "plot-controls" }, choose("x", columns, params[0]), " ", choose("y", ys, ys[0]), " ",
+      choose("by", params, params.length > 1 ? params[1] : null));
+    const pick = (row, name) => (params.includes(name) ? (row.parameters || {})[name] : (row.values || {})[name]);
+    const points = rows.map((row) => ({ x: pick(row, plotChoice.x), y: pick(row, plotChoice.y), by: plotChoice.by ? cellText(pick(row, plotChoice.by)) : "" }))
+      .filter((p) => numeric(p.y) && p.x !== undefined && p.x !== null);
+    const numericX = points.every((p) => numeric(p.x));
+    const categories = numericX ? [] : [...new Set(points.map((p) => cellText(p.x)))];
+    const xOf = (p) => (numericX ? p.x : categories.indexOf(cellText(p.x)));
+    const W = 640, H = 320, L = 56, R = 16, T = 16, B = 40;
+    const xs = points.map(xOf), yv = points.map((p) => p.y);
+    const span = (lo, hi) => (hi > lo ? [lo, hi] : [lo - 1, hi + 1]);
+    const [x0, x1] = span(Math.min(...xs), Math.max(...xs));
+    const [y0, y1] = span(Math.min(...yv), Math.max(...yv));
+    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+    const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
+    const plot = svg("svg", { id: "sweep-plot", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img" });
+    plot.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }), svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }));
+    const label = (x, y, text, anchor) => { const t = svg("text", { x, y, "text-anchor": anchor || "middle" }); t.textContent = text; return t; };
+    plot.append(label((L + W - R) / 2, H - 6, plotChoice.x), label(L - 6, T + 4, plotChoice.y, "end"));
+    for (const y of [y0, y1]) plot.append(label(L - 6, sy(y) + 4, Number(y.toPrecision(4)), "end"));
+    if (numericX) for (const x of [x0, x1]) plot.append(label(sx(x), H - B + 16, Number(x.toPrecision(4))));
+    else categories.forEach((c, i) => plot.append(label(sx(i), H - B + 16, c)));
+    const series = [...new Set(points.map((p) => p.by))];
+    series.forEach((name, i) => {
+      const own = points.filter((p) => p.by === name).sort((a, b) => xOf(a) - xOf(b));
+      const cls = `series series-${i % 6}`;
+      plot.append(svg("polyline", { class: cls, points: own.map((p) => `${sx(xOf(p))},${sy(p.y)}`).join(" ") }));
+      for (const p of own) {
+        const dot = svg("circle", { class: cls, cx: sx(xOf(p)), cy: sy(p.y), r: 4, "data-x": cellText(p.x), "data-y": p.y, "data-by": name });
+        dot.append(svg("title", {}, document.createTextNode(`${plotChoice.by ? `${plotChoice.by}=${name} ` : ""}${plotChoice.x}=${cellText(p.x)} ${plotChoice.y}=${p.y}`)));
+        plot.append(dot);
+      }
+      if (plotChoice.by) plot.append(label(W - R - 4, T + 14 * (i + 1), `${plotChoice.by}=${name}`, "end"));
+    });
+    return [el("h2", { text: "Plot" }), controls, plot];
   }
 
   let shownResult = "";
