@@ -49,39 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("notebook", type=Path, metavar="NOTEBOOK.ipynb")
     parser.add_argument("--env", required=True, help="the NotebookEnvironment (in the run's namespace)")
-    parser.add_argument(
-        "-p",
-        "--parameter",
-        dest="parameters",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a parameter; VALUE is a YAML 1.2 scalar (0.3 a float, 3 an int, true a bool, abc a "
-        "string); repeatable",
-    )
-    parser.add_argument(
-        "--matrix",
-        action="append",
-        default=[],
-        metavar="NAME=V1,V2",
-        help="sweep NAME over these values (one child run per combination); repeatable",
-    )
-    parser.add_argument("--parallelism", type=int, help="child runs of a sweep running at once")
     parser.add_argument("--name", help="the NotebookRun's name (default: the notebook's name + a suffix)")
-    parser.add_argument("--timeout-cell", type=int, metavar="S", help="interrupt a cell after S seconds")
-    parser.add_argument("--timeout-run", type=int, metavar="S", help="deadline of the whole run in seconds")
-    parser.add_argument("--retries", type=int, metavar="N", help="fresh attempts after a kernel death")
-    parser.add_argument("--allow-errors", action="store_true", help="keep going after a failing cell")
-    parser.add_argument(
-        "--file",
-        dest="files",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PATH",
-        help="a file or folder uploaded with the notebook and placed beside it in the run's working "
-        "directory (by its path relative to the notebook's folder, else by its name); repeatable",
-    )
+    add_run_spec_options(parser, "the run", "the whole run")
     parser.add_argument("--no-follow", action="store_true", help="create the run and return")
     add_cluster_options(parser)
     parser.set_defaults(handler=cmd_run)
@@ -91,6 +60,43 @@ _NULL = {"null", "Null", "NULL", "~"}
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"^[-+]?[0-9]+$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+
+
+def add_run_spec_options(parser: argparse.ArgumentParser, whose: str, deadline_of: str) -> None:
+    """The options of a NotebookRun's spec that `nbkube run` and `nbkube schedule create` share:
+    parameters, a matrix, timeouts, retries and files. `whose`: "the run" or "each run"."""
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"a parameter of {whose}; VALUE is a YAML 1.2 scalar (0.3 a float, 3 an int, true a bool, abc "
+        "a string); repeatable",
+    )
+    parser.add_argument(
+        "--matrix",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="sweep NAME over these values (one child run per combination); repeatable",
+    )
+    parser.add_argument("--parallelism", type=int, help="child runs of a sweep running at once")
+    parser.add_argument("--timeout-cell", type=int, metavar="S", help="interrupt a cell after S seconds")
+    parser.add_argument("--timeout-run", type=int, metavar="S", help=f"deadline of {deadline_of} in seconds")
+    parser.add_argument("--retries", type=int, metavar="N", help="fresh attempts after a kernel death")
+    parser.add_argument("--allow-errors", action="store_true", help="keep going after a failing cell")
+    parser.add_argument(
+        "--file",
+        dest="files",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help=f"a file or folder uploaded with the notebook and placed beside it in {whose}'s working "
+        "directory (by its path relative to the notebook's folder, else by its name); repeatable",
+    )
 
 
 def parse_value(text: str) -> Any:

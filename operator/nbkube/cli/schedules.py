@@ -22,6 +22,7 @@ from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_opt
 from nbkube.cli.run import (
     CREATED_BY_LABEL,
     MAX_NAME,
+    add_run_spec_options,
     build_spec,
     check_name,
     config_map_key,
@@ -68,19 +69,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     create.add_argument("--name", help="the schedule's name (default: the notebook's name)")
     create.add_argument(
-        "-p",
-        "--parameter",
-        dest="parameters",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a parameter of every run (a YAML 1.2 scalar); repeatable",
-    )
-    create.add_argument(
-        "--matrix", action="append", default=[], metavar="NAME=V1,V2", help="every run is a sweep over these"
-    )
-    create.add_argument("--parallelism", type=int, help="child runs of a sweep running at once")
-    create.add_argument(
         "--scheduled-time-parameter",
         metavar="NAME",
         help="a parameter each run gets with its scheduled time (ISO 8601, in the schedule's time zone)",
@@ -96,20 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("--successful-history", type=int, metavar="N", help="succeeded runs kept (default 3)")
     create.add_argument("--failed-history", type=int, metavar="N", help="failed runs kept (default 1)")
     create.add_argument("--suspend", action="store_true", help="create it suspended")
-    create.add_argument("--timeout-cell", type=int, metavar="S", help="interrupt a cell after S seconds")
-    create.add_argument("--timeout-run", type=int, metavar="S", help="deadline of each run in seconds")
-    create.add_argument("--retries", type=int, metavar="N", help="fresh attempts after a kernel death")
-    create.add_argument("--allow-errors", action="store_true", help="keep going after a failing cell")
-    create.add_argument(
-        "--file",
-        dest="files",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PATH",
-        help="a file or folder uploaded with the notebook and placed beside it in each run's working "
-        "directory; repeatable",
-    )
+    add_run_spec_options(create, "each run", "each run")
     add_cluster_options(create)
     create.set_defaults(handler=cmd_create)
 
