@@ -45,7 +45,7 @@ def test_the_chart_installs_and_its_identity_runs_a_notebook_from_the_examples(
     install(helm, cluster, namespace)
     manifest = run_helm(helm, "get", "manifest", RELEASE, *helm_args(cluster, namespace)).stdout
     objects = [o for o in yaml.safe_load_all(manifest) if o]
-    assert len(objects) == 18  # test_chart_render lists them: three CRDs among them
+    assert len(objects) == 19  # test_chart_render lists them: four CRDs among them
     for obj in objects:
         scope = (
             []
