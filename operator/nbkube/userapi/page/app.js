@@ -219,7 +219,7 @@
     const numericX = points.every((p) => numeric(p.x));
     const categories = numericX ? [] : [...new Set(points.map((p) => cellText(p.x)))];
     const xOf = (p) => (numericX ? p.x : categories.indexOf(cellText(p.x)));
-    const W = 640, H = 320, L = 56, R = 16, T = 16, B = 40;
+    const W = 640, H = 320, L = 56, R = 16, T = 28, B = 40;
     const xs = points.map(xOf), yv = points.map((p) => p.y);
     const span = (lo, hi) => (hi > lo ? [lo, hi] : [lo - 1, hi + 1]);
     const [x0, x1] = span(Math.min(...xs), Math.max(...xs));
@@ -229,7 +229,7 @@
     const plot = svg("svg", { id: "sweep-plot", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img" });
     plot.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }), svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }));
     const label = (x, y, text, anchor) => { const t = svg("text", { x, y, "text-anchor": anchor || "middle" }); t.textContent = text; return t; };
-    plot.append(label((L + W - R) / 2, H - 6, plotChoice.x), label(L - 6, T + 4, plotChoice.y, "end"));
+    plot.append(label((L + W - R) / 2, H - 6, plotChoice.x), label(L, T - 14, plotChoice.y, "start"));
     for (const y of [y0, y1]) plot.append(label(L - 6, sy(y) + 4, Number(y.toPrecision(4)), "end"));
     if (numericX) for (const x of [x0, x1]) plot.append(label(sx(x), H - B + 16, Number(x.toPrecision(4))));
     else categories.forEach((c, i) => plot.append(label(sx(i), H - B + 16, c)));
