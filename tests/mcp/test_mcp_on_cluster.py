@@ -32,6 +32,11 @@ png = io.BytesIO()
 fig.savefig(png, format="png")
 display(Image(data=png.getvalue()))"""
 ROUND_TRIPS = 15
+# A recorded value the package-free way (the output scrapbook's glue writes).
+RECORD_SCORE = """\
+from IPython.display import display
+display({"application/scrapbook.scrap.json+json":
+         {"name": "score", "data": alpha * 10, "encoder": "json", "version": 1}}, raw=True)"""
 
 
 async def test_an_agent_drives_a_session_and_a_sweep_through_mcp_and_mistakes_are_tool_errors(
@@ -94,7 +99,7 @@ async def test_an_agent_drives_a_session_and_a_sweep_through_mcp_and_mistakes_ar
         # a sweep of two children: each child's parameters, state and cell summaries
         swept = await client.call_tool(
             "run_sweep",
-            {"environment": "py", "cells": ["alpha = 0", "print('alpha is', alpha * 10)"],
+            {"environment": "py", "cells": ["alpha = 0", "print('alpha is', alpha * 10)", RECORD_SCORE],
              "matrix": {"alpha": [1, 2]}, "parallelism": 2, "name": "agent-sweep", "wait_seconds": 120},
         )  # fmt: skip
         sweep = json.loads(texts(swept))
@@ -102,7 +107,9 @@ async def test_an_agent_drives_a_session_and_a_sweep_through_mcp_and_mistakes_ar
         assert sweep["state"] == "Succeeded" and sweep["sweep"]["succeeded"] == 2
         children = {c["parameters"]["alpha"]: c for c in sweep["children"]}
         assert set(children) == {1, 2} and all(c["state"] == "Succeeded" for c in children.values())
-        assert [cell.get("summary") for cell in children[2]["cells"]][-1] == "alpha is 20"
+        assert [children[a]["values"] for a in (1, 2)] == [{"score": 10}, {"score": 20}]
+        assert sweep["sweep"]["valueNames"] == ["score"] and "rows" not in sweep["sweep"]
+        assert "alpha is 20" in [cell.get("summary") for cell in children[2]["cells"]]
         child = sweep["children"][0]["name"]
         assert "alpha is" in texts(await ok(client, "notebook_read", run=child))
 

@@ -377,7 +377,8 @@ class Nbkube:
 
 
 def run_summary(found: dict[str, Any]) -> dict[str, Any]:
-    """A run as an agent reads it: state, reason, parameters, result and each cell's summary."""
+    """A run as an agent reads it: state, reason, parameters, recorded values, result and each cell's
+    summary (a sweep: its counts and column names; its children, summarised alike, carry the rest)."""
     status = found.get("status") or {}
     summary: dict[str, Any] = {
         "name": found["metadata"]["name"],
@@ -388,10 +389,14 @@ def run_summary(found: dict[str, Any]) -> dict[str, Any]:
     }
     if status.get("duration"):
         summary["duration"] = status["duration"]
+    if status.get("values"):
+        summary["values"] = status["values"]
+    if status.get("valueNotes"):
+        summary["valueNotes"] = status["valueNotes"]
     if status.get("result"):
         summary["result"] = status["result"]
     if status.get("sweep"):
-        summary["sweep"] = {k: v for k, v in status["sweep"].items() if k != "children"}
+        summary["sweep"] = {k: v for k, v in status["sweep"].items() if k not in ("children", "rows")}
     cells = [
         {k: cell.get(k) for k in ("id", "state", "executionCount", "summary") if cell.get(k) is not None}
         for cell in status.get("cells") or []
