@@ -116,9 +116,14 @@ class UserApi:
             response = self._open(path, query, stream=True)
         else:
             response = self._open(path, query, stream=True, method="POST", body=post)
+        ended = False
         try:
             yield from response
+            ended = True
         except HTTPError as exc:
             raise CliError(f"the stream from the API server broke: {exc}") from None
         finally:
-            response.release_conn()
+            if ended:
+                response.release_conn()
+            else:  # left half-read (the caller stopped, or it broke): its connection is not reused
+                response.close()

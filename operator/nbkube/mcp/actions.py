@@ -237,18 +237,25 @@ class Nbkube:
 
     def execute_body(self, api: sessionops.SessionApi, body: dict[str, Any]) -> dict[str, Any]:
         started = False
+        result: dict[str, Any] | None = None
         try:
+            # Read to the stream's end (it ends right after its result): an answer left half-read makes
+            # the API server abort the proxied request and drop its connection to the operator.
             for event in api.execute(body):
                 kind = event.get("type")
                 started = started or kind == "cellStarted"
-                if kind == "result":
-                    return dict(event.get("result") or {})
+                if kind == "result" and result is None:
+                    result = dict(event.get("result") or {})
                 if kind == "error":
                     raise CliError(
                         f"the execution in session {api.name} failed "
                         f"({event.get('reason') or event.get('code')}): {event.get('message')}"
                     )
+            if result is not None:
+                return result
         except CliError as exc:
+            if result is not None:  # it broke after the result: the execution is done and committed
+                return result
             if not started:
                 raise
             raise CliError(
