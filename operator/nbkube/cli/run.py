@@ -21,7 +21,7 @@ import yaml
 from nbkube import API_VERSION
 from nbkube.api.states import NOT_RUN_CELL_STATES, TERMINAL_RUN_STATES, CellState, RunState
 from nbkube.cli import sweeps
-from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
+from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError, invalid_spec
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, run_state
 from nbkube.cli.progress import Progress
 from nbkube.cli.uploads import (
@@ -226,10 +226,7 @@ def build_spec(
     try:
         NotebookRunSpec.model_validate(spec)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise UsageError(f"invalid run: {where}: {message}" if where else f"invalid run: {message}") from None
+        raise invalid_spec("run", exc) from None
     return spec
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nbkube import API_VERSION
-from nbkube.cli.errors import EXIT_OK, CliError, UsageError
+from nbkube.cli.errors import EXIT_OK, CliError, UsageError, invalid_spec
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options
 from nbkube.cli.run import (
     CREATED_BY_LABEL,
@@ -144,12 +144,7 @@ def schedule_spec(args: argparse.Namespace, run_spec: dict[str, Any]) -> dict[st
         model = NotebookScheduleSpec.model_validate(spec)
         CronSchedule.parse(model.schedule, model.time_zone, seconds_field=True)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise UsageError(
-            f"invalid schedule: {where}: {message}" if where else f"invalid schedule: {message}"
-        ) from None
+        raise invalid_spec("schedule", exc) from None
     except InvalidSchedule as exc:
         raise UsageError(f"invalid schedule: {exc}") from None
     return spec

@@ -21,7 +21,7 @@ from typing import Any
 from nbkube import API_VERSION
 from nbkube.api.session import SessionState
 from nbkube.cli import sessionops
-from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError
+from nbkube.cli.errors import EXIT_FAILED, EXIT_OK, CliError, UsageError, invalid_spec
 from nbkube.cli.kubeclient import ClusterClient, ClusterOptions, add_cluster_options, session_state
 from nbkube.cli.run import (
     CREATED_BY_LABEL,
@@ -192,12 +192,7 @@ def validated(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         NotebookSessionSpec.model_validate(spec)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise UsageError(
-            f"invalid session: {where}: {message}" if where else f"invalid session: {message}"
-        ) from None
+        raise invalid_spec("session", exc) from None
     return spec
 
 
