@@ -83,7 +83,9 @@ class ApiUser:
     ) -> Any:
         """The response (a file-like object with .status), for any status."""
         url = self.server + path + (f"?{urlencode(query)}" if query else "")
-        request = urllib.request.Request(url, data=data, method=method)
+        # A body goes chunked, as nbkube's clients send it (nbkube.cli.userapi._post_chunked says why).
+        body = None if data is None else iter([data])
+        request = urllib.request.Request(url, data=body, method=method)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
