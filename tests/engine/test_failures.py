@@ -217,3 +217,26 @@ async def test_with_allow_errors_a_cell_only_a_restart_stopped_still_ends_the_no
     assert result.state is CellState.TIMED_OUT and result.failed_index == 0
     assert result.cells[0].kernel_restarted and not result.cells[0].error_allowed
     assert result.cells[1].state is CellState.PENDING
+
+
+async def test_a_kernel_that_dies_young_answers_again_on_the_same_connection(
+    kernel: KernelConnection,
+) -> None:
+    """Killed in its first seconds, the gateway's restarter brings the kernel back at once. A stock
+    gateway does that on new ports, where this connection's channels never reached it again (a session's
+    next execution waited forever). Here it answers again once reconnected, and after a restart."""
+    nb = notebook("import os\nos._exit(1)", "x = 1\nprint('after')", "print('x' in dir())")
+    async with asyncio.timeout(90):  # a hang guard, not a measurement
+        died = await NotebookExecutor(kernel).execute_cell(nb.cells[0], 0)
+        assert died.state is CellState.KERNEL_DIED
+        await kernel.reconnect()
+        await kernel.until_answering(20)
+        after = await NotebookExecutor(kernel).execute_cell(nb.cells[1], 1)  # as a session's next one
+        assert after.state is CellState.SUCCEEDED, after
+        assert stream_text(nb.cells[1]) == "after\n"
+
+        await kernel.restart_kernel()
+        await kernel.until_answering(20)
+        fresh = await NotebookExecutor(kernel).execute_cell(nb.cells[2], 2)
+    assert fresh.state is CellState.SUCCEEDED, fresh
+    assert stream_text(nb.cells[2]) == "False\n"  # a new process: the state is gone

@@ -40,6 +40,7 @@ def test_tuned_config_contents() -> None:
     assert c.KernelGatewayApp.port_retries == 0
     assert c.JupyterWebsocketPersonality.list_kernels is True
     assert c.KernelRestarter.time_to_dead == TIME_TO_DEAD_SECONDS <= 0.5
+    assert c.KernelRestarter.random_ports_until_alive is False
     assert c.ZMQChannelsWebsocketConnection.limit_rate is False
     assert "ip" not in tuned_config({"KG_IP": "0.0.0.0", "POD_IP": "10.1.2.3"}).KernelGatewayApp
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -119,23 +120,33 @@ class GatewayClient:
         await self.request("POST", f"/api/kernels/{kernel_id}/interrupt", expect=204)
 
     async def restart_kernel(self, kernel_id: str) -> KernelModel:
-        """Restart (state lost). The gateway answers before the new kernel is ready."""
-        model: KernelModel = await self.request("POST", f"/api/kernels/{kernel_id}/restart")
+        """Restart (state lost). The gateway answers before the new kernel is ready; a kernel in the
+        middle of an automatic restart (it just died) answers 500 for a moment, which is retried."""
+        model: KernelModel = await self._past_autorestart(
+            lambda: self.request("POST", f"/api/kernels/{kernel_id}/restart")
+        )
         return model
 
     async def delete_kernel(self, kernel_id: str, *, missing_ok: bool = True) -> None:
-        """DELETE the kernel. A kernel in the middle of an automatic restart answers 500 for a moment;
-        that is retried for up to request_timeout."""
+        """DELETE the kernel (retried past an automatic restart, as restart_kernel is)."""
+        try:
+            await self._past_autorestart(
+                lambda: self.request("DELETE", f"/api/kernels/{kernel_id}", expect=204)
+            )
+        except KernelNotFound:
+            if not missing_ok:
+                raise
+
+    async def _past_autorestart(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call`, again while the gateway answers 5xx, for up to request_timeout: the gateway's
+        restarter holds a kernel that just died for a moment, and refuses it meanwhile."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         while True:
             try:
-                await self.request("DELETE", f"/api/kernels/{kernel_id}", expect=204)
-                return
+                return await call()
             except KernelNotFound:
-                if not missing_ok:
-                    raise
-                return
+                raise
             except GatewayError as e:
                 if (e.status or 0) < 500 or loop.time() > deadline:
                     raise

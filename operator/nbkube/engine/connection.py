@@ -376,7 +376,19 @@ class KernelConnection:
         return await self.client.get_kernel(self.kernel_id)
 
     async def restart_kernel(self) -> None:
+        """A fresh kernel process (state lost), reached through a fresh websocket (see reconnect)."""
         await self.client.restart_kernel(self.kernel_id)
+        await self.reconnect()
+
+    async def reconnect(self) -> None:
+        """A fresh websocket, whose channels the gateway opens on the kernel's ports as they are now.
+
+        After a kernel died, what the gateway's restarter brought back is reached this way (without a
+        second restart racing the restarter's). A websocket opened before a restart that moved the
+        kernel's ports keeps its channels on the old ones: jupyter_server moves them only when a client
+        reconnects with its session_id (nbkube's gateway keeps the ports, see gateway/config.py; a
+        stock one does not)."""
+        await self.drop_websocket()
 
     async def send_message(self, message: Message) -> None:
         if self._failure is not None:
@@ -444,6 +456,38 @@ class KernelConnection:
         content: dict[str, Any] = reply["content"]
         return content
 
+    async def until_answering(self, timeout: float) -> dict[str, Any]:
+        """The kernel's kernel_info, once both its shell reply and an iopub message of it came, asked
+        again each second until they do (as jupyter_server's nudge does). A kernel the gateway is still
+        (re)starting can miss a request sent before its sockets were up, and what it publishes before
+        the gateway's iopub subscription reached it is lost: an execution sent then waited forever for
+        its outputs. TimeoutError after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            msg_id = new_id()
+            subscription = self.subscribe(msg_id)
+            reply: Message | None = None
+            published = False
+            try:
+                await self.send("shell", "kernel_info_request", {}, msg_id=msg_id)
+                attempt_end = min(deadline, loop.time() + 1.0)
+                while reply is None or not published:
+                    message = await subscription.get(max(0.0, attempt_end - loop.time()))
+                    if message is None:
+                        break
+                    if message.get("channel") == "iopub":
+                        published = True
+                    elif message["header"]["msg_type"] == "kernel_info_reply":
+                        reply = message
+            finally:
+                self.unsubscribe(msg_id)
+            if reply is not None and published:
+                content: dict[str, Any] = reply["content"]
+                return content
+            if loop.time() >= deadline:
+                raise TimeoutError(f"kernel {self.kernel_id} did not answer in {timeout:g}s")
+
     async def interrupt(self) -> None:
         await self.client.interrupt_kernel(self.kernel_id)
 
@@ -466,5 +510,6 @@ class KernelConnection:
         same session_id after `stay_away` seconds. For tests of the reconnect path, and to reset a
         websocket that stopped delivering shell replies."""
         self._stay_away_until = asyncio.get_running_loop().time() + stay_away
+        self._connected.clear()  # what is sent meanwhile waits for the new websocket
         if self._ws is not None:
             await self._ws.close()

@@ -24,7 +24,10 @@ def tuned_config(environ: Mapping[str, str] | None = None) -> Config:
     - TCP_NODELAY on the kernel websocket and no iopub rate limit (see NoDelayWebsocketConnection);
     - IPython kernels keep their history in memory, and activity tracking reads only the JSON it needs
       (see TunedMappingKernelManager);
-    - a dead kernel is detected within TIME_TO_DEAD_SECONDS;
+    - a dead kernel is detected within TIME_TO_DEAD_SECONDS, and restarted on the ports it had: by
+      default a kernel that dies in its first 10 seconds comes back on new random ports, while a
+      websocket already open keeps its channels on the old ones (jupyter_server moves them only when
+      a client reconnects), so whoever held the kernel could not reach it again;
     - kernel listing enabled (the operator finds reusable kernels by listing);
     - auth token from KG_AUTH_TOKEN (read by the gateway itself);
     - bind address from KG_IP, else POD_IP (gateway pods bind their pod IP), else 127.0.0.1;
@@ -40,6 +43,7 @@ def tuned_config(environ: Mapping[str, str] | None = None) -> Config:
         c.KernelGatewayApp.ip = env["POD_IP"]
     c.JupyterWebsocketPersonality.list_kernels = True
     c.KernelRestarter.time_to_dead = TIME_TO_DEAD_SECONDS
+    c.KernelRestarter.random_ports_until_alive = False
     # Belt and braces next to the connection class default: whoever configures the stock class
     # still gets no rate limit.
     c.ZMQChannelsWebsocketConnection.limit_rate = False

@@ -467,11 +467,15 @@ class SessionWork:
     async def restart(self) -> OperationResult:
         """A fresh kernel process in the same kernel (state lost, and said so); outputs stay."""
         book = self.book
+        died = book.status.kernel is not None and book.status.kernel.state == KernelState.DEAD
         book.set_kernel_state(KernelState.RESTARTING)
         await book.flush()
         try:
-            await self.lease.connection.restart_kernel()
-            await self.lease.connection.kernel_info(reply_timeout=60.0)
+            if died:  # the gateway's restarter has brought it back already: a second restart would race it
+                await self.lease.connection.reconnect()
+            else:
+                await self.lease.connection.restart_kernel()
+            await self.lease.connection.until_answering(60.0)
         except Exception as exc:
             book.set_kernel_state(KernelState.DEAD)
             raise OperationError(
