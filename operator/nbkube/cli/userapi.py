@@ -34,7 +34,7 @@ def _message(status: int, body: bytes) -> str:
 
 
 def _post_chunked(client: Any, url: str, headers: dict[str, str], body: Any, timeout: float | None) -> Any:
-    """POST `body` as JSON with `Transfer-Encoding: chunked`, not a Content-Length.
+    """POST `body` (as param_serialize sanitised it) as JSON, chunked, not with a Content-Length.
 
     kube-apiserver forwards the request to the operator with Go's ReverseProxy. With a Content-Length
     body, the operator can read the whole body and start its answer while the proxy has not yet seen
@@ -92,7 +92,7 @@ class UserApi:
                     verb, url, header_params, payload, post, _request_timeout=timeout
                 ).response
             else:
-                response = _post_chunked(client, url, header_params, body, timeout)
+                response = _post_chunked(client, url, header_params, payload, timeout)
         except (ApiException, HTTPError) as exc:  # the client's SSL errors are ApiException(status=0)
             detail = exc.reason if isinstance(exc, ApiException) else exc
             host = client.configuration.host

@@ -145,9 +145,7 @@ class GatewayClient:
         while True:
             try:
                 return await call()
-            except KernelNotFound:
-                raise
-            except GatewayError as e:
+            except GatewayError as e:  # (KernelNotFound is a 404: raised at once)
                 if (e.status or 0) < 500 or loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.2)

@@ -239,8 +239,8 @@ class Nbkube:
         started = False
         result: dict[str, Any] | None = None
         try:
-            # Read to the stream's end (it ends right after its result): an answer left half-read makes
-            # the API server abort the proxied request and drop its connection to the operator.
+            # Read to the stream's end (it ends right after its result), so its connection can be
+            # reused; one left half-read is closed (UserApi.lines).
             for event in api.execute(body):
                 kind = event.get("type")
                 started = started or kind == "cellStarted"
