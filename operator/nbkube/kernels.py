@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nbkube.engine import EngineError, GatewayClient, KernelConnection, KernelPool
+from nbkube.engine import setup as kernel_setup
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,8 @@ class KernelRegistry:
         """A warm pool, not yet started, when the environment keeps warm kernels."""
         if settings.warm_kernels <= 0:
             return None
-        return KernelPool(client, settings.kernel_name, settings.warm_kernels)
+        # Pooled kernels get the run setup's kernel-side module now, not on a run's critical path.
+        return KernelPool(client, settings.kernel_name, settings.warm_kernels, prime=kernel_setup.prepare)
 
     async def _close(self, kernels: PodKernels) -> None:
         try:

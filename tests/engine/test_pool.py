@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from engine_helpers import notebook, stream_text
-from nbkube.engine import CellState, GatewayClient, KernelPool, NotebookExecutor
+from nbkube.engine import CellState, GatewayClient, KernelConnection, KernelPool, NotebookExecutor
 
 pytestmark = [pytest.mark.gateway, pytest.mark.timeout(180)]
 
@@ -59,3 +60,24 @@ async def test_acquire_on_an_empty_pool_starts_a_kernel(client: GatewayClient) -
         assert info["language_info"]["name"] == "python"
         await pool.release(connection)
         assert connection.kernel_id not in await kernel_ids(client)
+
+
+async def test_pooled_kernels_are_primed_before_they_are_handed_out(client: GatewayClient) -> None:
+    primed: list[str] = []
+
+    async def prime(connection: KernelConnection, info: dict[str, Any]) -> None:
+        assert info["language_info"]["name"] == "python"  # the kernel_info reply the pool waited for
+        await connection.kernel_info()  # the connection works here
+        primed.append(connection.kernel_id)
+
+    pool = KernelPool(client, "python3", size=1, prime=prime)
+    await pool.start()
+    try:
+        async with asyncio.timeout(120):
+            await pool.wait_ready()
+        assert len(primed) == 1
+        connection = await pool.acquire()
+        assert connection.kernel_id == primed[0]
+        await pool.release(connection)
+    finally:
+        await pool.close()

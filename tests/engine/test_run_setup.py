@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from engine_helpers import fresh_kernel, notebook, stream_text
 from nbkube.engine import CellState, GatewayClient, KernelConnection, NotebookExecutor
-from nbkube.engine.setup import CHUNK_BYTES, KernelSetup, SetupFailed, SetupFile, apply_setup, teardown
+from nbkube.engine.setup import (
+    CHUNK_BYTES,
+    KernelSetup,
+    SetupFailed,
+    SetupFile,
+    apply_setup,
+    prepare,
+    teardown,
+)
 from nbkube_testenv.wait import wait_for
 
 pytestmark = [pytest.mark.gateway, pytest.mark.timeout(120)]
@@ -146,3 +154,27 @@ async def test_an_env_value_the_kernel_cannot_hold_fails_the_setup_without_quoti
         await apply_setup(kernel, KernelSetup(name="nul", env={"BAD": "secret\x00value"}))
     assert "secret" not in str(failure.value)
     await teardown(kernel)
+
+
+async def test_a_kernel_prepared_ahead_holds_the_setup_module_and_nothing_of_it_shows(
+    client: GatewayClient,
+) -> None:
+    """What a warm pool does to each kernel before a run gets it: the setup then skips the install."""
+    async with fresh_kernel(client) as kernel:
+        assert await prepare(kernel, await kernel.kernel_info())
+        names = "[k for k in globals() if 'nbkube' in k]"
+        installed = f"import sys\nprint('_nbkube_run' in sys.modules, len(In), {names})"
+        assert await _kernel_value(kernel, installed) == "True 2 []\n"  # silent: no history, no name
+        assert await apply_setup(kernel, KernelSetup(name="ahead", files=[SetupFile("a.txt", b"1")]))
+        nb = notebook("print(open('a.txt').read())")
+        result = await NotebookExecutor(kernel).execute_notebook(nb)
+        assert result.state is CellState.SUCCEEDED and stream_text(nb.cells[0]) == "1\n"
+        assert nb.cells[0].execution_count == 2
+        await teardown(kernel)
+
+
+async def test_a_kernel_that_is_not_python_is_not_prepared(client: GatewayClient) -> None:
+    async with fresh_kernel(client) as kernel:
+        assert await prepare(kernel, {"language_info": {"name": "R"}}) is False
+        check = "import sys\nprint('_nbkube_run' in sys.modules)"
+        assert await _kernel_value(kernel, check) == "False\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nbkube.engine.client import GatewayClient
 from nbkube.engine.connection import KernelConnection
@@ -12,10 +14,14 @@ from nbkube.engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
+# Work done in each kernel once it answers, before it is pooled (its connection and kernel_info reply).
+Prime = Callable[[KernelConnection, dict[str, Any]], Awaitable[object]]
+
 
 class KernelPool:
-    """Keeps `size` kernels started, connected and kernel_info-ready; acquire() hands one out (an open
-    KernelConnection) and the pool starts a replacement in the background.
+    """Keeps `size` kernels started, connected and kernel_info-ready (and primed: `prime`, when given, is
+    awaited on each before it is pooled); acquire() hands one out (an open KernelConnection) and the pool
+    starts a replacement in the background.
 
     A kernel handed out is never handed out again: release() closes its connection and deletes it.
     close() deletes the kernels still pooled.
@@ -29,12 +35,14 @@ class KernelPool:
         env: dict[str, str] | None = None,
         *,
         ready_timeout: float = 60.0,
+        prime: Prime | None = None,
     ) -> None:
         self.client = client
         self.kernel_name = kernel_name
         self.size = size
         self.env = env
         self.ready_timeout = ready_timeout
+        self.prime = prime
         self._ready: asyncio.Queue[KernelConnection] = asyncio.Queue()
         self._starting = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,7 +92,9 @@ class KernelPool:
         model = await self.client.start_kernel(self.kernel_name, self.env)
         try:
             connection = await self.client.connect(model["id"])
-            await connection.kernel_info(reply_timeout=self.ready_timeout)
+            info = await connection.kernel_info(reply_timeout=self.ready_timeout)
+            if self.prime is not None:
+                await self.prime(connection, info)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.client.delete_kernel(model["id"])

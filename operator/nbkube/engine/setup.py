@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from typing import Any
 from nbkube.engine.connection import KERNEL_LOST_STATES, KernelConnection
 from nbkube.engine.errors import EngineError, ExecutionLost
 from nbkube.engine.protocol import make_message, new_id
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
 """Bytes of file content per comm message (the gateway's websocket refuses messages over 10 MiB)."""
@@ -268,31 +271,58 @@ def _silent_request(code: str, expression: str) -> dict[str, Any]:
     }
 
 
+class _SilentRequest:
+    """A silent execute_request sent, its reply awaited later (see `reply`): several can be in flight on
+    the shell channel, which the kernel handles in order."""
+
+    def __init__(self, connection: KernelConnection, what: str) -> None:
+        self.connection = connection
+        self.what = what
+        self.msg_id = new_id()
+        self.subscription = connection.subscribe(self.msg_id)
+
+    async def send(self, code: str, expression: str) -> _SilentRequest:
+        try:
+            request = _silent_request(code, expression)
+            await self.connection.send("shell", "execute_request", request, msg_id=self.msg_id)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def reply(self, timeout: float) -> str:
+        """What the expression evaluated to (a str), or SetupFailed. A kernel that dies meanwhile is
+        ExecutionLost (the run's retries apply)."""
+        what = self.what
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                message = await self.subscription.get(max(0.0, deadline - loop.time()))
+                if message is None:
+                    raise SetupFailed(f"{what}: no reply from the kernel in {timeout:g}s")
+                if message.get("nbkube") == "kernel_died":
+                    raise ExecutionLost(f"the kernel died during the run's setup ({what})")
+                header = message.get("header") or {}
+                content = message.get("content") or {}
+                state = content.get("execution_state")
+                if header.get("msg_type") == "status" and state in KERNEL_LOST_STATES:
+                    raise ExecutionLost(f"the kernel died during the run's setup ({what})")
+                if message.get("channel") == "shell" and header.get("msg_type") == "execute_reply":
+                    return _expression_result(content, what)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.connection.unsubscribe(self.msg_id)
+
+
 async def _execute_silently(
     connection: KernelConnection, code: str, expression: str, timeout: float, what: str
 ) -> str:
-    """Runs `code` silently and returns what `expression` evaluated to (a str), or raises SetupFailed. A
-    kernel that dies meanwhile is ExecutionLost (the run's retries apply)."""
-    msg_id = new_id()
-    subscription = connection.subscribe(msg_id)
-    try:
-        await connection.send("shell", "execute_request", _silent_request(code, expression), msg_id=msg_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            message = await subscription.get(max(0.0, deadline - loop.time()))
-            if message is None:
-                raise SetupFailed(f"{what}: no reply from the kernel in {timeout:g}s")
-            if message.get("nbkube") == "kernel_died":
-                raise ExecutionLost(f"the kernel died during the run's setup ({what})")
-            header = message.get("header") or {}
-            content = message.get("content") or {}
-            if header.get("msg_type") == "status" and content.get("execution_state") in KERNEL_LOST_STATES:
-                raise ExecutionLost(f"the kernel died during the run's setup ({what})")
-            if message.get("channel") == "shell" and header.get("msg_type") == "execute_reply":
-                return _expression_result(content, what)
-    finally:
-        connection.unsubscribe(msg_id)
+    """Runs `code` silently and returns what `expression` evaluated to (a str), or raises SetupFailed."""
+    request = await _SilentRequest(connection, what).send(code, expression)
+    return await request.reply(timeout)
 
 
 def _expression_result(content: dict[str, Any], what: str) -> str:
@@ -370,24 +400,53 @@ async def apply_setup(
     size = setup.file_bytes
     sending = bool(setup.files or setup.env)
     begin = f"{_CALL}.begin({prefix!r}, {len(setup.files)}, {size}, {not sending})"
-    result = await _execute_silently(connection, INSTALL_CODE, begin, SETUP_REPLY_SECONDS, "the setup")
-    if result != "ok":
-        raise SetupFailed(f"the setup in the kernel failed: {result}")
+    beginning = await _SilentRequest(connection, "the setup").send(INSTALL_CODE, begin)
     if not sending:
+        result = await beginning.reply(SETUP_REPLY_SECONDS)
+        if result != "ok":
+            raise SetupFailed(f"the setup in the kernel failed: {result}")
         return True
-    comm_id = new_id()
-    opening = {"comm_id": comm_id, "target_name": COMM_TARGET, "data": {}}
-    await _send_comm(connection, "comm_open", opening, [])
-    for entries, buffers in _chunks(setup.files, connection.sends_buffers, chunk_bytes):
-        await _send_comm(connection, "comm_msg", {"comm_id": comm_id, "data": {"files": entries}}, buffers)
-    if setup.env:
-        await _send_comm(connection, "comm_msg", {"comm_id": comm_id, "data": {"env": dict(setup.env)}}, [])
-    result = await _execute_silently(
-        connection, "", f"{_CALL}.finish()", SETUP_REPLY_SECONDS, "writing the input files"
-    )
+    # The files follow at once, not after begin's reply: the kernel handles shell messages in order,
+    # and what begin reports comes first below (a comm message it was not ready for only fails finish).
+    finishing: _SilentRequest | None = None
+    try:
+        comm_id = new_id()
+        opening = {"comm_id": comm_id, "target_name": COMM_TARGET, "data": {}}
+        await _send_comm(connection, "comm_open", opening, [])
+        for entries, buffers in _chunks(setup.files, connection.sends_buffers, chunk_bytes):
+            content = {"comm_id": comm_id, "data": {"files": entries}}
+            await _send_comm(connection, "comm_msg", content, buffers)
+        if setup.env:
+            content = {"comm_id": comm_id, "data": {"env": dict(setup.env)}}
+            await _send_comm(connection, "comm_msg", content, [])
+        finishing = await _SilentRequest(connection, "writing the input files").send("", f"{_CALL}.finish()")
+        result = await beginning.reply(SETUP_REPLY_SECONDS)
+        if result != "ok":
+            raise SetupFailed(f"the setup in the kernel failed: {result}")
+        result = await finishing.reply(SETUP_REPLY_SECONDS)
+    finally:
+        beginning.close()
+        if finishing is not None:
+            finishing.close()
     if result != "ok":
         raise SetupFailed(f"writing the input files in the kernel failed: {result}")
     return True
+
+
+async def prepare(connection: KernelConnection, info: dict[str, Any]) -> bool:
+    """Installs the setup's kernel-side module in a Python kernel ahead of any run (a warm pool's
+    kernels get it before they are handed out), so a run's setup does not wait for it to be compiled.
+    False, with a log line, when the kernel is not a Python one or the install failed: apply_setup then
+    installs it itself (or says why it cannot)."""
+    language = str((info.get("language_info") or {}).get("name", "")).lower()
+    if language != "python":
+        return False
+    try:
+        result = await _execute_silently(connection, INSTALL_CODE, "'ok'", SETUP_REPLY_SECONDS, "preparing")
+    except SetupFailed as exc:
+        log.warning("kernel %s: the setup module was not installed ahead: %s", connection.kernel_id, exc)
+        return False
+    return result == "ok"
 
 
 async def teardown(connection: KernelConnection, timeout: float = TEARDOWN_SECONDS) -> str:
