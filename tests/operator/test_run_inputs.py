@@ -18,7 +18,17 @@ from typing import Any
 import nbclient
 import nbformat
 import pytest
-from helpers import condition, environment, events, gateway_address, get, wait_for, wait_run_finished
+from helpers import (
+    condition,
+    environment,
+    events,
+    gateway_address,
+    gateway_api,
+    gateway_pods,
+    get,
+    wait_for,
+    wait_run_finished,
+)
 from helpers import run as run_manifest
 from nbkube.api.inputs import MAX_INPUT_FILES
 from nbkube_testenv.operator_process import OperatorProcess
@@ -296,6 +306,12 @@ def test_another_namespaces_results_are_not_found_exactly_as_a_missing_path_is(
 def test_inputs_past_the_bound_end_the_run_with_inputs_too_large(kubectl, env_namespace, operator):
     many = {f"k{i:05d}": "" for i in range(MAX_INPUT_FILES + 1)}
     kubectl.apply(config_map("many-keys", data=many), namespace=env_namespace)
+    pods = gateway_pods(kubectl, env_namespace)
+
+    def warm_only() -> bool:  # the module's environment keeps two warm kernels per pod
+        return sum(len(gateway_api(kubectl, env_namespace, p, "/api/kernels")) for p in pods) == 2 * len(pods)
+
+    wait_for("the gateway pods to hold only their warm kernels", warm_only, 60, 0.5)
     kubectl.apply(
         run("too-many", ["1"], files=[{"configMap": {"name": "many-keys"}}]), namespace=env_namespace
     )
@@ -303,6 +319,8 @@ def test_inputs_past_the_bound_end_the_run_with_inputs_too_large(kubectl, env_na
     assert status["state"] == "Failed" and status["reason"] == "InputsTooLarge", json.dumps(status)
     assert f"{MAX_INPUT_FILES} files" in status["message"] and "64 MiB" in status["message"]
     assert "volume" in status["message"] and status.get("attempt", 0) == 0
+    # The kernel taken while the inputs were read went back untouched: none is left over.
+    wait_for("the gateway pods to hold only their warm kernels again", warm_only, 60, 0.5)
 
 
 @pytest.mark.parametrize(

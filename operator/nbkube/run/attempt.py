@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 15.0
 MAX_MESSAGE_CHARS = 2000
 
-# The run's input files and env for the kernel; how the run ends instead; None when it stops.
-ResolveInputs = Callable[[], Awaitable[kernel_setup.KernelSetup | Outcome | None]]
+# The run's input files and env for the kernel; how the run ends instead; None when it stops. Its
+# argument, when given, is awaited when the inputs first have to wait for an object to appear.
+OnInputsWaiting = Callable[[], Awaitable[None]]
+ResolveInputs = Callable[[OnInputsWaiting | None], Awaitable[kernel_setup.KernelSetup | Outcome | None]]
 
 
 @dataclass
@@ -67,7 +69,6 @@ class Attempt:
         committer: RunCommitter,
         resolve_inputs: ResolveInputs,
         *,
-        setup: kernel_setup.KernelSetup | None = None,
         deleted: Callable[[], bool],
     ) -> None:
         self.spec = spec
@@ -79,7 +80,7 @@ class Attempt:
         self.committer = committer
         self._resolve_inputs = resolve_inputs
         # Held until it is sent, then dropped: a run does not keep its inputs in memory.
-        self._setup = setup
+        self._setup: kernel_setup.KernelSetup | None = None
         self._deleted = deleted
         self._setup_needed = True  # the kernel lacks the run's setup (files, env, working directory)
         self._journal_ran = False  # the journal of this attempt holds cells that ran (see _reattach)
@@ -104,19 +105,46 @@ class Attempt:
             if lease is None:
                 executed = nbformat.from_dict(notebook)
                 self.book.init_cells(executed)
-        if self._setup is None and (lease is None or self._setup_needed):
-            resolved = await self._resolve_inputs()
+        if lease is None and self._setup is None:
+            # The inputs are read while a kernel is taken. Bad input still ends the run before the kernel
+            # is used (it is released untouched) and before the attempt counts.
+            # Inputs that have to wait for an object to appear do so without holding a kernel.
+            taking: asyncio.Task[KernelLease | Failure | None] | None = asyncio.create_task(self._take())
+
+            async def inputs_waiting() -> None:
+                nonlocal taking
+                if taking is not None:
+                    await self._abandon(taking)
+                    taking = None
+
+            resolved: kernel_setup.KernelSetup | Outcome | None = None
+            try:
+                resolved = await self._resolve_inputs(inputs_waiting)
+            finally:
+                if not isinstance(resolved, kernel_setup.KernelSetup):
+                    await inputs_waiting()
             if not isinstance(resolved, kernel_setup.KernelSetup):
-                if lease is not None and resolved is None:  # stopping: the next operator goes on
+                return AttemptResult(resolved, executed)
+            self._setup = resolved
+            if taking is not None:
+                acquired = await self._attach(await taking)
+                if acquired is None or isinstance(acquired, Outcome):
+                    return AttemptResult(acquired, executed)
+                lease = acquired
+        elif self._setup is None and self._setup_needed:
+            assert lease is not None
+            resolved = await self._resolve_inputs(None)
+            if not isinstance(resolved, kernel_setup.KernelSetup):
+                if resolved is None:  # stopping: the next operator goes on
                     with contextlib.suppress(Exception):
                         await lease.connection.close()
-                elif lease is not None:  # nothing half-started: the kernel goes
+                else:  # nothing half-started: the kernel goes
                     self.kernels.registry.release(lease)
                     status.kernel = None
                 return AttemptResult(resolved, executed)
             self._setup = resolved
         if lease is None:
-            acquired = await self._acquire()
+            acquired = await self._attach(await self._take())
             if acquired is None or isinstance(acquired, Outcome):
                 return AttemptResult(acquired, executed)
             lease = acquired
@@ -138,10 +166,23 @@ class Attempt:
         self.book.set_progress(RunState.PENDING, reason, message)
         await self.book.flush()
 
-    async def _acquire(self) -> KernelLease | Outcome | None:
-        """A fresh kernel, or how the run ends, or None when the operator is stopping."""
+    async def _take(self) -> KernelLease | Failure | None:
+        """A fresh kernel (not yet this attempt's), a failure, or None when a stop came first."""
+        return await self.kernels.acquire(self.stops, self._waiting)
+
+    async def _abandon(self, taking: asyncio.Task[KernelLease | Failure | None]) -> None:
+        """The kernel being taken is not wanted after all: it is released, untouched."""
+        if not taking.done():
+            taking.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            lease = await taking
+            if isinstance(lease, KernelLease):
+                self.kernels.registry.release(lease)
+
+    async def _attach(self, acquired: KernelLease | Failure | None) -> KernelLease | Outcome | None:
+        """The kernel taken becomes this attempt's (counted, in the status, an event); or how the run
+        ends; or None when the operator is stopping."""
         status = self.book.status
-        acquired = await self.kernels.acquire(self.stops, self._waiting)
         if acquired is None:
             cause = self.stops.pending()
             if cause is None:

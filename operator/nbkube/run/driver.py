@@ -41,7 +41,7 @@ from nbkube.kernelwork.stops import Stopped, Stops
 from nbkube.kube import Kube
 from nbkube.results import CheckpointPolicy
 from nbkube.run import inputs, source
-from nbkube.run.attempt import Attempt
+from nbkube.run.attempt import Attempt, OnInputsWaiting
 from nbkube.run.commit import RunCommitter, RunStore
 from nbkube.run.outcome import Outcome, failed, from_failure, should_retry, stopped_by
 from nbkube.run.progress import ProgressBook
@@ -126,13 +126,6 @@ class RunDriver:
                 return failed(Reason.INVALID_SPEC, f"parameters cannot be injected: {exc}")
         notebook = upgrade_notebook(notebook)
         self.book.init_cells(notebook)
-        setup: kernel_setup.KernelSetup | None = None
-        if self.status.kernel is None or self.status.state != RunState.RUNNING:
-            # Bad input ends the run here, before a kernel is taken (a reattached kernel has them already).
-            first = await self._resolve_inputs(spec)
-            if not isinstance(first, kernel_setup.KernelSetup):
-                return first
-            setup = first
         settings = self.ctx.settings
         committer = RunCommitter(
             self.ctx.results,
@@ -160,11 +153,9 @@ class RunDriver:
                 self.journal,
                 kernels,
                 committer,
-                lambda: self._resolve_inputs(spec),
-                setup=setup,
+                lambda on_waiting: self._resolve_inputs(spec, on_waiting),
                 deleted=self._deleted,
             )
-            setup = None  # the attempt holds it until it is sent, then drops it
             result = await attempt.run(notebook)
             outcome = result.outcome
             if outcome is None:  # the operator is stopping; the run goes on after restart
@@ -220,9 +211,11 @@ class RunDriver:
                     await self.book.flush()
                 await asyncio.sleep(1.0)
 
-    async def _resolve_inputs(self, spec: NotebookRunSpec) -> kernel_setup.KernelSetup | Outcome | None:
+    async def _resolve_inputs(
+        self, spec: NotebookRunSpec, on_waiting: OnInputsWaiting | None = None
+    ) -> kernel_setup.KernelSetup | Outcome | None:
         """The run's input files and env (run/inputs.py), or how the run ends; None when the operator
-        stops."""
+        stops. `on_waiting` is awaited when they first have to wait for an object to appear."""
         results = self.ctx.results
 
         async def read_repo(path: str, max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
@@ -230,6 +223,10 @@ class RunDriver:
             return await results.read_files(self.namespace, path, max_files=max_files, max_bytes=max_bytes)
 
         async def waiting(message: str) -> None:
+            nonlocal on_waiting
+            if on_waiting is not None:
+                await on_waiting()
+                on_waiting = None
             self.book.set_progress(RunState.PENDING, Reason.INPUT_NOT_FOUND, f"waiting: {message}")
             await self.book.flush()
 
