@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -53,6 +54,7 @@ class GatewayClient:
         self.heartbeat = heartbeat
         self.max_msg_size = max_msg_size if max_msg_size is not None else message_limit()
         self._session: aiohttp.ClientSession | None = None
+        self._cleanups: set[asyncio.Future[None]] = set()  # kernels deleted after a cancelled start
 
     @property
     def ws_base_url(self) -> str:
@@ -83,6 +85,8 @@ class GatewayClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=self.request_timeout)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -105,8 +109,25 @@ class GatewayClient:
             body["name"] = name
         if env:
             body["env"] = env
-        model: KernelModel = await self.request("POST", "/api/kernels", json_body=body, expect=201)
+        starting = asyncio.ensure_future(self.request("POST", "/api/kernels", json_body=body, expect=201))
+        try:
+            model: KernelModel = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # Cancelled while the gateway starts it: the kernel would be left running with nobody knowing
+            # its id. The request goes on and the kernel is deleted once it answers (close() waits).
+            cleanup = asyncio.ensure_future(self._delete_when_started(starting))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            raise
         return model
+
+    async def _delete_when_started(self, starting: asyncio.Future[Any]) -> None:
+        try:
+            model = await starting
+        except Exception:
+            return  # no kernel was started
+        with contextlib.suppress(Exception):
+            await self.delete_kernel(str(model["id"]))
 
     async def list_kernels(self) -> list[KernelModel]:
         kernels: list[KernelModel] = await self.request("GET", "/api/kernels")

@@ -56,6 +56,7 @@ class AttemptResult:
     outcome: Outcome | None  # None: the operator is stopping, the run goes on after the restart
     executed: NotebookNode  # the notebook as this attempt left it
     spill: Path | None = None  # the full outputs of its truncated cells
+    began: bool = True  # False: it ended before it had a kernel (bad input): there is nothing to commit
 
 
 class Attempt:
@@ -124,7 +125,7 @@ class Attempt:
                 if not isinstance(resolved, kernel_setup.KernelSetup):
                     await inputs_waiting()
             if not isinstance(resolved, kernel_setup.KernelSetup):
-                return AttemptResult(resolved, executed)
+                return AttemptResult(resolved, executed, began=False)
             self._setup = resolved
             if taking is not None:
                 acquired = await self._attach(await taking)

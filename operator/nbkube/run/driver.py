@@ -160,6 +160,8 @@ class RunDriver:
             outcome = result.outcome
             if outcome is None:  # the operator is stopping; the run goes on after restart
                 return None
+            if not result.began and self.status.attempt == 0:
+                return outcome  # bad input: nothing started, so no result either
             stopping = self.stops.pending() is not None or self.failures.first is not None
             if should_retry(outcome, self.status.attempt, spec.retries, stopping=stopping):
                 kopf.warn(
