@@ -218,6 +218,7 @@ async def main(runs: int, commits: int, namespaces: int, authorised: bool = True
                 "authorised / direct (target: within 2x, under 50 ms)",
                 f"{paths['authorised_over_direct']:.2f}x",
             ),
+            ("GET /version via the API server, fresh connection", f"{paths['apiserver_version_ms']:.1f} ms"),
         ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
