@@ -106,18 +106,26 @@ def gateway_address(kubectl: Any, namespace: str, pod: str, env: str = "py") -> 
 
 
 def gateway_api(
-    kubectl: Any, namespace: str, pod: str, path: str, body: dict[str, Any] | None = None, env: str = "py"
+    kubectl: Any,
+    namespace: str,
+    pod: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    env: str = "py",
+    method: str | None = None,
 ) -> Any:
-    """A request to the Kernel Gateway REST API of a gateway pod, with its environment's token."""
+    """A request to the Kernel Gateway REST API of a gateway pod, with its environment's token (GET, or
+    POST with a body, unless `method` says otherwise); its JSON answer, None when it has none."""
     url, token = gateway_address(kubectl, namespace, pod, env)
     request = urllib.request.Request(
         url + path,
         data=None if body is None else json.dumps(body).encode(),
-        method="GET" if body is None else "POST",
+        method=method or ("GET" if body is None else "POST"),
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+        data = response.read()
+        return json.loads(data) if data else None
 
 
 def leave_kernel_busy(kubectl: Any, namespace: str, pod: str, env: str = "py") -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import nbformat
 import psutil
 import pytest
-from helpers import get, wait_for
+from helpers import events, gateway_api, get, wait_for
 from nbkube_testenv.userapi import ApiUser
 from session_helpers import execute, session, wait_ready
 
@@ -44,6 +44,31 @@ def test_a_kernel_that_dies_mid_execution_is_said_dead_until_a_restart_brings_it
     assert status == 200 and restarted["kernelState"] == "idle", restarted
     _, result = execute(admin, ns, "mortal", cellIds=["c1"])
     assert result["cells"][0]["outputs"][0]["text"] == "after\n"
+
+
+def test_a_kernel_its_gateway_no_longer_has_is_replaced_by_a_fresh_one_on_restart(
+    kubectl: Any, env_namespace: str, admin: ApiUser
+) -> None:
+    """The gateway removes a kernel whose restarter gave up (five deaths in a row) or that was deleted: a
+    restart then takes a fresh kernel from the environment, set up as the first was, instead of failing."""
+    ns = env_namespace
+    kubectl.apply(session("orphan", ["x = 41", "print(x + 1)"]), namespace=ns)
+    wait_ready(kubectl, ns, "orphan")
+    _, result = execute(admin, ns, "orphan", cellIds=["c0", "c1"])
+    assert result["cells"][1]["outputs"][0]["text"] == "42\n", result
+    gone = get(kubectl, "nbsess", "orphan", ns)["status"]["kernel"]
+    gateway_api(kubectl, ns, gone["pod"], f"/api/kernels/{gone['kernelId']}", method="DELETE")
+    status, restarted = admin.session(ns, "orphan", "restart", {})
+    assert status == 200 and restarted["kernelState"] == "idle", restarted
+    assert "fresh kernel" in restarted["message"], restarted
+    kernel = get(kubectl, "nbsess", "orphan", ns)["status"]["kernel"]
+    assert kernel["kernelId"] != gone["kernelId"] and kernel["state"] == "idle", kernel
+    _, result = execute(admin, ns, "orphan", cellIds=["c1"])  # a fresh kernel: x is gone
+    assert result["cells"][0]["state"] == "failed" and "NameError" in json.dumps(result), result
+    _, result = execute(admin, ns, "orphan", cellIds=["c0", "c1"])
+    assert result["cells"][1]["outputs"][0]["text"] == "42\n", result
+    warned = [e for e in events(kubectl, ns, "orphan") if e["reason"] == "KernelRestarted"]
+    assert warned and gone["kernelId"][:8] in warned[-1]["message"], warned
 
 
 def test_two_writers_at_once_are_serialised_and_a_stale_head_is_refused_with_nothing_lost(

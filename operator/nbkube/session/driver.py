@@ -42,7 +42,7 @@ from nbkube.session import history
 from nbkube.session.book import SessionBook
 from nbkube.session.document import SessionDocument
 from nbkube.session.start import starting_notebook
-from nbkube.session.work import OperationError, SessionStore, SessionWork
+from nbkube.session.work import KernelReplacer, OperationError, SessionStore, SessionWork
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class SessionDriver:
         lease = await self._take_kernel(kernels)
         if not isinstance(lease, KernelLease):
             return lease
-        work = self._work(spec, document, lease)
+        work = self._work(spec, document, lease, kernels)
         pending = [setup]  # given up to the kernel: its files' memory goes once they are sent
         del setup
         try:
@@ -232,7 +232,50 @@ class SessionDriver:
         acquired.before_shutdown = kernel_setup.teardown
         return acquired
 
-    def _work(self, spec: NotebookSessionSpec, document: SessionDocument, lease: KernelLease) -> SessionWork:
+    async def _fresh_kernel(
+        self, spec: NotebookSessionSpec, kernels: KernelSource
+    ) -> KernelLease | Failure | None:
+        """A kernel taken for the session and given its setup (inputs, env, working directory)."""
+        setup = await self._resolve_inputs(spec)
+        if not isinstance(setup, kernel_setup.KernelSetup):
+            return setup
+        fresh = await self._take_kernel(kernels)
+        if not isinstance(fresh, KernelLease):
+            return fresh
+        pending = [setup]  # given up to the kernel: its files' memory goes once they are sent
+        del setup
+        try:
+            await apply_setup(fresh.connection, pending.pop(), self.journal, SETUP_ATTEMPT, self.failures)
+        except BaseException:
+            self.ctx.registry.release(fresh)
+            self.status.kernel = None
+            raise
+        return fresh
+
+    def _replacer(self, spec: NotebookSessionSpec, kernels: KernelSource) -> KernelReplacer:
+        async def replace(gone: KernelLease) -> KernelLease | str:
+            """The gateway no longer has the session's kernel (its restarter gave up after repeated
+            deaths, or it was deleted): a fresh one, set up as the first was."""
+            self.ctx.registry.release(gone)
+            try:
+                fresh = await self._fresh_kernel(spec, kernels)
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+            if isinstance(fresh, KernelLease):
+                kopf.warn(
+                    self.body,
+                    reason=Reason.KERNEL_RESTARTED,
+                    message=f"kernel {gone.kernel_id[:8]} was gone from {gone.pod}: a fresh kernel "
+                    f"{fresh.kernel_id[:8]} on {fresh.pod} (the session's variables are lost)",
+                )
+                return fresh
+            return fresh.message if fresh is not None else "the operator is stopping"
+
+        return replace
+
+    def _work(
+        self, spec: NotebookSessionSpec, document: SessionDocument, lease: KernelLease, kernels: KernelSource
+    ) -> SessionWork:
         return SessionWork(
             book=self.book,
             journal=self.journal,
@@ -242,6 +285,7 @@ class SessionDriver:
             lease=lease,
             file_name=spec.notebook.name,
             execution_timeout=spec.execution_timeout_seconds,
+            replace_kernel=self._replacer(spec, kernels),
         )
 
     def _set_ready(self, message: str) -> None:
@@ -280,16 +324,10 @@ class SessionDriver:
                 "restarted: a fresh kernel (the session's variables are lost)",
             )
             status.kernel = None
-            setup = await self._resolve_inputs(spec)
-            if not isinstance(setup, kernel_setup.KernelSetup):
-                return setup
-            fresh = await self._take_kernel(kernels)
+            fresh = await self._fresh_kernel(spec, kernels)
             if not isinstance(fresh, KernelLease):
                 return fresh
-            work = self._work(spec, document, fresh)
-            pending = [setup]
-            del setup
-            await apply_setup(fresh.connection, pending.pop(), self.journal, SETUP_ATTEMPT, self.failures)
+            work = self._work(spec, document, fresh, kernels)
             status.execution_count = 0
             if progress.finished:
                 progress.in_flight, progress.replied = None, None
@@ -298,7 +336,7 @@ class SessionDriver:
             await self.book.flush()
             return work
         lease.before_shutdown = kernel_setup.teardown
-        work = self._work(spec, document, lease)
+        work = self._work(spec, document, lease, kernels)
         resumed = await work.resume(operation, progress)
         kopf.info(
             self.body,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ from nbkube.engine import (
     CellResult,
     ExecutionLost,
     GatewayUnavailable,
+    KernelNotFound,
     NotebookExecutor,
     OutputLimits,
     bounded_outputs,
@@ -102,6 +103,10 @@ class Committed:
     artifact: str | None = None
 
 
+# Given the lease of a kernel the gateway no longer has: a fresh, set-up kernel, or why there is none.
+KernelReplacer = Callable[[KernelLease], Awaitable[KernelLease | str]]
+
+
 class SessionWork:
     """The session's notebook and held kernel. One operation at a time (the driver's queue)."""
 
@@ -116,6 +121,7 @@ class SessionWork:
         lease: KernelLease,
         file_name: str,
         execution_timeout: float,
+        replace_kernel: KernelReplacer | None = None,
     ) -> None:
         self.book = book
         self.journal = journal
@@ -125,6 +131,7 @@ class SessionWork:
         self.lease = lease
         self.file_name = file_name
         self.execution_timeout = execution_timeout
+        self._replace_kernel = replace_kernel
         self._executor: NotebookExecutor | None = None
 
     @property
@@ -470,12 +477,26 @@ class SessionWork:
         died = book.status.kernel is not None and book.status.kernel.state == KernelState.DEAD
         book.set_kernel_state(KernelState.RESTARTING)
         await book.flush()
+        message = "kernel restarted: its variables and imports are gone; outputs in the notebook stay"
         try:
             if died:  # the gateway's restarter has brought it back already: a second restart would race it
                 await self.lease.connection.reconnect()
             else:
                 await self.lease.connection.restart_kernel()
             await self.lease.connection.until_answering(60.0)
+        except KernelNotFound:
+            # The gateway no longer has it (its restarter gave up after repeated deaths): a fresh one.
+            replaced = await self._replace_kernel(self.lease) if self._replace_kernel else "no kernel source"
+            if isinstance(replaced, str):
+                book.set_kernel_state(KernelState.DEAD)
+                raise OperationError(
+                    503, "ServiceUnavailable", f"the kernel was gone and none could replace it: {replaced}"
+                ) from None
+            self.lease = replaced
+            message = (
+                f"the kernel was gone from its gateway: a fresh kernel {replaced.kernel_id[:8]} on "
+                f"{replaced.pod}; its variables and imports are gone; outputs in the notebook stay"
+            )
         except Exception as exc:
             book.set_kernel_state(KernelState.DEAD)
             raise OperationError(
@@ -485,7 +506,6 @@ class SessionWork:
         book.status.execution_count = 0
         book.touch()
         await book.flush()  # a transition the user waits for
-        message = "kernel restarted: its variables and imports are gone; outputs in the notebook stay"
         return OperationResult(
             operation="restart",
             head=self.head,
