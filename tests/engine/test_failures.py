@@ -184,6 +184,23 @@ async def test_unknown_kernel_is_kernel_not_found(client: GatewayClient) -> None
         await client.connect("00000000-0000-0000-0000-000000000000")
 
 
+async def test_restarting_a_kernel_the_gateway_no_longer_has_is_kernel_not_found_at_once(
+    client: GatewayClient,
+) -> None:
+    """The gateway answers 500 to a restart of a kernel it removed (deleted, or given up on after
+    repeated deaths), as it does during its own restart of a dying one, which is retried: a kernel that
+    is gone is found so at once instead of after request_timeout of retries."""
+    model = await client.start_kernel("python3")
+    await client.delete_kernel(model["id"])
+    slow = GatewayClient(client.base_url, client.token, request_timeout=600)
+    try:
+        async with asyncio.timeout(30):
+            with pytest.raises(KernelNotFound):
+                await slow.restart_kernel(model["id"])
+    finally:
+        await slow.close()
+
+
 async def test_with_allow_errors_a_timed_out_cell_keeps_its_error_and_the_notebook_goes_on(
     kernel: KernelConnection,
 ) -> None:

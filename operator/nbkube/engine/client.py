@@ -144,7 +144,7 @@ class GatewayClient:
         """Restart (state lost). The gateway answers before the new kernel is ready; a kernel in the
         middle of an automatic restart (it just died) answers 500 for a moment, which is retried."""
         model: KernelModel = await self._past_autorestart(
-            lambda: self.request("POST", f"/api/kernels/{kernel_id}/restart")
+            kernel_id, lambda: self.request("POST", f"/api/kernels/{kernel_id}/restart")
         )
         return model
 
@@ -152,15 +152,16 @@ class GatewayClient:
         """DELETE the kernel (retried past an automatic restart, as restart_kernel is)."""
         try:
             await self._past_autorestart(
-                lambda: self.request("DELETE", f"/api/kernels/{kernel_id}", expect=204)
+                kernel_id, lambda: self.request("DELETE", f"/api/kernels/{kernel_id}", expect=204)
             )
         except KernelNotFound:
             if not missing_ok:
                 raise
 
-    async def _past_autorestart(self, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _past_autorestart(self, kernel_id: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """`call`, again while the gateway answers 5xx, for up to request_timeout: the gateway's
-        restarter holds a kernel that just died for a moment, and refuses it meanwhile."""
+        restarter holds a kernel that just died for a moment, and refuses it meanwhile. A kernel the
+        gateway no longer has is KernelNotFound at once (a restart of one answers 500, not 404)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         while True:
@@ -169,6 +170,7 @@ class GatewayClient:
             except GatewayError as e:  # (KernelNotFound is a 404: raised at once)
                 if (e.status or 0) < 500 or loop.time() > deadline:
                     raise
+                await self.get_kernel(kernel_id)  # KernelNotFound when it is gone
                 await asyncio.sleep(0.2)
 
     # Short names, as the operator calls them.
