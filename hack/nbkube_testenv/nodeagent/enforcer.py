@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from nbkube_testenv.rest import Rest
 
 REFRESH_S = 2.0
+DEBOUNCE_S = 0.1
 ENFORCEMENT_ANNOTATION = "nbkube.io/network-policy"
 ENFORCED = "egress enforced"
 
@@ -227,7 +228,8 @@ class Enforcer:
     # -- computing and applying ----------------------------------------------------------------------
     def _loop(self) -> None:
         while not self.agent.stopping.is_set():
-            self.kick.wait(REFRESH_S)
+            if self.kick.wait(REFRESH_S) and not self.relist:
+                self.agent.stopping.wait(DEBOUNCE_S)  # one computation for a burst of pod updates
             self.kick.clear()
             try:
                 self.sync()
