@@ -71,6 +71,10 @@ bench-results: venv k8s-binaries ## results repository commits/s, fetch time, au
 chromium: ## install Chromium from the Debian packages (once) for the browser test; prints its path
 	@bash hack/install-chromium.sh
 
+.PHONY: iptables
+iptables: ## install iptables from the Debian packages (once): the node agent enforces NetworkPolicy egress with it
+	@bash hack/install-iptables.sh
+
 .PHONY: helm images crds
 helm: venv ## install helm once (cached in ~/.cache/nbkube/helm) and print its path; HELM=path uses yours
 	@PYTHON=$(PY) bash hack/install-helm.sh

@@ -47,6 +47,7 @@ from nbkube_testenv.components import (
     Component,
     Layout,
 )
+from nbkube_testenv.nodeagent import firewall
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = HACK_DIR / "build-k8s.sh"
@@ -520,6 +521,9 @@ class LocalCluster:
         if self.state_file.exists():
             self.state_file.unlink()
         shutil.rmtree(self.dir / "agent" / "pids", ignore_errors=True)
+        # The node agent removes its iptables chains and pod cgroups when it stops; this is for an agent
+        # that was killed (stdlib only, as procs.py).
+        firewall.cleanup(self.dir)
         if not quiet:
             print(f"stopped {len(stopped)} processes of the cluster in {self.dir}", file=sys.stderr)
         return len(stopped)

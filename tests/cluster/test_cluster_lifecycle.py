@@ -17,9 +17,25 @@ from pathlib import Path
 import pytest
 from nbkube_testenv import procs
 from nbkube_testenv.cluster import HACK_DIR, LocalCluster, find_assets
+from nbkube_testenv.nodeagent import firewall
 from nbkube_testenv.wait import wait_for
 
 pytestmark = pytest.mark.cluster
+
+DENY_EGRESS = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: default}
+spec: {podSelector: {}, policyTypes: [Egress]}
+"""
+
+
+def _iptables_save() -> str:
+    return "".join(
+        subprocess.run([tool, "-t", "filter"], capture_output=True, text=True, check=True).stdout
+        for tool in ("iptables-save", "ip6tables-save")
+    )
+
 
 STUBBORN_POD = """
 apiVersion: v1
@@ -103,8 +119,12 @@ def test_up_recovers_from_a_crashed_up_and_down_leaves_no_process_behind(cluster
         return done.returncode == 0 and datetime.datetime.fromisoformat(done.stdout) > restarted
 
     wait_for(lease_renewed, "the node agent to renew its Lease after the API server restart")
+    # A pod an egress policy selects gets its chains (and every pod its cgroup): all go with `down`.
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=DENY_EGRESS, text=True, check=True, timeout=60)
     run("run", "after", "--image=none", "--command", "--", "sleep", "3600")
     run("wait", "--for=condition=Ready", "pod/after", "--timeout=120s")
+    prefix = firewall.chain_prefix(firewall.cluster_id(directory))
+    assert prefix in _iptables_save()
     run("delete", "pod", "before", "--timeout=120s")
     subprocess.run([*kubectl, "apply", "-f", "-"], input=STUBBORN_POD, text=True, check=True, timeout=60)
     log = info.container_log("default", "stubborn", "main")
@@ -116,6 +136,9 @@ def test_up_recovers_from_a_crashed_up_and_down_leaves_no_process_behind(cluster
 
     assert cluster.down(grace=5, quiet=True) >= len(component_pids)
     assert procs.marked_processes(str(directory)) == []
+    assert prefix not in _iptables_save()
+    cgroup2 = firewall.cgroup2_root()
+    assert cgroup2 is not None and not (cgroup2 / "nbkube" / firewall.cluster_id(directory)).exists()
     # Exited processes may linger as zombies until their (re)parent reaps them; they run nothing.
     assert procs.start_time(grandchild) is None
     assert [pid for pid in component_pids if procs.start_time(pid) is not None] == []

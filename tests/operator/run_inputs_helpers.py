@@ -15,6 +15,7 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 from nbkube.engine import GatewayClient, NotebookExecutor
+from nbkube_testenv.nodeagent.addresses import OUTSIDE_IP
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -94,13 +95,13 @@ class Gate:
 
     def __init__(self) -> None:
         self._server = socket.socket()
-        self._server.bind(("127.0.0.1", 0))
+        self._server.bind((OUTSIDE_IP, 0))
         self._server.listen(4)
         self.port = self._server.getsockname()[1]
 
     @property
     def cell(self) -> str:
-        return f"import socket\nsocket.create_connection(('127.0.0.1', {self.port})).recv(1)"
+        return f"import socket\nsocket.create_connection(({OUTSIDE_IP!r}, {self.port})).recv(1)"
 
     def open(self, timeout: float = 60) -> None:
         """Lets the waiting cell go on (it has connected by now, or connects and finds the byte)."""

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from nbkube_testenv.nodeagent.addresses import OUTSIDE_IP
 from nbkube_testenv.rest import Rest
 
 SCHEDULE_LABEL = "nbkube.io/schedule"
@@ -22,7 +23,7 @@ class Latch:
     later runs of the same schedule go straight through)."""
 
     def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server = socket.create_server((OUTSIDE_IP, 0))
         self.port = self._server.getsockname()[1]
         self._held: list[socket.socket] = []
         self._open = False
@@ -32,7 +33,7 @@ class Latch:
 
     @property
     def cell(self) -> str:
-        return f"import socket\nsocket.create_connection(('127.0.0.1', {self.port})).recv(1)"
+        return f"import socket\nsocket.create_connection(({OUTSIDE_IP!r}, {self.port})).recv(1)"
 
     def _serve(self) -> None:
         while True:

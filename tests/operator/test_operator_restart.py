@@ -19,6 +19,7 @@ from helpers import (
     wait_for,
     wait_run_finished,
 )
+from nbkube_testenv.nodeagent.addresses import OUTSIDE_IP
 
 
 class Tally:
@@ -28,7 +29,7 @@ class Tally:
     node agent mounts a pod's own /tmp when the cluster's directory is elsewhere.)"""
 
     def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server = socket.create_server((OUTSIDE_IP, 0))
         self.port = self._server.getsockname()[1]
         self._lines: list[str] = []
         self._lock = threading.Lock()
@@ -38,7 +39,7 @@ class Tally:
     def report(self, line: str) -> str:
         """Source for a cell that reports `line` and returns once it is recorded."""
         return (
-            f"import socket as _tally\nwith _tally.create_connection(('127.0.0.1', {self.port})) as _t:\n"
+            f"import socket as _tally\nwith _tally.create_connection(({OUTSIDE_IP!r}, {self.port})) as _t:\n"
             f"    _t.sendall({line!r}.encode())\n    _t.shutdown(_tally.SHUT_WR)\n    _t.recv(1)"
         )
 

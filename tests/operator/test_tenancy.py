@@ -3,7 +3,9 @@
 Two namespaces, each with an environment and a finished run whose output holds a secret of its own.
 Users are real: a ServiceAccount token and a client-certificate user, each bound to the built-in `view`
 role in team-a only (nbkube's ClusterRoles aggregate into it); a ServiceAccount with no role; nobody.
-A kernel of a third namespace tries every port of the operator and the API server it can reach.
+A kernel of a third namespace tries every port of the operator and the API server: the node agent
+enforces the gateway's NetworkPolicy egress, so every connection is refused, unless a second policy
+opens a port.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import nbformat
 import pytest
 from helpers import environment, run, wait_env_ready, wait_run_finished
 from nbkube.userapi import paths
+from nbkube_testenv.components import NODE_NAME
+from nbkube_testenv.nodeagent.enforcer import ENFORCED, ENFORCEMENT_ANNOTATION
 from nbkube_testenv.userapi import ApiUser
 
 
@@ -158,50 +162,120 @@ def test_a_ref_that_would_make_git_search_history_is_refused(tenants: dict[str, 
     assert status == 200
 
 
+def _egress_enforced(kubectl: Any) -> None:
+    """Fails (never skips) where the node agent cannot enforce NetworkPolicies: CI is such a machine."""
+    node = kubectl.json("get", "node", NODE_NAME)
+    status = node["metadata"].get("annotations", {}).get(ENFORCEMENT_ANNOTATION, "no annotation")
+    assert status == ENFORCED, f"the node agent does not enforce NetworkPolicy egress: {status}"
+
+
+PROBE = """
+import ssl, time, urllib.request, urllib.error
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def get(url):  # one line: the status and the body, or REFUSED, or the error's name
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=ctx if url.startswith("https") else None) as r:
+            return f"{{r.status}} {{' '.join(r.read(100000).decode(errors='replace').split())}}"
+    except urllib.error.HTTPError as e:
+        return f"{{e.code}} {{' '.join(e.read(100000).decode(errors='replace').split())}}"
+    except Exception as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, (ConnectionRefusedError, ConnectionResetError)):
+            return "REFUSED"
+        return type(reason).__name__
+deadline = time.monotonic() + 60
+while {wait_for!r} and get({wait_for!r}) == "REFUSED" and time.monotonic() < deadline:
+    time.sleep(0.2)  # until the agent has applied a policy added just before
+for port in {ports!r}:
+    for scheme in ("http", "https"):
+        for target in {targets!r}:
+            url = f"{{scheme}}://127.0.0.1:{{port}}{{target}}"
+            print(url, get(url))
+"""
+
+
+def _probe(
+    kubectl: Any, namespace: str, ports: list[int], targets: list[str], wait_for: str = ""
+) -> list[str]:
+    """Runs the probe cell in the namespace's environment: one line per url, what it got."""
+    kubectl.apply(
+        run("probe", [PROBE.format(ports=ports, targets=targets, wait_for=wait_for)]), namespace=namespace
+    )
+    finished = wait_run_finished(kubectl, namespace, "probe", timeout=300)
+    assert finished["status"]["state"] == "Succeeded", json.dumps(finished["status"])
+    status, body = ApiUser.admin(kubectl.info).file(
+        namespace, finished["status"]["result"]["path"], finished["status"]["result"]["commit"]
+    )
+    assert status == 200
+    cells = nbformat.reads(body.decode(), 4).cells
+    return "".join(o.get("text", "") for o in cells[0].outputs).splitlines()
+
+
 def test_a_kernel_of_another_namespace_gets_no_byte_of_a_tenants_results(
     tenants: dict[str, Any], _session_kubectl, operator, cluster
 ) -> None:  # type: ignore[no-untyped-def]
+    """The gateway's NetworkPolicy, enforced: not one connection to the operator or the API server."""
     kubectl = _session_kubectl
+    _egress_enforced(kubectl)
     a = tenants["a"]
-    secret = tenants["secret"][a]
     result = tenants["runs"][a]["status"]["result"]
     evil = _namespace(kubectl, "evil")
     try:
         wait_env_ready(kubectl, evil)
         api_port = int(cluster.server.rsplit(":", 1)[1])
         ports = [operator.metrics_port, operator.health_port, operator.api_port, api_port]
-        probe = f"""
-import ssl, urllib.request, urllib.error
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-targets = ["/results/files/{result["path"]}?ref={result["commit"]}", "/results/runs", "/logs/{a}/work",
-           "{paths.file_path(a, result["path"])}", "{paths.run_log_path(a, "work")}",
-           "{paths.repository_path(a, "git")}/info/refs?service=git-upload-pack", "/metrics"]
-for port in {ports!r}:
-    for scheme in ("http", "https"):
-        for target in targets:
-            url = f"{{scheme}}://127.0.0.1:{{port}}{{target}}"
-            try:
-                with urllib.request.urlopen(url, timeout=5, context=ctx if scheme == "https" else None) as r:
-                    print(url, r.status, r.read(100000).decode(errors="replace"))
-            except urllib.error.HTTPError as e:
-                print(url, e.code, e.read(100000).decode(errors="replace"))
-            except Exception as e:
-                print(url, type(e).__name__)
-"""
-        kubectl.apply(run("probe", [probe]), namespace=evil)
-        finished = wait_run_finished(kubectl, evil, "probe", timeout=300)
-        assert finished["status"]["state"] == "Succeeded", json.dumps(finished["status"])
-        admin = ApiUser.admin(cluster)
-        status, body = admin.file(
-            evil, finished["status"]["result"]["path"], finished["status"]["result"]["commit"]
-        )
-        assert status == 200
-        printed = "".join(o.get("text", "") for o in nbformat.reads(body.decode(), 4).cells[0].outputs)
-        assert "nbkube_build_info" in printed  # the probe ran and reached what it may reach
-        assert secret not in printed
-        assert "db_password" not in printed
+        targets = [
+            f"/results/files/{result['path']}?ref={result['commit']}",
+            "/results/runs",
+            f"/logs/{a}/work",
+            paths.file_path(a, result["path"]),
+            paths.run_log_path(a, "work"),
+            f"{paths.repository_path(a, 'git')}/info/refs?service=git-upload-pack",
+            "/metrics",
+        ]
+        printed = _probe(kubectl, evil, ports, targets)
+        assert len(printed) == len(ports) * 2 * len(targets), printed
+        reached = [line for line in printed if not line.endswith(" REFUSED")]
+        assert reached == [], reached
+        assert tenants["secret"][a] not in "\n".join(printed)
     finally:
         kubectl("delete", "namespace", evil, "--wait=false", check=False)
+
+
+def test_a_policy_that_allows_the_metrics_port_lets_the_kernel_reach_it_and_nothing_else(
+    _session_kubectl, operator, cluster
+) -> None:  # type: ignore[no-untyped-def]
+    """NetworkPolicies are additive: a second one in the namespace opening the operator's metrics port
+    to its gateway is enforced too (so the refusals above are the policy's doing, not a dead port)."""
+    kubectl = _session_kubectl
+    _egress_enforced(kubectl)
+    ns = _namespace(kubectl, "lax")
+    try:
+        wait_env_ready(kubectl, ns)
+        metrics = operator.metrics_port
+        opening = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "metrics"},
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}], "ports": [{"port": metrics}]}],
+            },
+        }
+        kubectl.apply(opening, namespace=ns)
+        api_port = int(cluster.server.rsplit(":", 1)[1])
+        ports = [metrics, operator.health_port, operator.api_port, api_port]
+        printed = _probe(kubectl, ns, ports, ["/metrics"], wait_for=f"http://127.0.0.1:{metrics}/metrics")
+        by_url = dict(line.split(" ", 1) for line in printed)
+        assert by_url[f"http://127.0.0.1:{metrics}/metrics"].startswith("200 ")
+        assert "nbkube_build_info" in by_url[f"http://127.0.0.1:{metrics}/metrics"]
+        assert by_url[f"https://127.0.0.1:{metrics}/metrics"] != "REFUSED"  # reached: not TLS there
+        for port in ports[1:]:
+            for scheme in ("http", "https"):
+                assert by_url[f"{scheme}://127.0.0.1:{port}/metrics"] == "REFUSED", printed
+    finally:
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_a_forged_run_name_never_reaches_the_operators_api_client(

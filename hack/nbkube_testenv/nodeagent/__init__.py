@@ -21,6 +21,27 @@ unbound claim) keeps the pod in ContainerCreating with a FailedMount warning eve
 reports it. Logs go to DIR/pods/<ns>_<pod>/<container>.log. Startup probes, sidecar init containers,
 resource limits and ephemeral containers are not implemented.
 
+NetworkPolicy egress is enforced (ingress is not): every process of a pod runs in the pod's cgroup v2
+<cgroup2>/nbkube/<cluster id>/<pod uid> (a `/bin/sh` wrapper joins it before it execs the container's
+command; kernels the gateway starts inherit it), and a pod that a policy with policyTypes Egress
+selects gets an iptables and an ip6tables chain NBK-<cluster id>-<pod>, jumped to from OUTPUT for that
+cgroup: replies, the pod itself, then one ACCEPT per (peer, port) of the union of the selecting
+policies' egress rules (podSelector and namespaceSelector peers as the current pod IPs; ipBlock with
+except; named ports are skipped with a log line), then REJECT (a TCP reset). The chain is in place
+before the pod's first container starts and goes with the pod; the agent removes every chain and cgroup
+of its cluster when it stops, and stale ones when it starts (`cluster down` too, for a killed agent).
+As 127.0.0.1 is the host's, not the pod's, a connection over loopback is judged by the socket that
+listens there (netpol.py): the pod's own sockets stay reachable, another pod's 127.0.0.1 or 0.0.0.0
+sockets are not (a pod's loopback, in a real cluster), and a host process's socket on 127.0.0.1 or
+0.0.0.0 (the control plane, the operator) is the node, allowed only if the policy allows 127.0.0.1 on
+that port; a host socket on another address (OUTSIDE_IP, 127.0.0.2, where tests' servers listen) is a
+host outside the cluster. The listening sockets are read from /proc on every policy, pod or namespace
+event and every 2 s: a host port bound after the last look is reachable until the next one. Where cgroup
+v2 or iptables is missing (or the agent is not root) nothing is enforced: the agent logs why and the
+Node's annotation nbkube.io/network-policy says so (it reads "egress enforced" otherwise). This fences
+ordinary code, not root: pods run as root on the host and could leave their cgroup or flush the rules.
+Exec probes run outside the pod's cgroup.
+
 The parts, one concern each (`python -m nbkube_testenv.nodeagent` runs agent.main):
 
     agent.py      the Agent: registers the node (node.py), watches the pods bound to it, one PodWorker each
@@ -32,5 +53,8 @@ The parts, one concern each (`python -m nbkube_testenv.nodeagent` runs agent.mai
     volumes.py    a pod's volumes on the host, PersistentVolumeClaims resolved; mounts.py the bind
                   mounts in a container's private mount namespace
     podstatus.py  PodReporter: the pod's status, FailedMount events, the pod object's removal
+    enforcer.py   NetworkPolicy egress: the watches, a pod's chains in place before it starts;
+                  netpol.py the pure translation policy -> chains, firewall.py cgroups, iptables and
+                  the listening sockets in /proc
     addresses.py  pod addresses; common.py the logger, timestamps and ConfigError
 """

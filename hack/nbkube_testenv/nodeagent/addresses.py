@@ -6,6 +6,11 @@ import threading
 
 from nbkube_testenv import procs
 
+# An address of the machine that is no pod's (pods get 127.N.x.y with N >= 1) and not the node's
+# 127.0.0.1: a server a test runs for its pods to reach binds here, so that NetworkPolicies see it as a
+# host outside the cluster (the gateway policy allows those) and not as the node (which it denies).
+OUTSIDE_IP = "127.0.0.2"
+
 
 class IpAllocator:
     """Pod addresses 127.<octet>.x.y, unique among this agent's live pods and skipping any address a

@@ -13,6 +13,7 @@ from typing import Any
 import nbkube_testenv.nodeagent
 from nbkube_testenv.nodeagent.addresses import IpAllocator
 from nbkube_testenv.nodeagent.common import log
+from nbkube_testenv.nodeagent.enforcer import ENFORCEMENT_ANNOTATION, Enforcer
 from nbkube_testenv.nodeagent.mounts import mount_namespaces_work
 from nbkube_testenv.nodeagent.node import Node, node_capacity
 from nbkube_testenv.nodeagent.worker import PodWorker
@@ -34,7 +35,15 @@ class Agent:
         self.pid_dir = directory / "agent" / "pids"
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.capacity = node_capacity()
-        self.node = Node(self.api, node_name, kubelet_version, self.host_ip, self.capacity)
+        self.netpol = Enforcer(self)
+        self.node = Node(
+            self.api,
+            node_name,
+            kubelet_version,
+            self.host_ip,
+            self.capacity,
+            {ENFORCEMENT_ANNOTATION: self.netpol.status},
+        )
         host, _, port = self.api.server.removeprefix("https://").rpartition(":")
         self.service_env = {
             "KUBERNETES_SERVICE_HOST": host,
@@ -121,6 +130,7 @@ class Agent:
                 log.warning("registering node %s failed (%s); retrying", self.node_name, e)
                 time.sleep(1)
         log.info("node %s registered; capacity %s", self.node_name, self.capacity)
+        self.netpol.start()
         threading.Thread(
             target=self.node.heartbeat_loop, args=(self.stopping,), name="heartbeat", daemon=True
         ).start()
@@ -133,6 +143,7 @@ class Agent:
             w.wake.set()
         for w in workers:
             w.join(timeout=10)
+        self.netpol.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -98,7 +98,7 @@ class Container:
             raise ConfigError("CreateContainerError", f"workingDir {self.cwd} does not exist on this machine")
         if self.worker.agent.can_mount:
             argv = in_mount_namespace(volume_mounts(self, argv), argv, self.worker.pod_dir / "staged-mounts")
-        return argv
+        return self.worker.agent.netpol.argv(self.worker, argv)  # in the pod's cgroup
 
     def _launch(self, argv: list[str]) -> None:
         """Runs argv in its own session, output appended to the container's log."""

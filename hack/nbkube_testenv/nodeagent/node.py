@@ -30,13 +30,20 @@ class Node:
     """Registers the Node and keeps it Ready: its status and its Lease, renewed by heartbeat_loop."""
 
     def __init__(
-        self, api: Rest, name: str, kubelet_version: str, host_ip: str, capacity: dict[str, str]
+        self,
+        api: Rest,
+        name: str,
+        kubelet_version: str,
+        host_ip: str,
+        capacity: dict[str, str],
+        annotations: dict[str, str] | None = None,
     ) -> None:
         self.api = api
         self.name = name
         self.kubelet_version = kubelet_version
         self.host_ip = host_ip
         self.capacity = capacity
+        self.annotations = annotations or {}
         self.uid = ""
         self._started = now_iso()
 
@@ -52,6 +59,7 @@ class Node:
                     "kubernetes.io/arch": "amd64",
                     "node.kubernetes.io/instance-type": "nbkube-local-process",
                 },
+                "annotations": self.annotations,
             },
             "spec": {},
         }
@@ -61,6 +69,9 @@ class Node:
             if e.status != 409:
                 raise
             self.uid = self.api.get(f"/api/v1/nodes/{self.name}")["metadata"]["uid"]
+            self.api.merge_patch(
+                f"/api/v1/nodes/{self.name}", {"metadata": {"annotations": self.annotations}}
+            )
         self.heartbeat()
 
     def status(self) -> dict[str, Any]:

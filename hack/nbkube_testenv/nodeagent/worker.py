@@ -68,6 +68,7 @@ class PodWorker(threading.Thread):
             for c in self.init_containers + self.containers:
                 if c.running:
                     c.kill(grace=2)
+            self.agent.netpol.release(self)
             if self.ip and self.ip != self.agent.host_ip:
                 self.agent.ips.release(self.ip)
             self.agent.worker_done(self)
@@ -79,7 +80,9 @@ class PodWorker(threading.Thread):
         else:
             self.ip = self.agent.ips.allocate(self.pod.get("status", {}).get("podIP"))
         self._set_up_volumes()
-        while not self.deleting and not self.agent.stopping.is_set():
+        # No container starts before the pod's NetworkPolicy chains are in place (enforcer.py).
+        admitted = not self.deleting and self.agent.netpol.admit(self)
+        while admitted and not self.deleting and not self.agent.stopping.is_set():
             self._step()
             self.reporter.report()
             containers = self.containers if self.init_done else self.init_containers
