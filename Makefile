@@ -36,10 +36,10 @@ unit: venv ## fast tests: models, builders, no processes
 engine-test: venv ## kernel engine against real kernel gateway processes
 	$(PY) -m pytest -m "gateway and not cluster" -q
 
-cluster-test: venv k8s-binaries ## tests on the local control plane
+cluster-test: venv k8s-binaries iptables ## tests on the local control plane
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m pytest -m cluster -q
 
-test: venv k8s-binaries lint ## everything CI runs: lint, unit, engine and cluster tests
+test: venv k8s-binaries iptables lint ## everything CI runs: lint, unit, engine and cluster tests
 	KUBEBUILDER_ASSETS=$${KUBEBUILDER_ASSETS:-$$(bash hack/build-k8s.sh)} $(PY) -m pytest -q -ra
 
 cluster-up: venv ## start the local control plane + node agent; prints `export KUBECONFIG=...`
@@ -73,7 +73,7 @@ chromium: ## install Chromium from the Debian packages (once) for the browser te
 
 .PHONY: iptables
 iptables: ## install iptables from the Debian packages (once): the node agent enforces NetworkPolicy egress with it
-	@bash hack/install-iptables.sh
+	@bash hack/install-iptables.sh >/dev/null
 
 .PHONY: helm images crds
 helm: venv ## install helm once (cached in ~/.cache/nbkube/helm) and print its path; HELM=path uses yours
