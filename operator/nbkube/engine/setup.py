@@ -16,8 +16,10 @@ execution count, echoes no execute_input and stores no history):
    byte arrived, sets the env, and changes into the working directory (relative paths then work, as in
    nbclient's resources path or papermill's cwd).
 
-Shell messages are handled in order (the comm messages before the finishing request), and the results
-come back in the replies' `user_expressions`, never on iopub. `teardown()` (run before the kernel is
+Shell messages are handled in order, so all of them are sent at once and the replies read after (begin's
+first: a comm message it was not ready for only makes finish fail); the results come back in the replies'
+`user_expressions`, never on iopub. A warm pool's kernels get `_nbkube_run` ahead (`prepare`), so a
+run's setup does not wait for its source to be compiled. `teardown()` (run before the kernel is
 released) changes back and removes the directory; an exiting kernel removes it too (atexit), and
 every setup or teardown removes the directories of kernels whose process is gone.
 """
