@@ -205,7 +205,10 @@ async def test_a_300_mb_print_from_a_gateway_that_does_not_cut_becomes_a_marker_
     notebook. tracemalloc measures what the engine (this process) allocated meanwhile."""
     kernel = uncut_kernel
     nb = notebook(
-        "import time\nprint('before', flush=True)\nprint('x' * 300_000_000)\ntime.sleep(3.0)\nprint('after')",
+        # One write, newline included: print() writes the newline apart, and whether the kernel's stream
+        # batching sends it with the 300 MB or after it (then kept, as a blank line) is timing.
+        "import sys, time\nprint('before', flush=True)\nsys.stdout.write('x' * 300_000_000 + '\\n')\n"
+        "time.sleep(3.0)\nprint('after')",
         "print('next')",
     )
     limits = OutputLimits(spill_dir=tmp_path)
