@@ -48,6 +48,7 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,11 @@ class UserApiClient:
         body = json.dumps({"cellIds": [cell_id]}).encode()
         t0 = time.perf_counter()
         finished = float("nan")
-        async with self.http.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+        # Chunked, as the CLI sends: a Content-Length body lets the API server's proxy cut the stream
+        # under load (golang/go#40747; README, "The user-facing API").
+        async with self.http.post(
+            url, data=_chunked(body), headers={"Content-Type": "application/json"}
+        ) as response:
             if response.status != 200:
                 raise RuntimeError(f"execute {session}/{cell_id}: {response.status} {await response.text()}")
             async for line in response.content:
@@ -322,6 +327,10 @@ def bench_ready(bench: Bench, watch: RunWatch) -> dict[str, Any]:
         "create_call_median": statistics.median(calls),
         "writes_to_ready": statistics.fmean(writes),
     }
+
+
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 # 2. per-cell overhead
