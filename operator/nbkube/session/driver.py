@@ -159,17 +159,17 @@ class SessionDriver:
             document = SessionDocument(notebook)
         except ValueError as exc:
             return Failure(Reason.INVALID_NOTEBOOK, str(exc))
-        setup = await self._resolve_inputs(spec)
-        if not isinstance(setup, kernel_setup.KernelSetup):
-            return setup
-        lease = await self._take_kernel(kernels)
+        try:
+            lease = await self._fresh_kernel(spec, kernels)
+        except kernel_setup.SetupFailed as exc:
+            return Failure(Reason.SETUP_FAILED, str(exc)[:2000])
+        except Exception as exc:
+            log.exception("%s/%s: the session's kernel could not be set up", self.namespace, self.name)
+            return Failure(Reason.OPERATOR_ERROR, f"the session could not start: {type(exc).__name__}: {exc}")
         if not isinstance(lease, KernelLease):
             return lease
         work = self._work(spec, document, lease, kernels)
-        pending = [setup]  # given up to the kernel: its files' memory goes once they are sent
-        del setup
         try:
-            await apply_setup(lease.connection, pending.pop(), self.journal, SETUP_ATTEMPT, self.failures)
             branch = history.branch_name(self.name, self.uid)
             self.status.branch = branch
             self.status.path = work.path
@@ -182,8 +182,6 @@ class SessionDriver:
         except Exception as exc:
             self.ctx.registry.release(lease)
             self.status.kernel = None
-            if isinstance(exc, kernel_setup.SetupFailed):
-                return Failure(Reason.SETUP_FAILED, str(exc)[:2000])
             log.exception("%s/%s: the session could not start", self.namespace, self.name)
             return Failure(Reason.OPERATOR_ERROR, f"the session could not start: {type(exc).__name__}: {exc}")
         self._set_ready(f"kernel {lease.kernel_id[:8]} on {lease.pod}; branch {self.status.branch}")
