@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from aiohttp import web
 from nbkube.engine import GatewayClient
+from nbkube_testenv.localhttp import serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,13 +31,8 @@ async def test_a_start_cancelled_mid_request_deletes_the_kernel_the_gateway_then
     app = web.Application()
     app.router.add_post("/api/kernels", start)
     app.router.add_delete("/api/kernels/{kernel_id}", delete)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with GatewayClient(f"http://127.0.0.1:{port}", "t") as client:
+    async with serving(app) as base:
+        async with GatewayClient(base, "t") as client:
             starting = asyncio.create_task(client.start_kernel("python3"))
             await received.wait()  # the gateway is starting it
             starting.cancel()
@@ -45,5 +41,3 @@ async def test_a_start_cancelled_mid_request_deletes_the_kernel_the_gateway_then
             assert deleted == []
             answer.set()  # the gateway answers: the kernel exists now, and is deleted
         assert deleted == ["k-1"]  # close() waited for the deletion
-    finally:
-        await runner.cleanup()

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 from nbkube.kube import Kube, KubeError, authorization, ssl_context
+from nbkube_testenv.localhttp import serving
 
 
 @pytest.fixture
@@ -22,15 +23,8 @@ async def proxy() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/{name}", bad_gateway)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base
 
 
 async def test_a_proxy_error_page_becomes_a_readable_api_error(proxy: str) -> None:

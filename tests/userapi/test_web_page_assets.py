@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from nbkube.userapi.webpage import CONTENT_SECURITY_POLICY, page_routes
+from nbkube_testenv.localhttp import serving
 
 BASE = "/apis/subresources.nbkube.io/v1alpha1/namespaces/team-a/repositories/results/ui"
 
@@ -18,12 +19,8 @@ async def base() -> AsyncIterator[str]:
     app = web.Application()
     for route in page_routes():
         app.router.add_route(route.method, BASE + route.path, route.handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}{BASE}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url + BASE
 
 
 async def test_the_page_and_its_files_carry_the_pages_policy(base: str) -> None:
